@@ -1,0 +1,70 @@
+"""Shared pieces of the command line: device choice, one-line errors, the console."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import typer
+from rich.console import Console
+
+from ..errors import MacsError
+
+console = Console(stderr=True)
+
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available, else cpu)."
+
+
+def resolve_device(device: str | None) -> str:
+    """Validate a --device value; returns a torch device string."""
+    import torch
+
+    if device is None or device == "":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    d = device.strip().lower()
+    if d == "cpu":
+        return "cpu"
+    if d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise MacsError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        if ":" in d and int(d[5:]) >= torch.cuda.device_count():
+            raise MacsError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return d
+    raise MacsError(f"--device {device}: expected cpu, cuda or cuda:N")
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn MacsError (and a few OS errors) into 'error: ...' with a non-zero exit, no traceback."""
+    try:
+        yield
+    except MacsError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except MemoryError:
+        fail("out of memory (try a smaller --batch-size)")
+    except OSError as exc:
+        if os.environ.get("MACS_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        fail(f"{where}{exc.strerror or exc}")
+
+
+def threads_for_cpu() -> None:
+    """Use every core for CPU inference unless the user pinned a number."""
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

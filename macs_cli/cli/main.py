@@ -1,0 +1,38 @@
+"""The ``macs`` command: a thin Typer layer over the importable API."""
+
+from __future__ import annotations
+
+import typer
+
+from .. import __version__
+from . import separate as _separate
+from . import train_sep as _train_sep
+
+app = typer.Typer(
+    name="macs",
+    help="Multi-source audio-to-image toolkit (MACS): separate mixtures of sounds into stems "
+         "and train the separator. Every verb reads and writes plain files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"macs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+app.command("separate", no_args_is_help=True)(_separate.separate)
+app.command("train-sep", no_args_is_help=True)(_train_sep.train_sep)
+
+
+def main() -> None:
+    app()

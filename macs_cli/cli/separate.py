@@ -1,0 +1,130 @@
+"""``macs separate``: audio files or folders -> stem WAVs + manifest.json per input."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device, threads_for_cpu
+
+
+def _parse_rate(value: str) -> int | str:
+    v = value.strip().lower()
+    if v in ("model", "input"):
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--sample-rate must be 'model', 'input' or a rate in Hz (got {value!r})") from None
+
+
+def _output_names(inputs: list[Path], files: list[Path]) -> dict[Path, str]:
+    """Output folder name per file: its stem, or its path below an input folder (no suffix)."""
+    names: dict[Path, str] = {}
+    for f in files:
+        root = next((i for i in inputs if i.is_dir() and f.is_relative_to(i)), None)
+        rel = f.relative_to(root) if root else Path(f.name)
+        names[f] = str(rel.with_suffix(""))
+    return names
+
+
+def separate(
+    inputs: List[Path] = typer.Argument(..., help="Audio files or folders (searched recursively): "
+                                        "wav, flac, ogg, mp3, any length, rate or channel count."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder: one sub-folder per input."),
+    model: str = typer.Option("default", "--model", "-m",
+                              help="'default' (built in), 'official' (the MACS authors' checkpoint from "
+                                   "the Hugging Face cache), or a checkpoint file or folder."),
+    num_sources: Optional[int] = typer.Option(None, "--num-sources", "-n",
+                                              help="Merge the model's stems into this many "
+                                                   "(stems that move together are grouped)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    batch_size: int = typer.Option(1, "--batch-size", help="Windows per forward pass."),
+    overlap: float = typer.Option(0.25, "--overlap", help="Fraction of each 8 s window shared with "
+                                                          "the next (0 to 0.75)."),
+    sample_rate: str = typer.Option("model", "--sample-rate",
+                                    help="Stem sample rate: 'model' (16 kHz), 'input', or Hz."),
+    drop_silent: bool = typer.Option(False, "--drop-silent", help="Omit inactive stems."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output folders."),
+    skip_existing: bool = typer.Option(False, "--skip-existing",
+                                       help="Skip inputs whose output folder exists (resume a batch)."),
+    no_align: bool = typer.Option(False, "--no-align", help="Do not align stem order across windows."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Separate audio into ranked stems: OUTDIR/<name>/stem_00.wav ... + manifest.json."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..audio.io import find_audio_files, probe
+    from ..errors import MacsError, OutputExistsError
+    from ..fsutil import check_writable_dir
+    from ..separation.api import SeparateOptions, SilentInputWarning, separate_file
+    from ..weights.separator import load_separator
+
+    with one_line_errors():
+        if force and skip_existing:
+            fail("--force and --skip-existing contradict each other", 2)
+        opts = SeparateOptions(overlap=overlap, batch_size=batch_size,
+                               sample_rate=_parse_rate(sample_rate), num_sources=num_sources,
+                               drop_silent=drop_silent, force=force, align=not no_align)
+        dev = resolve_device(device)
+        files, problems = find_audio_files(list(inputs))
+        check_writable_dir(output)
+        net = load_separator(model, device=dev)
+        opts.validate(net.config.num_sources)
+        if dev == "cpu":
+            threads_for_cpu()
+    names = _output_names(list(inputs), files)
+    seen: dict[str, Path] = {}
+    jobs = []
+    failed = [p for p in problems]
+    for f in files:
+        name = names[f]
+        if name in seen:
+            failed.append(f"{f}: output name '{name}' clashes with {seen[name]}")
+            continue
+        seen[name] = f
+        try:
+            info = probe(f)
+        except MacsError as exc:
+            failed.append(str(exc))
+            continue
+        if (output / name).exists() and skip_existing:
+            console.print(f"skip {f} (output exists)", highlight=False)
+            continue
+        jobs.append((f, name, info))
+    total = sum(i.duration for _, _, i in jobs)
+    done = 0
+    with Progress(TextColumn("[bold]separate[/] {task.fields[file]}"), BarColumn(),
+                  TextColumn("{task.completed:.1f}/{task.total:.1f} s of audio"),
+                  TimeRemainingColumn(), console=console, disable=quiet, transient=False) as progress:
+        task = progress.add_task("audio", total=max(total, 1e-9), file="")
+        for f, name, info in jobs:
+            progress.update(task, file=f.name)
+            start = progress.tasks[0].completed
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", SilentInputWarning)
+                    separate_file(net, f, output, opts, name=name,
+                                  on_progress=lambda s: progress.advance(task, s))
+                for w in caught:
+                    console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+                done += 1
+            except OutputExistsError as exc:
+                failed.append(f"{exc} (or --skip-existing)")
+            except MacsError as exc:
+                failed.append(str(exc))
+            except OSError as exc:
+                failed.append(f"{f}: {exc.strerror or exc}")
+            progress.update(task, completed=start + info.duration)
+    for msg in failed:
+        console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    if not quiet:
+        console.print(f"{done} separated into {output}" + (f", {len(failed)} failed" if failed else ""),
+                      highlight=False)
+    if failed:
+        raise typer.Exit(1)

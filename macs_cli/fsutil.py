@@ -1,0 +1,72 @@
+"""Atomic file placement: write to a temporary name beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import MacsError, OutputExistsError
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success rename it onto ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix,
+                               dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it replaces ``target``.
+
+    An existing ``target`` is an error unless ``force``; it is only removed once the new
+    content is complete, so a failure leaves whatever the user had untouched.
+    """
+    target = Path(target)
+    if target.exists() and not force:
+        raise OutputExistsError(f"{target}: already exists (use --force to overwrite)")
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise MacsError(f"{parent}: cannot write output ({exc.strerror or exc})") from None
+    try:
+        yield tmp
+        if target.exists():
+            old = parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable_dir(path: Path) -> None:
+    """Raise a one-line MacsError unless ``path`` is (or can be made) a writable folder."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MacsError(f"{path}: cannot create output folder ({exc.strerror or exc})") from None
+    if not path.is_dir():
+        raise MacsError(f"{path}: output path exists and is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MacsError(f"{path}: output folder is not writable")

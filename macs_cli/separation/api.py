@@ -1,0 +1,315 @@
+"""Separating files: the importable API behind ``macs separate``.
+
+    from macs_cli.separation.api import SeparateOptions, separate_file
+    from macs_cli.weights.separator import load_separator
+
+    model = load_separator("default", device="cpu")
+    manifest = separate_file(model, "mix.wav", "out/", SeparateOptions())
+
+Writes ``out/<name>/stem_00.wav ... stem_{M-1}.wav`` and ``manifest.json``. Audio is streamed:
+memory does not grow with the file's length.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..audio.chunking import OverlapAdd
+from ..audio.io import AudioInfo, StreamResampler, iter_blocks, probe
+from ..errors import ConfigError, MacsError
+from ..fsutil import atomic_dir, atomic_path
+from .model import Separator
+
+FRAME_SECONDS = 0.1      # envelope resolution for activity and grouping
+ACTIVE_REL_DB = -30.0    # a stem frame is active if within 30 dB of the mixture frame...
+SILENT_ABS_DB = -70.0    # ...and the mixture frame itself is above -70 dBFS
+MIN_ACTIVITY = 0.02      # a stem is active if active in at least 2% of the frames
+
+
+class SilentInputWarning(UserWarning):
+    pass
+
+
+@dataclass
+class SeparateOptions:
+    overlap: float = 0.25              # fraction of the window shared by consecutive windows
+    batch_size: int = 1                # windows per forward pass
+    sample_rate: int | str = "model"   # "model", "input" or an integer rate for the stems
+    num_sources: int | None = None     # merge the model's stems into this many (None: all)
+    drop_silent: bool = False          # omit stems that are inactive
+    force: bool = False                # replace an existing output folder
+    align: bool = True                 # keep the stem order stable across windows
+    subtype: str = "FLOAT"             # WAV sample format of the stems
+
+    def validate(self, model_stems: int) -> None:
+        if not 0.0 <= self.overlap <= 0.75:
+            raise ConfigError(f"--overlap must be in [0, 0.75] (got {self.overlap})")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.num_sources is not None and not 1 <= self.num_sources <= model_stems:
+            raise ConfigError(f"--num-sources must be in 1..{model_stems} for this model "
+                              f"(got {self.num_sources})")
+        if isinstance(self.sample_rate, str) and self.sample_rate not in ("model", "input"):
+            raise ConfigError(f"--sample-rate must be 'model', 'input' or a rate in Hz "
+                              f"(got {self.sample_rate!r})")
+        if isinstance(self.sample_rate, int) and not 1000 <= self.sample_rate <= 384000:
+            raise ConfigError(f"--sample-rate must be in 1000..384000 Hz (got {self.sample_rate})")
+
+
+def model_window_fn(model: Separator) -> Callable[[np.ndarray], np.ndarray]:
+    """(B, L) numpy windows -> (B, M, L) numpy stems, on the model's device."""
+    device = next(model.parameters()).device
+    use_bf16 = device.type == "cuda"
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            return model(x).float().cpu().numpy()
+
+    return run
+
+
+class _StemStats:
+    """Per-stem energy and 100 ms envelopes, accumulated while streaming."""
+
+    def __init__(self, stems: int, rate: int):
+        self.frame = max(1, int(rate * FRAME_SECONDS))
+        self.sumsq = np.zeros(stems)
+        self.mix_sumsq = 0.0
+        self.peak = 0.0
+        self.count = 0
+        self._carry = np.zeros((stems + 1, 0), dtype=np.float32)
+        self.env: list[np.ndarray] = []  # (stems + 1,) mean power per frame; last row = mixture
+
+    def add(self, stems: np.ndarray) -> None:
+        mix = stems.sum(0, keepdims=True)
+        self.sumsq += np.square(stems, dtype=np.float64).sum(1)
+        self.mix_sumsq += float(np.square(mix, dtype=np.float64).sum())
+        self.peak = max(self.peak, float(np.abs(mix).max(initial=0.0)))
+        self.count += stems.shape[1]
+        data = np.concatenate([self._carry, np.concatenate([stems, mix])], axis=1)
+        full = data.shape[1] // self.frame * self.frame
+        if full:
+            frames = data[:, :full].reshape(data.shape[0], -1, self.frame)
+            self.env.append(np.square(frames, dtype=np.float64).mean(-1).T)
+        self._carry = data[:, full:]
+
+    def finish(self) -> np.ndarray:
+        if self._carry.shape[1]:
+            self.env.append(np.square(self._carry, dtype=np.float64).mean(-1)[None, :])
+            self._carry = self._carry[:, :0]
+        return np.concatenate(self.env) if self.env else np.zeros((0, len(self.sumsq) + 1))
+
+
+def stem_activity(env: np.ndarray) -> np.ndarray:
+    """Fraction of non-silent mixture frames in which each stem is within 30 dB of the mixture."""
+    stems, mix = env[:, :-1], env[:, -1:]
+    audible = mix[:, 0] > 10 ** (SILENT_ABS_DB / 10)
+    if not audible.any():
+        return np.zeros(stems.shape[1])
+    active = stems[audible] > mix[audible] * 10 ** (ACTIVE_REL_DB / 10)
+    return active.mean(0)
+
+
+def group_stems(env: np.ndarray, k: int) -> list[list[int]]:
+    """Merge M stems into k groups whose energy envelopes move together (agglomerative, average
+    linkage on the correlation of log-envelopes); the loudest groups come first."""
+    m = env.shape[1] - 1
+    if k >= m:
+        return [[i] for i in range(m)]
+    if k == 1:
+        return [list(range(m))]
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    logenv = np.log10(env[:, :-1] + 1e-10).T  # (M, frames)
+    if logenv.shape[1] < 2:
+        labels = np.minimum(np.arange(m), k - 1) + 1
+    else:
+        logenv = logenv - logenv.mean(1, keepdims=True)
+        norm = np.linalg.norm(logenv, axis=1, keepdims=True) + 1e-12
+        corr = np.clip((logenv / norm) @ (logenv / norm).T, -1, 1)
+        dist = 1.0 - corr[np.triu_indices(m, 1)]
+        labels = fcluster(linkage(dist, method="average"), t=k, criterion="maxclust")
+        if len(set(labels)) < k:  # degenerate (identical envelopes): fill groups in order
+            labels = np.minimum(np.arange(m), k - 1) + 1
+    groups = [[i for i in range(m) if labels[i] == g] for g in sorted(set(labels))]
+    energy = env[:, :-1].sum(0)
+    return sorted(groups, key=lambda g: -float(energy[g].sum()))
+
+
+def output_rate(opts: SeparateOptions, info: AudioInfo, model_rate: int) -> int:
+    if opts.sample_rate == "model":
+        return model_rate
+    if opts.sample_rate == "input":
+        return info.sample_rate
+    return int(opts.sample_rate)
+
+
+def _db(x: float) -> float:
+    return float(10 * np.log10(max(x, 1e-20)))
+
+
+def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: SeparateOptions,
+                  name: str | None = None, on_progress: Callable[[float], None] | None = None) -> dict:
+    """Separate one file into ``outdir/<name>/``; returns the manifest (also written as JSON).
+
+    ``on_progress(seconds)`` is called with the seconds of input audio consumed since the last call.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    cfg = model.config
+    opts.validate(cfg.num_sources)
+    info = probe(path)
+    name = name or path.stem
+    target = Path(outdir) / name
+    out_rate = output_rate(opts, info, cfg.sample_rate)
+    window = cfg.window_samples
+    overlap = int(round(window * opts.overlap))
+    t0 = time.time()
+    with atomic_dir(target, force=opts.force) as tmp:
+        m = cfg.num_sources
+        raw_paths = [tmp / f".raw_{i:02d}.wav" for i in range(m)]
+        writers = [sf.SoundFile(str(p), "w", cfg.sample_rate, 1, subtype="FLOAT") for p in raw_paths]
+        stats = _StemStats(m, cfg.sample_rate)
+        ola = OverlapAdd(model_window_fn(model), window, overlap, opts.batch_size, opts.align)
+        to_model = StreamResampler(info.sample_rate, cfg.sample_rate)
+
+        def sink(blocks):
+            for stems in blocks:
+                stats.add(stems)
+                for w, s in zip(writers, stems):
+                    w.write(s)
+
+        try:
+            for block in iter_blocks(path, block_frames=max(4096, info.sample_rate)):
+                sink(ola.push(to_model(block)))
+                if on_progress:
+                    on_progress(block.shape[0] / info.sample_rate)
+            tail = to_model(np.zeros(0, dtype=np.float32), last=True)
+            sink(ola.push(tail))
+            sink(ola.finish())
+        finally:
+            for w in writers:
+                w.close()
+        env = stats.finish()
+        activity = stem_activity(env)
+        rms = np.sqrt(stats.sumsq / max(stats.count, 1))
+        silent_input = stats.peak < 1e-6
+        if silent_input:
+            warnings.warn(f"{path}: input is silent; the stems are silent", SilentInputWarning,
+                          stacklevel=2)
+        groups = group_stems(env, opts.num_sources) if opts.num_sources else [[i] for i in range(m)]
+        mix_energy = stats.mix_sumsq / max(stats.count, 1)
+        group_rms = [float(np.sqrt(np.square(rms[g]).sum())) for g in groups]
+        # a group is active if any of its stems is
+        group_act = [float(activity[g].max()) for g in groups]
+        active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
+                  for a, r in zip(group_act, group_rms)]
+        keep = [i for i in range(len(groups)) if active[i] or not opts.drop_silent]
+        _write_outputs(tmp, raw_paths, groups, keep, path, info, cfg.sample_rate, out_rate, opts)
+        for p in raw_paths:
+            p.unlink(missing_ok=True)
+        seconds = time.time() - t0
+        manifest = {
+            "macs_version": __version__,
+            "source": str(path.resolve()),
+            "source_sample_rate": info.sample_rate,
+            "source_channels": info.channels,
+            "source_frames": info.frames,
+            "duration_s": info.duration,
+            "sample_rate": out_rate,
+            "model_sample_rate": cfg.sample_rate,
+            "model": {"source": getattr(model, "source", "in-memory"), "name": cfg.name,
+                      "num_sources": cfg.num_sources, "channels": cfg.channels,
+                      "window_seconds": cfg.window_seconds},
+            "settings": {**asdict(opts), "device": str(next(model.parameters()).device)},
+            "silent_input": bool(silent_input),
+            "stems": [],
+            "dropped": [],
+            "timing": {"seconds": round(seconds, 3),
+                       "real_time_factor": round(seconds / max(info.duration, 1e-9), 4)},
+        }
+        written = 0
+        for gi, g in enumerate(groups):
+            entry = {"model_stems": g, "rms": group_rms[gi], "rms_db": _db(group_rms[gi] ** 2),
+                     "activity": group_act[gi], "active": bool(active[gi])}
+            if gi in keep:
+                entry = {"file": f"stem_{written:02d}.wav", "index": written, **entry}
+                manifest["stems"].append(entry)
+                written += 1
+            else:
+                manifest["dropped"].append(entry)
+        with atomic_path(tmp / "manifest.json") as mtmp:
+            mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _write_outputs(tmp: Path, raw_paths: list[Path], groups: list[list[int]], keep: list[int],
+                   source: Path, info: AudioInfo, model_rate: int, out_rate: int,
+                   opts: SeparateOptions) -> None:
+    """Second pass: group, drop and resample the raw model-rate stems into the final files."""
+    import soundfile as sf
+
+    finals = [tmp / f"stem_{j:02d}.wav" for j in range(len(keep))]
+    identity = all(g == [i] for i, g in enumerate(groups))
+    if identity and len(keep) == len(groups) and out_rate == model_rate and opts.subtype == "FLOAT":
+        for i, f in zip(keep, finals):
+            raw_paths[i].rename(f)
+        return
+    readers = [sf.SoundFile(str(p)) for p in raw_paths]
+    n_groups = len(groups)
+    resampler = StreamResampler(model_rate, out_rate, channels=n_groups)
+    # exact mixture consistency at the input rate: the original (mono) input is the reference
+    reference = iter_blocks(source, block_frames=65536) if out_rate == info.sample_rate else None
+    ref_buf = np.zeros(0, dtype=np.float32)
+    expected = info.frames if out_rate == info.sample_rate else None
+    written = 0
+    writers = [sf.SoundFile(str(f), "w", out_rate, 1, subtype=opts.subtype) for f in finals]
+    try:
+        while True:
+            raw = np.stack([r.read(65536, dtype="float32") for r in readers])
+            last = raw.shape[1] == 0
+            grouped = np.stack([raw[g].sum(0) for g in groups], axis=1) if not last else \
+                np.zeros((0, n_groups), dtype=np.float32)
+            block = resampler(grouped, last=last)  # (n, groups)
+            if expected is not None:
+                block = block[: max(0, expected - written)]
+                if last and written + block.shape[0] < expected:  # pad a short resampler tail
+                    pad = np.zeros((expected - written - block.shape[0], n_groups), dtype=np.float32)
+                    block = np.concatenate([block, pad])
+            if reference is not None and block.shape[0]:
+                while ref_buf.size < block.shape[0]:
+                    ref_buf = np.concatenate([ref_buf, next(reference)])
+                ref, ref_buf = ref_buf[: block.shape[0]], ref_buf[block.shape[0]:]
+                block = block + ((ref - block.sum(1)) / n_groups)[:, None]
+            for j, i in enumerate(keep):
+                writers[j].write(block[:, i])
+            written += block.shape[0]
+            if last:
+                break
+    finally:
+        for w in writers:
+            w.close()
+        for r in readers:
+            r.close()
+
+
+@dataclass
+class BatchReport:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+__all__ = ["SeparateOptions", "separate_file", "group_stems", "stem_activity", "BatchReport",
+           "SilentInputWarning", "MacsError"]

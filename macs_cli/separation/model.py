@@ -1,0 +1,214 @@
+"""The MACS stage-1 separator: a mask-predicting U-Net on the power spectrogram.
+
+Architecture (see docs/method.md of the project's specification):
+
+* ``in_conv``: Conv(1->M) -> channel position embedding -> BN -> GELU -> Conv(M->NC) -> BN -> GELU
+* five nested blocks (NC->NC, NC->2NC, 2NC->4NC, 4NC->8NC, 8NC->8NC innermost), each
+  down-conv (4x4, stride 2) -> BN -> GELU -> residual block -> Dropout2d -> inner block ->
+  residual block -> transposed conv -> BN -> GELU -> resize -> concat with the skip input
+* ``out_conv``: Conv(2NC->NC) -> BN -> GELU -> Conv(NC->NC) -> BN -> GELU -> Conv1x1(NC->M)
+
+Module names follow the official checkpoint's keys so that an official state dict loads into
+:class:`MaskUNet` after stripping its ``model.unet.`` prefix.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SeparatorConfig
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate: global max-pool -> Linear(C, C/r) -> GELU -> Linear -> sigmoid."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.fc(torch.amax(x, dim=(2, 3))))
+        return x * gate[:, :, None, None]
+
+
+class ResidualBlock(nn.Module):
+    """x + (Conv3x3 -> BN -> GELU -> Conv3x3 -> BN), squeeze-excited, then GELU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+        )
+        self.senet = SqueezeExcite(channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.senet(x + self.layers(x)))
+
+
+class UNetBlock(nn.Module):
+    """One level of the nested U-Net. Returns ``cat(x, up(inner(down(x))))``."""
+
+    def __init__(self, outer: int, inner: int, submodule: nn.Module | None, dropout: float):
+        super().__init__()
+        innermost = submodule is None
+        self.downconv = nn.Conv2d(outer, inner, 4, stride=2, padding=1)
+        self.downnorm = nn.BatchNorm2d(inner)
+        self.downresblock = ResidualBlock(inner)
+        self.drop = nn.Identity() if innermost or dropout <= 0 else nn.Dropout2d(dropout)
+        self.submodule = SqueezeExcite(inner) if innermost else submodule
+        up_in = inner if innermost else 2 * inner
+        self.upresblock = ResidualBlock(up_in)
+        self.upconv = nn.ConvTranspose2d(up_in, outer, 4, stride=2, padding=1)
+        self.upnorm = nn.BatchNorm2d(outer)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.downnorm(self.downconv(x)))
+        y = self.drop(self.downresblock(y))
+        y = self.upresblock(self.submodule(y))
+        y = self.act(self.upnorm(self.upconv(y)))
+        if y.shape[-2:] != x.shape[-2:]:
+            y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([x, y], dim=1)
+
+
+class PositionEmbedding(nn.Module):
+    """Learned per-channel position embedding: a row vector over H plus a column vector over W."""
+
+    def __init__(self, channels: int, height: int, width: int):
+        super().__init__()
+        self.row_embed = nn.Parameter(torch.randn(channels, height) * 0.05)
+        self.col_embed = nn.Parameter(torch.randn(channels, width) * 0.05)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.row_embed[None, :, :, None] + self.col_embed[None, :, None, :]
+
+
+class MaskUNet(nn.Module):
+    """Predicts ``num_sources`` mask logits of shape (B, M, F, T) from a (B, 1, F, T) input."""
+
+    def __init__(self, num_sources: int, channels: int, freq_bins: int, frames: int,
+                 depth: int = 5, dropout: float = 0.1):
+        super().__init__()
+        m, nc = num_sources, channels
+        self.in_conv = nn.Sequential(
+            nn.Conv2d(1, m, 3, padding=1),
+            PositionEmbedding(m, freq_bins, frames),
+            nn.BatchNorm2d(m),
+            nn.GELU(),
+            nn.Conv2d(m, nc, 3, padding=1),
+            nn.BatchNorm2d(nc),
+            nn.GELU(),
+        )
+        # channel pairs from outer to inner: NC->NC, NC->2NC, 2NC->4NC, 4NC->8NC, 8NC->8NC
+        widths = [nc] + [nc * min(2 ** i, 8) for i in range(depth)]
+        block: nn.Module | None = None
+        for level in reversed(range(depth)):
+            block = UNetBlock(widths[level], widths[level + 1], block, dropout)
+        self.unet = block
+        self.out_conv = nn.Sequential(
+            nn.Conv2d(2 * nc, nc, 3, padding=1),
+            nn.BatchNorm2d(nc),
+            nn.GELU(),
+            nn.Conv2d(nc, nc, 3, padding=1),
+            nn.BatchNorm2d(nc),
+            nn.GELU(),
+            nn.Conv2d(nc, m, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_conv(self.unet(self.in_conv(x)))
+
+
+class Separator(nn.Module):
+    """Waveform in, ``num_sources`` waveforms out (one fixed-length window at a time).
+
+    ``forward(mix)`` takes (B, L) mono audio at ``config.sample_rate`` with L = window samples and
+    returns (B, M, L) stems that sum to the input (mixture consistency).
+    """
+
+    def __init__(self, config: SeparatorConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.unet = MaskUNet(config.num_sources, config.channels, config.freq_bins,
+                             config.frames, depth=config.depth, dropout=config.dropout)
+        self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
+
+    # -- spectral helpers -------------------------------------------------------------------
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return torch.stft(wav.float(), n_fft=c.n_fft, hop_length=c.hop_length,
+                          win_length=c.win_length, window=self.window, center=True,
+                          pad_mode="reflect", return_complex=True)
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        c = self.config
+        return torch.istft(spec, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
+                           window=self.window, center=True, length=length)
+
+    def features(self, spec: torch.Tensor) -> torch.Tensor:
+        """Network input from the complex STFT: the power spectrogram, optionally normalised."""
+        power = spec.real.square() + spec.imag.square()
+        if self.config.input_transform == "log_power":
+            # level-independent: divide by the window's mean power, then log-compress
+            power = power / (power.mean(dim=(-2, -1), keepdim=True) + 1e-10)
+            power = torch.log(power + 1e-4)
+        return power.unsqueeze(1)
+
+    def masks(self, spec: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.unet(self.features(spec)).float())
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        length = mix.shape[-1]
+        spec = self.stft(mix)                                   # (B, F, T) complex
+        masks = self.masks(spec)                                # (B, M, F, T)
+        stems_spec = masks * spec.unsqueeze(1)
+        b, m, f, t = stems_spec.shape
+        stems = self.istft(stems_spec.reshape(b * m, f, t), length).reshape(b, m, length)
+        return mixture_consistency(stems, mix)
+
+
+def mixture_consistency(stems: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """Project stems so that they sum to the mixture: s_i += (m - sum_j s_j) / M."""
+    residual = mix.to(stems.dtype) - stems.sum(dim=1)
+    return stems + residual.unsqueeze(1) / stems.shape[1]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv_flops(model: nn.Module, example: torch.Tensor) -> float:
+    """Multiply-accumulates x 2 of all convolutions for one forward pass (a rough FLOP count)."""
+    total = 0.0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            total += 2.0 * k * out.numel()
+        elif isinstance(mod, nn.ConvTranspose2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.out_channels
+            total += 2.0 * k * inp[0].numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+__all__ = ["Separator", "MaskUNet", "mixture_consistency", "count_parameters", "conv_flops"]

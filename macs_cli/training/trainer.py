@@ -1,0 +1,326 @@
+"""The ``train-sep`` loop: MixIT (plus pluggable extra loss terms) with AdamW, warm-up + cosine,
+gradient accumulation, mixed precision, accelerate for several processes, atomic checkpoints and
+exact resumption.
+
+Reproducibility: the batch stream and dropout are reseeded from (seed, process, step) at every step,
+so a run resumed from a checkpoint continues exactly as an uninterrupted one would.
+
+Run folder layout::
+
+    RUN/config.yaml              the resolved configuration
+    RUN/checkpoint.pt            training state (model, optimiser, step), weights_only-loadable
+    RUN/separator.safetensors    the latest model (+ separator.json), usable with --model RUN
+    RUN/metrics.csv              one row per logged step
+    RUN/curves.png               loss and validation curves
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from ..errors import ConfigError, ModelError
+from ..evaluation.sisdr import best_grouped_sisdr, best_one_to_one_sisdr, mixture_sisdr
+from ..fsutil import atomic_path
+from ..separation.config import SeparatorConfig
+from ..separation.model import Separator
+from ..weights.separator import save_separator
+from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
+from .losses import MixITLoss, MixtureBatch
+
+FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
+
+
+@dataclass
+class LossTerm:
+    """A named loss with a weight that may depend on the training progress (epoch)."""
+
+    name: str
+    fn: Callable[[MixtureBatch, torch.Tensor], torch.Tensor]
+    weight: Callable[[int, int], float] = lambda epoch, epochs: 1.0
+
+
+def lr_lambda(step: int, total: int, warmup_frac: float) -> float:
+    warm = int(total * warmup_frac)
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "no"
+    return {"fp32": "no"}.get(name, name)
+
+
+def evaluate(model: Separator, mixes: torch.Tensor, refs: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
+    """Mean SI-SDR improvement (dB) with the best grouping and the best one-to-one assignment."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    grouped, one, base = [], [], []
+    with torch.inference_mode():
+        for i in range(0, len(mixes), batch_size):
+            m = mixes[i: i + batch_size].to(device)
+            r = refs[i: i + batch_size].to(device)
+            stems = model(m).float()
+            grouped.append(best_grouped_sisdr(stems, r)[0].cpu())
+            one.append(best_one_to_one_sisdr(stems, r)[0].cpu())
+            base.append(mixture_sisdr(m, r).cpu())
+    model.train(was_training)
+    g, o, b = torch.cat(grouped), torch.cat(one), torch.cat(base)
+    return {"grouped": float((g - b).mean()), "one_to_one": float((o - b).mean()),
+            "mixture": float(b.mean())}
+
+
+class Trainer:
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None,
+                 extra_terms: list[LossTerm] | None = None, console=None, progress: bool = True):
+        from accelerate import Accelerator
+
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.console, self.show_progress = console, progress
+        want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {want}: CUDA is not available on this machine")
+        dev = torch.device(want)
+        self.accel = Accelerator(cpu=dev.type == "cpu",
+                                 mixed_precision=_precision(cfg["train"]["precision"], dev))
+        self.device = self.accel.device
+        self.model_cfg = SeparatorConfig(**cfg["model"], name="macs-trained")
+        self.model_cfg.validate()
+        self.spec = MixSpec(tuple(cfg["mix"]["sources_per_mixture"]), tuple(cfg["mix"]["repeats"]),
+                            tuple(cfg["mix"]["gain_db"])).validate()
+        torch.manual_seed(cfg["train"]["seed"])
+        self.model = Separator(self.model_cfg).to(self.device)
+        o = cfg["optim"]
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
+                                           weight_decay=o["weight_decay"])
+        total = cfg["train"]["steps"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_lambda(s, total, o["warmup"]))
+        self.terms = [LossTerm("mixit", MixITLoss(self.model_cfg.num_sources, cfg["train"]["exact_mixit"]))]
+        self.terms += extra_terms or []
+        self.step = 0
+        self.bank: ClipBank | None = None
+        self.val_set: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # -- data -----------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        d, sr = self.cfg["data"], self.model_cfg.sample_rate
+        self.bank = load_clip_bank(d["train"], "train", sr, d["max_seconds"], d["kind"],
+                                   d["max_clips"]).to(self.device)
+        v = self.cfg["validation"]
+        if v["mixtures"] > 0 and self.accel.is_main_process:
+            try:
+                held = load_clip_bank(d["heldout"] or d["train"], "heldout", sr, d["max_seconds"],
+                                      d["kind"], d["max_clips"])
+                self.val_set = fixed_eval_set(held, v["mixtures"], v["sources"],
+                                              self.model_cfg.window_samples, seed=v["seed"])
+            except ConfigError as exc:
+                self._say(f"[yellow]no validation: {exc}[/]")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def save(self) -> None:
+        if not self.accel.is_main_process:
+            return
+        model = self.accel.unwrap_model(self.model)
+        state = {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "step": self.step,
+                 "config": yaml.safe_dump(self.cfg)}
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
+        save_separator(model, self.run_dir / "separator.safetensors",
+                       metadata={"step": str(self.step)})
+
+    def resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            self.accel.unwrap_model(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except Exception as exc:
+            raise ModelError(f"{self.checkpoint_path}: cannot resume ({str(exc).splitlines()[0]})") from None
+        self.step = int(state["step"])
+        return True
+
+    # -- logging --------------------------------------------------------------------------------
+    def _say(self, msg: str) -> None:
+        if self.console is not None and self.accel.is_main_process:
+            self.console.print(msg)
+
+    def _columns(self) -> list[str]:
+        return (["step", "epoch", "lr", "loss"] + [t.name for t in self.terms]
+                + [f"w_{t.name}" for t in self.terms] + ["val_grouped", "val_one_to_one", "seconds"])
+
+    def _open_log(self):
+        path = self.run_dir / "metrics.csv"
+        rows = []
+        if path.exists():  # keep rows up to the resumed step, so a resumed log equals an unbroken one
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        f = open(path, "w", newline="")
+        writer = csv.DictWriter(f, fieldnames=self._columns())
+        writer.writeheader()
+        writer.writerows(rows)
+        return f, writer
+
+    # -- the loop -------------------------------------------------------------------------------
+    def epoch_of(self, step: int) -> int:
+        t = self.cfg["train"]
+        return min(t["epochs"] - 1, step * t["epochs"] // t["steps"])
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.accel.is_main_process:
+            with atomic_path(self.run_dir / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        if resume and self.resume():
+            self._say(f"resumed from step {self.step}")
+        if self.bank is None:
+            self.load_data()
+        self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
+        t, o = self.cfg["train"], self.cfg["optim"]
+        total, accum = t["steps"], o["grad_accum"]
+        rank = self.accel.process_index
+        gen = torch.Generator(device=self.device)
+        fault = int(os.environ.get(FAULT_ENV, "0") or 0)
+        deadline = time.time() + 60 * t["max_minutes"] if t["max_minutes"] else None
+        log_f, writer = (self._open_log() if self.accel.is_main_process else (None, None))
+        start_time, last_val = time.time(), {}
+        self.model.train()
+        progress = Progress(TextColumn("train-sep"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                            disable=not (self.show_progress and self.accel.is_main_process),
+                            console=self.console)
+        try:
+            with progress:
+                task = progress.add_task("steps", total=total, completed=self.step, info="")
+                while self.step < total:
+                    epoch = self.epoch_of(self.step)
+                    weights = [term.weight(epoch, t["epochs"]) for term in self.terms]
+                    parts = torch.zeros(len(self.terms), device=self.device)
+                    for micro in range(accum):
+                        seed = (t["seed"] * 1_000_003 + rank * 7_919 + self.step * accum + micro) % (2 ** 62)
+                        gen.manual_seed(seed)
+                        torch.manual_seed(seed)
+                        batch = synthesize(self.bank, o["batch_size"], self.model_cfg.window_samples,
+                                           gen, self.spec)
+                        sync = micro == accum - 1
+                        ctx = self.accel.no_sync(self.model) if not sync else _nullcontext()
+                        with ctx:
+                            with self.accel.autocast():
+                                stems = self.model(batch.mix)
+                            values = [term.fn(batch, stems.float()) if w != 0 else
+                                      torch.zeros((), device=self.device)
+                                      for term, w in zip(self.terms, weights)]
+                            loss = sum(w * v for w, v in zip(weights, values)) / accum
+                            self.accel.backward(loss)
+                        parts += torch.stack([v.detach().float() for v in values]) / accum
+                    if o["clip_grad"]:
+                        self.accel.clip_grad_norm_(self.model.parameters(), o["clip_grad"])
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    parts = self.accel.reduce(parts, reduction="mean")
+                    total_loss = float(sum(w * float(p) for w, p in zip(weights, parts)))
+                    if not math.isfinite(total_loss):
+                        raise ConfigError(f"training diverged at step {self.step} (loss {total_loss}); "
+                                          "lower optim.lr")
+                    val = {}
+                    v = self.cfg["validation"]
+                    out_of_time = deadline is not None and time.time() > deadline
+                    if self.val_set is not None and (self.step % v["every"] == 0 or self.step == total
+                                                     or out_of_time):
+                        val = evaluate(self.accel.unwrap_model(self.model), *self.val_set)
+                        last_val = val
+                    self.accel.wait_for_everyone()
+                    if writer is not None and (self.step % self.cfg["log"]["every"] == 0 or val
+                                               or self.step == total):
+                        row = {"step": self.step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0],
+                               "loss": total_loss, "seconds": round(time.time() - start_time, 3),
+                               "val_grouped": val.get("grouped", ""), "val_one_to_one": val.get("one_to_one", "")}
+                        row.update({term.name: float(p) for term, p in zip(self.terms, parts)})
+                        row.update({f"w_{term.name}": w for term, w in zip(self.terms, weights)})
+                        writer.writerow(row)
+                        log_f.flush()
+                    info = f"loss {total_loss:.3f}"
+                    if last_val:
+                        info += f"  val SI-SDRi {last_val['grouped']:.2f} dB"
+                    progress.update(task, completed=self.step, info=info)
+                    if self.step % self.cfg["checkpoint"]["every"] == 0 or self.step == total or out_of_time:
+                        self.save()
+                        self.accel.wait_for_everyone()
+                    if fault and self.step == fault:
+                        os._exit(137)  # simulate a kill (no cleanup, no final save)
+                    if out_of_time:
+                        self._say(f"time budget reached at step {self.step}")
+                        break
+        finally:
+            if log_f is not None:
+                log_f.close()
+        if self.accel.is_main_process:
+            plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
+        return {"step": self.step, "validation": last_val, "run_dir": str(self.run_dir)}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def plot_curves(metrics_csv: Path, out_png: Path) -> None:
+    """Training loss and validation SI-SDR improvement against step, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(steps, [float(r["loss"]) for r in rows])
+    a.set_xlabel("step")
+    a.set_ylabel("loss")
+    a.set_title("training loss")
+    vs = [(int(r["step"]), float(r["val_grouped"]), float(r["val_one_to_one"]))
+          for r in rows if r.get("val_grouped")]
+    if vs:
+        b.plot([s for s, _, _ in vs], [g for _, g, _ in vs], "o-", label="best grouping")
+        b.plot([s for s, _, _ in vs], [x for _, _, x in vs], "s-", label="one-to-one")
+        b.legend()
+    b.set_xlabel("step")
+    b.set_ylabel("SI-SDR improvement (dB)")
+    b.set_title("held-out validation")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Build the labelled 16 kHz mono sound corpus from Debian packages.
+# Usage: bash recipes/sound-corpus/build.sh [OUTDIR]      (default data/sound-corpus)
+# Idempotent: .debs are cached in data/.debs, extracted trees in data/.extract,
+# rendered fluidsynth/espeak material in data/.render; OUTDIR/clips is rebuilt.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+OUTDIR="${1:-data/sound-corpus}"
+DEBS="data/.debs"
+EXTRACT="data/.extract"
+RENDER="data/.render"
+PY="${PYTHON:-python3}"
+
+PACKAGES=(qabcs-data openttd-opensfx tuxpaint-stamps-default sonic-pi-samples scratch
+          minetest-data widelands-data scorched3d-data lmms-common wesnoth-1.16-data
+          fluid-soundfont-gm)
+
+echo "== sound-corpus: output $OUTDIR"
+mkdir -p "$DEBS" "$EXTRACT" "$RENDER" "$OUTDIR"
+
+# 1. tools: fluidsynth + espeak-ng (needs root for apt-get; skipped if present)
+need=()
+command -v fluidsynth >/dev/null || need+=(fluidsynth)
+command -v espeak-ng  >/dev/null || need+=(espeak-ng)
+if ((${#need[@]})); then
+  echo "== installing ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+  else sudo apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; fi
+fi
+
+# 2. download (no dependencies) and extract each package
+for p in "${PACKAGES[@]}"; do
+  if ! ls "$DEBS/${p}_"*.deb >/dev/null 2>&1; then
+    echo "== downloading $p"
+    (cd "$DEBS" && apt-get download "$p" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+  fi
+  deb=$(ls "$DEBS/${p}_"*.deb 2>/dev/null | head -1 || true)
+  if [ -z "$deb" ]; then echo "!! could not download $p (skipping)"; continue; fi
+  if [ ! -f "$EXTRACT/$p/.done" ]; then
+    echo "== extracting $(basename "$deb")"
+    rm -rf "$EXTRACT/$p"; mkdir -p "$EXTRACT/$p"
+    dpkg-deb -x "$deb" "$EXTRACT/$p"
+    touch "$EXTRACT/$p/.done"
+  fi
+done
+
+# 3. python part (needs numpy, scipy, soundfile>=0.12 with mp3 support)
+"$PY" -c "import numpy, scipy, soundfile" || { echo "!! need numpy scipy soundfile"; exit 1; }
+"$PY" "$HERE/build_corpus.py" --extract "$EXTRACT" --cache "$RENDER" --outdir "$OUTDIR"
+echo "== done: $OUTDIR/manifest.csv, $OUTDIR/corpus.npz"
