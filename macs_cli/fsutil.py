@@ -62,6 +62,8 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
 def check_writable_dir(path: Path) -> None:
     """Raise a one-line MacsError unless ``path`` is (or can be made) a writable folder."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MacsError(f"{path}: output path exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

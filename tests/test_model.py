@@ -140,3 +140,12 @@ def test_bad_config_values(bad):
         tiny_config(**bad)
     with pytest.raises(ConfigError, match="unknown key"):
         SeparatorConfig.from_dict({"nope": 1})
+
+
+def test_official_size_flops_per_window():
+    from macs_cli.separation.model import conv_flops
+
+    model = Separator(official_config()).eval()
+    x = torch.randn(1, model.config.window_samples)
+    feats = model.features(model.stft(x))
+    assert conv_flops(model.unet, feats) / 1e9 == pytest.approx(158, rel=0.01)
