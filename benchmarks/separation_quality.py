@@ -38,6 +38,9 @@ from macs_cli.training.data import fixed_eval_set, load_clip_bank
 from macs_cli.weights.separator import load_separator
 
 METHODS = ("model", "band_split", "nmf", "irm")
+FRAME = 1600                 # 100 ms at 16 kHz
+ACTIVE_DB = -30.0            # a source is active in a frame within 30 dB of its loudest frame
+OVERLAP_MIN = 0.10           # "overlapping" subset: >= 2 sources active in >= 10 % of the frames
 LABELS = {"model": "MACS default model (6 stems)", "band_split": "band split (6 mel bands)",
           "nmf": "KL-NMF (6 components, 200 it.)", "irm": "IRM oracle (S stems)"}
 
@@ -47,6 +50,16 @@ def summary(x: np.ndarray) -> dict:
     return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
             "median": float(np.median(x)), "min": float(x.min()), "max": float(x.max()),
             "n": int(x.size)}
+
+
+def temporal_overlap(refs: torch.Tensor) -> np.ndarray:
+    """Per mixture, the fraction of 100 ms frames in which at least two references are active
+    (frame power within 30 dB of that reference's loudest frame). Depends on the references only."""
+    n, s, length = refs.shape
+    frames = length // FRAME
+    power = refs[..., : frames * FRAME].reshape(n, s, frames, FRAME).double().square().mean(-1)
+    active = power > power.amax(-1, keepdim=True) * 10 ** (ACTIVE_DB / 10)
+    return ((active.sum(1) >= 2).double().mean(-1)).numpy()
 
 
 def run_batched(fn, mix: torch.Tensor, refs: torch.Tensor, batch: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -68,6 +81,8 @@ def evaluate(model, bank, sources: int, count: int, seed: int, batch: int, nmf_i
     mix, refs = fixed_eval_set(bank, count, sources, length, seed=seed)
     log(f"  {sources} sources: {count} mixtures built in {time.time() - t0:.1f} s")
     base = mixture_sisdr(mix, refs).numpy()
+    overlap = temporal_overlap(refs)
+    sub = overlap >= OVERLAP_MIN
 
     def run_model(m, r):
         with torch.inference_mode():
@@ -80,7 +95,11 @@ def evaluate(model, bank, sources: int, count: int, seed: int, batch: int, nmf_i
         "irm": lambda m, r: ideal_ratio_mask(m, r),
     }
     out: dict = {"sources": sources, "mixtures": count, "seed": seed, "length": length,
-                 "mixture_sisdr": summary(base), "methods": {}, "per_item": {"mixture_sisdr": base.round(4).tolist()}}
+                 "mixture_sisdr": summary(base),
+                 "temporal_overlap": {**summary(overlap), "zero_fraction": float((overlap == 0).mean()),
+                                      "overlapping_subset_size": int(sub.sum())},
+                 "methods": {}, "overlapping_subset": {"mixture_sisdr": summary(base[sub]), "methods": {}},
+                 "per_item": {"mixture_sisdr": base.round(4).tolist(), "temporal_overlap": overlap.round(4).tolist()}}
     for name in METHODS:
         g, o, secs = run_batched(fns[name], mix, refs, batch)
         gi, oi = g - base, o - base
@@ -89,6 +108,8 @@ def evaluate(model, bank, sources: int, count: int, seed: int, batch: int, nmf_i
             "grouped_sisdr": summary(g), "one_to_one_sisdr": summary(o),
             "seconds": round(secs, 2),
         }
+        out["overlapping_subset"]["methods"][name] = {"grouped_sisdri": summary(gi[sub]),
+                                                      "one_to_one_sisdri": summary(oi[sub])}
         out["per_item"][name] = {"grouped_sisdri": gi.round(4).tolist(), "one_to_one_sisdri": oi.round(4).tolist()}
         log(f"    {name:<10} grouped {gi.mean():6.2f} dB  one-to-one {oi.mean():6.2f} dB  ({secs:.1f} s)")
     # paired differences model - nmf (same mixtures): mean and a normal 95% interval
@@ -106,14 +127,17 @@ def fmt(s: dict) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f} ({s['median']:.2f})"
 
 
-def markdown(results: dict) -> str:
-    sets = results["sets"]
+def markdown(results: dict, subset: bool = False) -> str:
+    sets = [r["overlapping_subset"] | {"sources": r["sources"]} if subset else r for r in results["sets"]]
     head = "| method | " + " | ".join(f"{r['sources']} src grouped | {r['sources']} src one-to-one"
                                       for r in sets) + " |"
     rule = "|---|" + "---|---|" * len(sets)
     rows = [head, rule]
     rows.append("| unprocessed mixture: absolute SI-SDR | " + " | ".join(
         f"{fmt(r['mixture_sisdr'])} | (same)" for r in sets) + " |")
+    if subset:
+        rows.append("| mixtures in the subset | " + " | ".join(
+            "{0} | {0}".format(r['methods']['model']['grouped_sisdri']['n']) for r in sets) + " |")
     rows.append("| unprocessed mixture: SI-SDRi | " + " | ".join("0 | 0" for _ in sets) + " |")
     for name in METHODS:
         rows.append(f"| {LABELS[name]} | " + " | ".join(
@@ -171,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                   "references of the method's SI-SDR minus the mixture's; best grouping of stems to "
                   "sources (each source gets >= 1 stem, every stem used) and best one-to-one "
                   "assignment (S distinct stems, the rest dropped). IRM has exactly S stems.",
+        "overlap_definition": f"fraction of 100 ms frames with >= 2 references active (frame power within "
+                              f"{-ACTIVE_DB:.0f} dB of the reference's loudest frame); 'overlapping_subset': "
+                              f">= {OVERLAP_MIN:.0%}",
         "machine": machine(),
         "sets": [],
     }
@@ -180,9 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = round(time.time() - t0, 1)
     table = markdown(results)
     results["markdown"] = table
+    results["markdown_overlapping"] = markdown(results, subset=True)
     print("SI-SDRi in dB: mean ± std (median) over "
           f"{args.mixtures} held-out mixtures per column\n")
     print(table)
+    print(f"\nOnly mixtures in which >= 2 sources are active in >= {OVERLAP_MIN:.0%} of the 100 ms frames "
+          f"(active: within {-ACTIVE_DB:.0f} dB of the source's loudest frame):\n")
+    print(results["markdown_overlapping"])
+    for r in results["sets"]:
+        o = r["temporal_overlap"]
+        print(f"\n{r['sources']} sources: frames with >= 2 active sources: median {o['median']:.1%}, "
+              f"mean {o['mean']:.1%}; {o['zero_fraction']:.0%} of the mixtures have no overlap at all", end="")
+    print()
     for r in results["sets"]:
         d = r["model_minus_nmf"]
         print(f"\n{r['sources']} sources, model - NMF (paired): grouped {d['grouped_sisdri']['mean']:.2f} dB "

@@ -54,6 +54,8 @@ def separate(
     skip_existing: bool = typer.Option(False, "--skip-existing",
                                        help="Skip inputs whose output folder exists (resume a batch)."),
     no_align: bool = typer.Option(False, "--no-align", help="Do not align stem order across windows."),
+    spectrograms: bool = typer.Option(False, "--spectrograms",
+                                      help="Also write spectrograms.png (mixture and each stem)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Separate audio into ranked stems: OUTDIR/<name>/stem_00.wav ... + manifest.json."""
@@ -70,7 +72,8 @@ def separate(
             fail("--force and --skip-existing contradict each other", 2)
         opts = SeparateOptions(overlap=overlap, batch_size=batch_size,
                                sample_rate=_parse_rate(sample_rate), num_sources=num_sources,
-                               drop_silent=drop_silent, force=force, align=not no_align)
+                               drop_silent=drop_silent, force=force, align=not no_align,
+                               spectrograms=spectrograms)
         dev = resolve_device(device)
         files, problems = find_audio_files(list(inputs))
         check_writable_dir(output)

@@ -49,6 +49,7 @@ class SeparateOptions:
     force: bool = False                # replace an existing output folder
     align: bool = True                 # keep the stem order stable across windows
     subtype: str = "FLOAT"             # WAV sample format of the stems
+    spectrograms: bool = False         # also write spectrograms.png (mixture and every stem)
 
     def validate(self, model_stems: int) -> None:
         if not 0.0 <= self.overlap <= 0.75:
@@ -249,6 +250,10 @@ def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: 
                 written += 1
             else:
                 manifest["dropped"].append(entry)
+        if opts.spectrograms:
+            from .plots import plot_separation
+
+            plot_separation(tmp, manifest)
         with atomic_path(tmp / "manifest.json") as mtmp:
             mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -15,13 +15,13 @@ DEFAULTS: dict[str, Any] = {
               "input_transform": "log_power", "window_seconds": 8.0, "sample_rate": 16000,
               "n_fft": 400, "win_length": 400, "hop_length": 200},
     "data": {"train": None, "heldout": None, "kind": "auto", "max_seconds": 8.0, "max_clips": None},
-    "mix": {"sources_per_mixture": [1, 2], "repeats": [1, 3], "gain_db": [-6.0, 6.0]},
+    "mix": {"sources_per_mixture": [1, 2], "repeats": [1, 3], "gain_db": [-6.0, 6.0], "loop_prob": 0.0},
     "optim": {"lr": 1.0e-3, "weight_decay": 1.0e-2, "betas": [0.9, 0.999], "warmup": 0.1,
               "grad_accum": 1, "batch_size": 8, "clip_grad": 5.0},
     "train": {"steps": 1000, "epochs": 10, "seed": 0, "precision": "auto", "max_minutes": None,
-              "exact_mixit": True},
+              "exact_mixit": True, "init": None},
     "checkpoint": {"every": 200},
-    "validation": {"every": 200, "mixtures": 32, "sources": 2, "seed": 1234},
+    "validation": {"every": 200, "mixtures": 32, "sources": 2, "seed": 1234, "loop_prob": 0.0},
     "log": {"every": 10},
 }
 

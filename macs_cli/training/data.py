@@ -226,6 +226,7 @@ class MixSpec:
     sources_per_mixture: tuple[int, int] = (1, 2)   # each of m1, m2 holds this many clips
     repeats: tuple[int, int] = (1, 3)               # each clip occurs this many times in the window
     gain_db: tuple[float, float] = (-6.0, 6.0)      # per-source level relative to unit RMS
+    loop_prob: float = 0.0                          # chance that a clip loops through the window
 
     def validate(self) -> "MixSpec":
         lo, hi = self.sources_per_mixture
@@ -235,6 +236,8 @@ class MixSpec:
             raise ConfigError("mix.repeats must be [lo, hi] with 1 <= lo <= hi <= 8")
         if self.gain_db[0] > self.gain_db[1]:
             raise ConfigError("mix.gain_db must be [low, high]")
+        if not 0.0 <= self.loop_prob <= 1.0:
+            raise ConfigError("mix.loop_prob must be in [0, 1]")
         return self
 
 
@@ -258,6 +261,7 @@ def synthesize(bank: ClipBank, batch_size: int, length: int, gen: torch.Generato
     u = torch.rand((b, s), generator=gen, device=device)
     gain = 10.0 ** ((spec.gain_db[0] + u * (spec.gain_db[1] - spec.gain_db[0])) / 20.0)
     gain = gain / bank.rms[clip].clamp_min(1e-5)
+    loop = torch.rand((b, s), generator=gen, device=device) < spec.loop_prob
     t = torch.arange(length, device=device)
     sources = torch.zeros(b, s, length, device=device)
     for r in range(spec.repeats[1]):
@@ -267,6 +271,9 @@ def synthesize(bank: ClipBank, batch_size: int, length: int, gen: torch.Generato
                              -(u * (n - length + 1).float()).long())
         pos = t[None, None, :] - offset[..., None]
         valid = (pos >= 0) & (pos < n[..., None]) & (r < reps)[..., None]
+        # a looping clip repeats back to back through the whole window (continuous sounds)
+        pos = torch.where(loop[..., None], torch.remainder(pos, n[..., None]), pos)
+        valid = torch.where(loop[..., None], torch.full_like(valid, r == 0), valid)
         idx = start[..., None] + pos.clamp(min=0).minimum(n[..., None] - 1)
         sources += torch.where(valid, bank.audio[idx], 0.0)
     sources = sources * (gain * present)[..., None]
@@ -280,14 +287,15 @@ def synthesize(bank: ClipBank, batch_size: int, length: int, gen: torch.Generato
 
 
 def fixed_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, seed: int = 1234,
-                   repeats: tuple[int, int] = (1, 2), gain_db: tuple[float, float] = (-5.0, 5.0)
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   repeats: tuple[int, int] = (1, 2), gain_db: tuple[float, float] = (-5.0, 5.0),
+                   loop_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic held-out mixtures: returns (mix (N, L), refs (N, S, L)), one clip per source,
-    never two clips of the same label in one mixture."""
+    never two clips of the same label in one mixture. ``loop_prob=1`` loops every clip through the
+    window, so all sources overlap all the time (the hardest case)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     cpu = bank.to("cpu")
     mixes, refs = [], []
-    spec = MixSpec((1, 1), repeats, gain_db).validate()
+    spec = MixSpec((1, 1), repeats, gain_db, loop_prob).validate()
     sub = ClipBank(cpu.audio, cpu.starts, cpu.lengths, cpu.rms, cpu.labels, cpu.sample_rate)
     while len(mixes) < count:
         parts = []

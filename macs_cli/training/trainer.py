@@ -101,9 +101,12 @@ class Trainer:
         self.model_cfg = SeparatorConfig(**cfg["model"], name="macs-trained")
         self.model_cfg.validate()
         self.spec = MixSpec(tuple(cfg["mix"]["sources_per_mixture"]), tuple(cfg["mix"]["repeats"]),
-                            tuple(cfg["mix"]["gain_db"])).validate()
+                            tuple(cfg["mix"]["gain_db"]), cfg["mix"]["loop_prob"]).validate()
         torch.manual_seed(cfg["train"]["seed"])
-        self.model = Separator(self.model_cfg).to(self.device)
+        self.model = Separator(self.model_cfg)
+        if cfg["train"]["init"]:
+            self._init_from(str(cfg["train"]["init"]))
+        self.model = self.model.to(self.device)
         o = cfg["optim"]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
                                            weight_decay=o["weight_decay"])
@@ -116,6 +119,19 @@ class Trainer:
         self.bank: ClipBank | None = None
         self.val_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def _init_from(self, spec: str) -> None:
+        """Start from the weights of another separator (``default``, ``official``, a file or run)."""
+        from ..weights.separator import load_separator
+
+        source = load_separator(spec)
+        if source.config.num_sources != self.model_cfg.num_sources or \
+                source.config.channels != self.model_cfg.channels or \
+                source.config.depth != self.model_cfg.depth or \
+                source.config.frames != self.model_cfg.frames:
+            raise ConfigError(f"train.init={spec}: that model's size (M={source.config.num_sources}, "
+                              f"NC={source.config.channels}) differs from model.* in the config")
+        self.model.load_state_dict(source.state_dict())
+
     # -- data -----------------------------------------------------------------------------------
     def load_data(self) -> None:
         d, sr = self.cfg["data"], self.model_cfg.sample_rate
@@ -127,7 +143,8 @@ class Trainer:
                 held = load_clip_bank(d["heldout"] or d["train"], "heldout", sr, d["max_seconds"],
                                       d["kind"], d["max_clips"])
                 self.val_set = fixed_eval_set(held, v["mixtures"], v["sources"],
-                                              self.model_cfg.window_samples, seed=v["seed"])
+                                              self.model_cfg.window_samples, seed=v["seed"],
+                                              loop_prob=v["loop_prob"])
             except ConfigError as exc:
                 self._say(f"[yellow]no validation: {exc}[/]")
 

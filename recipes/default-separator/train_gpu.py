@@ -128,7 +128,8 @@ def main() -> None:
     held = load_clip_bank(args.corpus, "heldout", 16000, cfg["data"]["max_seconds"])
     trainer.val_set = fixed_eval_set(held, cfg["validation"]["mixtures"], 2,
                                      trainer.model_cfg.window_samples,
-                                     seed=cfg["validation"]["seed"])
+                                     seed=cfg["validation"]["seed"],
+                                     loop_prob=cfg["validation"]["loop_prob"])
     t0 = time.time()
     result = trainer.run()
     report.update(train_wall_s=time.time() - t0, final=result)
