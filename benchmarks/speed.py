@@ -64,6 +64,7 @@ def macs_command() -> list[str]:
 
 def run_separate(path: Path, outdir: Path, extra: list[str]) -> dict:
     cmd = [*macs_command(), "separate", str(path), "-o", str(outdir), "--device", "cpu", "-q", *extra]
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -74,7 +75,8 @@ def run_separate(path: Path, outdir: Path, extra: list[str]) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}")
     # ru_maxrss is in KiB on Linux
     return {"command": " ".join(cmd), "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024.0,
-            "user_s": usage.ru_utime, "sys_s": usage.ru_stime}
+            "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}
 
 
 def stem_sum_check(path: Path, stem_dir: Path, manifest: dict) -> dict:

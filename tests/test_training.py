@@ -226,3 +226,13 @@ def test_two_process_training_with_gloo(tmp_path, clip_folder):
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
     assert [int(x["step"]) for x in rows] == [1, 2, 3]
     assert (tmp_path / "ddp" / "separator.safetensors").exists()
+
+
+def test_overrides_parse_scientific_floats():
+    from macs_cli.training.config import load_config, parse_override
+
+    assert parse_override("optim.lr=5e-4") == (["optim", "lr"], 5e-4)
+    assert parse_override("mix.gain_db=[-3, 3]") == (["mix", "gain_db"], [-3, 3])
+    assert parse_override("train.steps=7") == (["train", "steps"], 7)
+    cfg = load_config(None, ["data.train=x", "optim.lr=3e-4"])
+    assert cfg["optim"]["lr"] == 3e-4
