@@ -212,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results)
     results["markdown"] = table
     results["markdown_overlapping"] = markdown(results, subset=True)
-    print("SI-SDRi in dB: mean ± std (median) over "
-          f"{args.mixtures} held-out mixtures per column" + (f" (loop_prob {args.loop_prob})" if args.loop_prob else "") + "\n")
+    looped = f" (loop_prob {args.loop_prob})" if args.loop_prob else ""
+    print(f"SI-SDRi in dB: mean ± std (median) over {args.mixtures} held-out mixtures per column{looped}\n")
     print(table)
     print(f"\nOnly mixtures in which >= 2 sources are active in >= {OVERLAP_MIN:.0%} of the 100 ms frames "
           f"(active: within {-ACTIVE_DB:.0f} dB of the source's loudest frame):\n")

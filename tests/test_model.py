@@ -128,7 +128,7 @@ def test_official_missing_offline_gives_instructions(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("MACS_OFFICIAL_SEPARATOR", raising=False)
-    with pytest.raises(ModelError, match="huggingface-cli download alxzzz/MACS"):
+    with pytest.raises(ModelError, match="hf download alxzzz/MACS"):
         load_separator("official")
 
 

@@ -25,8 +25,8 @@ HOP = 200
 SAMPLE_RATE = 16000
 EPS = 1e-10
 
-__all__ = ["stft", "istft", "apply_masks", "mel_band_edges", "band_split", "nmf", "kl_divergence",
-           "nmf_separate", "ideal_ratio_mask", "N_FFT", "HOP", "SAMPLE_RATE"]
+__all__ = ["stft", "istft", "apply_masks", "mel_band_edges", "band_masks", "band_split", "nmf",
+           "kl_divergence", "nmf_separate", "ideal_ratio_mask", "N_FFT", "HOP", "SAMPLE_RATE"]
 
 
 # -- the model's STFT -------------------------------------------------------------------------------

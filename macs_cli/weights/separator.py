@@ -166,7 +166,7 @@ def _official_path() -> Path:
         kind = type(exc).__name__
         raise ModelError(
             f"official separator not available ({kind}): download it once with "
-            f"`huggingface-cli download {OFFICIAL_REPO} {OFFICIAL_FILE}` (or pass "
+            f"`hf download {OFFICIAL_REPO} {OFFICIAL_FILE}` (or pass "
             f"--model /path/to/{OFFICIAL_FILE})") from None
 
 
