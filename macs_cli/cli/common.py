@@ -68,3 +68,32 @@ def threads_for_cpu() -> None:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+# -- several processes (accelerate launch / torchrun) ----------------------------------------------
+def world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the launcher's environment; (0, 1, 0) when alone."""
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def my_share(items: list) -> list:
+    """This process's share of a job's items: every WORLD_SIZE-th item from RANK on."""
+    rank, size, _ = world()
+    return items[rank::size] if size > 1 else items
+
+
+def process_device(device: str | None) -> str:
+    """resolve_device, with each launched process on its own GPU (cuda:LOCAL_RANK)."""
+    dev = resolve_device(device)
+    _, size, local = world()
+    if size > 1 and dev == "cuda":
+        import torch
+
+        dev = f"cuda:{local % max(1, torch.cuda.device_count())}"
+    return dev
+
+
+def shard_note() -> str:
+    rank, size, _ = world()
+    return f" [process {rank + 1}/{size}]" if size > 1 else ""

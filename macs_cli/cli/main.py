@@ -5,13 +5,16 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
+from . import embed as _embed
+from . import rank as _rank
 from . import separate as _separate
 from . import train_sep as _train_sep
 
 app = typer.Typer(
     name="macs",
-    help="Multi-source audio-to-image toolkit (MACS): separate mixtures of sounds into stems "
-         "and train the separator. Every verb reads and writes plain files.",
+    help="Multi-source audio-to-image toolkit (MACS): separate mixtures of sounds into stems, "
+         "embed and rank them with CLAP, and train the separator. Every verb reads and writes "
+         "plain files.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -31,6 +34,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 app.command("separate", no_args_is_help=True)(_separate.separate)
+app.command("embed", no_args_is_help=True)(_embed.embed)
+app.command("rank", no_args_is_help=True)(_rank.rank)
 app.command("train-sep", no_args_is_help=True)(_train_sep.train_sep)
 
 

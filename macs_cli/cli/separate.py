@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device, threads_for_cpu
+from .common import (DEVICE_HELP, console, fail, my_share, one_line_errors, process_device, shard_note,
+                     threads_for_cpu, world)
 
 
 def _parse_rate(value: str) -> int | str:
@@ -74,7 +75,7 @@ def separate(
                                sample_rate=_parse_rate(sample_rate), num_sources=num_sources,
                                drop_silent=drop_silent, force=force, align=not no_align,
                                spectrograms=spectrograms)
-        dev = resolve_device(device)
+        dev = process_device(device)
         files, problems = find_audio_files(list(inputs))
         check_writable_dir(output)
         net = load_separator(model, device=dev)
@@ -82,15 +83,18 @@ def separate(
         if dev == "cpu":
             threads_for_cpu()
     names = _output_names(list(inputs), files)
+    mine = set(my_share(files))  # under accelerate/torchrun each process takes its share
     seen: dict[str, Path] = {}
     jobs = []
-    failed = [p for p in problems]
+    failed = list(problems) if world()[0] == 0 else []  # reported once, not by every process
     for f in files:
         name = names[f]
         if name in seen:
             failed.append(f"{f}: output name '{name}' clashes with {seen[name]}")
             continue
         seen[name] = f
+        if f not in mine:
+            continue
         try:
             info = probe(f)
         except MacsError as exc:
@@ -127,7 +131,7 @@ def separate(
     for msg in failed:
         console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
     if not quiet:
-        console.print(f"{done} separated into {output}" + (f", {len(failed)} failed" if failed else ""),
-                      highlight=False)
+        console.print(f"{done} separated into {output}" + (f", {len(failed)} failed" if failed else "")
+                      + shard_note(), highlight=False)
     if failed:
         raise typer.Exit(1)

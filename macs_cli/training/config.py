@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,12 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint": {"every": 200},
     "validation": {"every": 200, "mixtures": 32, "sources": 2, "seed": 1234, "loop_prob": 0.0},
     "log": {"every": 10},
+    # MACS's CLAP-space losses (macs_cli/training/clap_losses.py): with losses: true the objective
+    # is (1 - alpha) mixit + alpha (align + rank), alpha = epoch / (epochs - 1)
+    "clap": {"losses": False, "model": None, "tokenizer": None, "download": False,
+             "tau1": 100.0, "tau2_init": 2.6592600369327779, "rank_regularization": 1.0,
+             "soft_rank": "auto", "batch_chunk": None, "text_template": "The sound of {}",
+             "filler": "Noise", "lowercase": True},
 }
 
 
@@ -123,3 +130,33 @@ def validate(cfg: dict[str, Any]) -> None:
     for key in ("sources_per_mixture", "repeats", "gain_db"):
         v = cfg["mix"][key]
         need(isinstance(v, (list, tuple)) and len(v) == 2, f"mix.{key} must be a [low, high] pair")
+    validate_clap(cfg, need)
+
+
+def validate_clap(cfg: dict[str, Any], need) -> None:
+    c = cfg["clap"]
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    need(isinstance(c["losses"], bool), f"clap.losses must be true or false (got {c['losses']!r})")
+    need(c["model"] is None or (isinstance(c["model"], str) and c["model"].strip() != ""),
+         "clap.model must be default, hf, hf:<repo id>, a laion-clap .pt file or a transformers CLAP folder")
+    if c["losses"]:
+        need(c["model"] is not None, "clap.losses=true needs clap.model (default, hf:<repo id>, a laion-clap "
+             ".pt file or a transformers CLAP folder)")
+        need(cfg["model"]["window_seconds"] <= 10.0, "clap.losses needs model.window_seconds <= 10 "
+             "(CLAP embeds clips of at most 10 s)")
+    need(number(c["tau1"]) and c["tau1"] > 0, f"clap.tau1 must be > 0 (got {c['tau1']!r})")
+    need(number(c["tau2_init"]), f"clap.tau2_init must be a number (got {c['tau2_init']!r})")
+    need(number(c["rank_regularization"]) and c["rank_regularization"] > 0,
+         f"clap.rank_regularization must be > 0 (got {c['rank_regularization']!r})")
+    need(c["soft_rank"] in ("auto", "torchsort", "pairwise"), "clap.soft_rank must be auto, torchsort or pairwise")
+    need(c["batch_chunk"] is None or (isinstance(c["batch_chunk"], int) and not isinstance(c["batch_chunk"], bool)
+                                      and c["batch_chunk"] > 0),
+         f"clap.batch_chunk must be a positive integer or null (got {c['batch_chunk']!r})")
+    need(isinstance(c["text_template"], str) and c["text_template"].count("{}") == 1,
+         "clap.text_template must contain one {} for the label")
+    need(isinstance(c["filler"], str) and c["filler"] != "", "clap.filler must be a non-empty text")
+    need(isinstance(c["lowercase"], bool), "clap.lowercase must be true or false")
+    need(isinstance(c["download"], bool), "clap.download must be true or false")

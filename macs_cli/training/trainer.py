@@ -8,7 +8,8 @@ so a run resumed from a checkpoint continues exactly as an uninterrupted one wou
 Run folder layout::
 
     RUN/config.yaml              the resolved configuration
-    RUN/checkpoint.pt            training state (model, optimiser, step), weights_only-loadable
+    RUN/checkpoint.pt            training state (model, optimiser, step, loss parameters such as the
+                                 CLAP contrastive temperature tau2), weights_only-loadable
     RUN/separator.safetensors    the latest model (+ separator.json), usable with --model RUN
     RUN/metrics.csv              one row per logged step
     RUN/curves.png               loss and validation curves
@@ -107,17 +108,49 @@ class Trainer:
         if cfg["train"]["init"]:
             self._init_from(str(cfg["train"]["init"]))
         self.model = self.model.to(self.device)
+        self.terms = [LossTerm("mixit", MixITLoss(self.model_cfg.num_sources, cfg["train"]["exact_mixit"]))]
+        self.clap_space = None
+        if cfg.get("clap", {}).get("losses"):
+            self._add_clap_terms()
+        self.terms += extra_terms or []
+        # parameters that belong to loss terms (the contrastive temperature tau2): trained and
+        # checkpointed with the separator, not weight-decayed, not part of the exported model
+        self.loss_modules = {t.name: t.fn for t in self.terms
+                             if isinstance(t.fn, torch.nn.Module) and len(list(t.fn.parameters()))}
+        for module in self.loss_modules.values():
+            module.to(self.device)
+        self.loss_params = [p for m in self.loss_modules.values() for p in m.parameters()]
         o = cfg["optim"]
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
+        groups = [{"params": list(self.model.parameters())}]
+        if self.loss_params:
+            groups.append({"params": self.loss_params, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]),
                                            weight_decay=o["weight_decay"])
         total = cfg["train"]["steps"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, total, o["warmup"]))
-        self.terms = [LossTerm("mixit", MixITLoss(self.model_cfg.num_sources, cfg["train"]["exact_mixit"]))]
-        self.terms += extra_terms or []
         self.step = 0
         self.bank: ClipBank | None = None
         self.val_set: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _add_clap_terms(self) -> None:
+        """Load the frozen CLAP encoder once and add the ``align`` and ``rank`` terms; MixIT's
+        weight becomes ``1 - alpha`` (see :mod:`macs_cli.training.clap_losses`)."""
+        from ..clap import load_clap
+        from .clap_losses import build_clap_terms, mixit_weight
+
+        c = self.cfg["clap"]
+        encoder = load_clap(c["model"], device=self.device, allow_download=c["download"],
+                            tokenizer=c["tokenizer"], require_text=True)
+        encoder.model.requires_grad_(False)
+        encoder.eval()
+        terms, self.clap_space = build_clap_terms(self.cfg, encoder, self.model_cfg.sample_rate,
+                                                  self.model_cfg.num_sources)
+        self.terms[0].weight = mixit_weight
+        self.terms += terms
+        if self.cfg["train"]["epochs"] == 1:
+            self._say("[yellow]clap.losses with train.epochs=1: alpha = 1 from the start, so MixIT is "
+                      "off (set train.epochs >= 2 for the curriculum)[/]")
 
     def _init_from(self, spec: str) -> None:
         """Start from the weights of another separator (``default``, ``official``, a file or run)."""
@@ -137,6 +170,14 @@ class Trainer:
         d, sr = self.cfg["data"], self.model_cfg.sample_rate
         self.bank = load_clip_bank(d["train"], "train", sr, d["max_seconds"], d["kind"],
                                    d["max_clips"]).to(self.device)
+        if self.clap_space is not None:
+            unlabelled = sum(1 for labs in self.bank.labels if not labs)
+            if unlabelled == len(self.bank):
+                raise ConfigError(f"{d['train']}: clap.losses needs labelled clips (folder names, a CSV "
+                                  "'labels' column or FSD50K ground truth) and none of these has a label")
+            if unlabelled:
+                self._say(f"[yellow]{unlabelled} of {len(self.bank)} training clips have no label: they "
+                          "count as 'Noise' in the CLAP losses[/]")
         v = self.cfg["validation"]
         if v["mixtures"] > 0 and self.accel.is_main_process:
             try:
@@ -160,6 +201,8 @@ class Trainer:
         state = {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "step": self.step,
                  "config": yaml.safe_dump(self.cfg)}
+        if self.loss_modules:
+            state["losses"] = {name: m.state_dict() for name, m in self.loss_modules.items()}
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
         save_separator(model, self.run_dir / "separator.safetensors",
@@ -171,6 +214,12 @@ class Trainer:
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             self.accel.unwrap_model(self.model).load_state_dict(state["model"])
+            saved = state.get("losses", {})
+            for name, module in self.loss_modules.items():
+                if name not in saved:
+                    raise ValueError(f"the checkpoint has no state for the '{name}' loss (was it trained "
+                                     "with other clap.* settings?)")
+                module.load_state_dict(saved[name])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except Exception as exc:
@@ -247,14 +296,22 @@ class Trainer:
                         with ctx:
                             with self.accel.autocast():
                                 stems = self.model(batch.mix)
-                            values = [term.fn(batch, stems.float()) if w != 0 else
+                            stems = stems.float()  # one tensor for every term (CLAP terms share work)
+                            values = [term.fn(batch, stems) if w != 0 else
                                       torch.zeros((), device=self.device)
                                       for term, w in zip(self.terms, weights)]
                             loss = sum(w * v for w, v in zip(weights, values)) / accum
                             self.accel.backward(loss)
                         parts += torch.stack([v.detach().float() for v in values]) / accum
+                    if self.clap_space is not None:
+                        self.clap_space.clear()
+                    if self.loss_params and self.accel.num_processes > 1:
+                        # loss parameters live outside DDP: average their gradients by hand
+                        for p in self.loss_params:
+                            if p.grad is not None:  # None on every process alike (same weights)
+                                p.grad.copy_(self.accel.reduce(p.grad, reduction="mean"))
                     if o["clip_grad"]:
-                        self.accel.clip_grad_norm_(self.model.parameters(), o["clip_grad"])
+                        self.accel.clip_grad_norm_([*self.model.parameters(), *self.loss_params], o["clip_grad"])
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,171 @@
+"""Embedding stems and ranking them: the importable API behind ``macs embed`` and ``macs rank``.
+
+    from macs_cli.clap import load_clap
+    from macs_cli.clap.api import embed_stems, rank_embeddings, stems_of
+
+    clap = load_clap("default")
+    files, mixture = stems_of("separated/mix")          # a folder written by `macs separate`
+    result = embed_stems(clap, files, mixture)          # (M, 512) + the mixture's embedding
+    ranked = rank_embeddings(result.embeddings, result.mixture, top_k=3)
+
+Embeddings are L2-normalised CLAP audio embeddings (clips longer than 10 s: the normalised mean
+of their 10 s chunks), float32, in stem order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..audio.io import AUDIO_SUFFIXES, read_audio
+from ..errors import AudioError, ConfigError, MacsError
+from ..fsutil import atomic_path
+from .preprocess import CLAP_SAMPLE_RATE
+
+
+@dataclass
+class Embedded:
+    embeddings: np.ndarray                  # (M, 512) float32
+    files: list[str]
+    mixture: np.ndarray | None = None       # (512,) float32
+    mixture_file: str | None = None
+    labels: list[list[dict]] | None = None  # per stem: [{"label", "score", "cosine"}...]
+    info: dict = field(default_factory=dict)
+
+
+def stems_of(folder: Path) -> tuple[list[Path], Path | None]:
+    """The stem files of a folder in stem order, and the mixture its manifest names (if any)."""
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        try:
+            m = json.loads(manifest.read_text())
+            files = [folder / s["file"] for s in m["stems"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise MacsError(f"{manifest}: not a macs separate manifest ({exc})") from None
+        source = Path(m["source"]) if m.get("source") else None
+        return files, source if source is not None and source.exists() else None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise AudioError(f"{folder}: holds no manifest.json and no audio files")
+    return files, None
+
+
+def _read(path: Path) -> np.ndarray:
+    x, _ = read_audio(path, CLAP_SAMPLE_RATE)
+    return x
+
+
+def embed_stems(encoder, files: list[Path], mixture: Path | None = None, batch_size: int = 8,
+                vocabulary: list[str] | None = None, top_labels: int = 3) -> Embedded:
+    """CLAP-embed stem files (and the mixture, when given); optionally tag each stem with labels."""
+    if not files:
+        raise AudioError("no stems to embed")
+    waves = [_read(Path(f)) for f in files]
+    emb = encoder.embed_waveforms(waves, CLAP_SAMPLE_RATE, batch_size=batch_size, normalize=True)
+    mix = None
+    if mixture is not None:
+        mix = encoder.embed_waveforms([_read(Path(mixture))], CLAP_SAMPLE_RATE, batch_size=batch_size,
+                                      normalize=True)[0].numpy()
+    labels = None
+    if vocabulary:
+        from .labels import label_stems
+
+        labels = [[{"label": lab, "score": float(s), "cosine": float(c)} for lab, s, c in row]
+                  for row in _as_triples(label_stems(encoder, emb, vocabulary, top_labels, batch_size))]
+    return Embedded(emb.numpy().astype(np.float32), [str(f) for f in files],
+                    None if mix is None else mix.astype(np.float32),
+                    None if mixture is None else str(mixture), labels)
+
+
+def _as_triples(rows) -> list[list[tuple[str, float, float]]]:
+    """Normalise what labels.label_stems returns into (label, score, cosine) triples."""
+    out = []
+    for row in rows:
+        items = []
+        for item in row:
+            if isinstance(item, dict):
+                items.append((item["label"], item["score"], item.get("cosine", float("nan"))))
+            else:
+                lab, score, *rest = item
+                items.append((lab, score, rest[0] if rest else float("nan")))
+        out.append(items)
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two vectors (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    if len(a) < 2:
+        return float("nan")
+    r = spearmanr(a, b).statistic
+    return float(r) if np.isfinite(r) else float("nan")
+
+
+@dataclass
+class Ranked:
+    order: list[int]           # stem indices, most significant first
+    scores: list[float]        # cosine to the mixture, per original stem index
+    spearman: float            # agreement of the scores with the separator's output order
+    embeddings: np.ndarray     # (K, 512) in ranked order, top_k kept
+
+
+def rank_embeddings(embeddings: np.ndarray, mixture: np.ndarray, top_k: int | None = None) -> Ranked:
+    """Order stems by the cosine similarity of their embedding to the mixture's (contextual
+    significance); ``spearman`` compares those scores with the order M..1 the separator is trained
+    to produce (1: the separator's order is exactly the significance order)."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    m = np.asarray(mixture, dtype=np.float64).reshape(-1)
+    if e.ndim != 2 or e.shape[1] != m.shape[0]:
+        raise ConfigError(f"embeddings of shape {e.shape} do not match a mixture embedding of size {m.shape[0]}")
+    if top_k is not None and not 1 <= top_k <= e.shape[0]:
+        raise ConfigError(f"--top-k must be in 1..{e.shape[0]} (got {top_k})")
+    en = e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-12)
+    mn = m / (np.linalg.norm(m) + 1e-12)
+    scores = en @ mn
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    keep = order[: top_k or len(order)]
+    rho = spearman(scores, np.arange(e.shape[0], 0, -1))
+    return Ranked(order, [float(s) for s in scores], rho, np.asarray(embeddings, dtype=np.float32)[keep])
+
+
+# -- files -----------------------------------------------------------------------------------------
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_npy_with_sidecar(out: Path, array: np.ndarray, sidecar: dict) -> None:
+    """``out`` (.npy) and ``out`` with .json, each written atomically."""
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array, dtype=np.float32))
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+
+
+def read_npy_with_sidecar(path: Path) -> tuple[np.ndarray, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise MacsError(f"{path}: no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise MacsError(f"{path}: not a .npy array ({str(exc).splitlines()[0]})") from None
+    side = path.with_suffix(".json")
+    meta = {}
+    if side.exists():
+        try:
+            meta = json.loads(side.read_text())
+        except json.JSONDecodeError as exc:
+            raise MacsError(f"{side}: not JSON ({exc})") from None
+    return arr, meta

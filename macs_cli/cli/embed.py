@@ -1,0 +1,146 @@
+"""``macs embed``: stems -> CLAP embeddings (.npy, one row per stem) + a JSON sidecar."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import (DEVICE_HELP, console, fail, my_share, one_line_errors, process_device, shard_note,
+                     threads_for_cpu, world)
+
+CLAP_HELP = ("CLAP model: 'default' (laion-clap 630k-audioset-best, HTSAT-tiny), 'hf' or "
+             "'hf:<repo or folder>' (transformers ClapModel), a laion-clap .pt, or an official MACS "
+             "separator checkpoint (its embedded CLAP).")
+
+
+def expand_stem_sets(inputs: list[Path]) -> tuple[list[tuple[str, list[Path], Path | None]], list[str]]:
+    """Inputs -> [(name, stem files, mixture)]: a folder with manifest.json is one set; a folder
+    without one is searched for such folders (recursively), or else taken as a set of audio files;
+    loose audio files together form one set."""
+    from ..audio.io import AUDIO_SUFFIXES
+    from ..clap.api import stems_of
+    from ..errors import MacsError
+
+    sets, problems, loose = [], [], []
+    for item in inputs:
+        if item.is_file():
+            loose.append(item)
+        elif item.is_dir():
+            if (item / "manifest.json").exists():
+                found = [item]
+            else:
+                found = sorted(p.parent for p in item.rglob("manifest.json")
+                               if not any(part.startswith(".") for part in p.relative_to(item).parts))
+            if found:
+                for folder in found:
+                    try:
+                        files, mix = stems_of(folder)
+                    except MacsError as exc:
+                        problems.append(str(exc))
+                        continue
+                    rel = folder.relative_to(item) if folder != item else Path(folder.name)
+                    sets.append((str(rel), files, mix))
+            elif any(p.suffix.lower() in AUDIO_SUFFIXES for p in item.iterdir() if p.is_file()):
+                files, mix = stems_of(item)
+                sets.append((item.name, files, mix))
+            else:
+                problems.append(f"{item}: holds no stems (no manifest.json and no audio files)")
+        else:
+            problems.append(f"{item}: no such file or folder")
+    if loose:
+        sets.append((loose[0].parent.name or "stems", loose, None))
+    return sets, problems
+
+
+def embed(
+    stems: List[Path] = typer.Argument(..., help="A stems folder written by `macs separate` (its "
+                                       "manifest gives the order and the mixture), a folder of such "
+                                       "folders, or audio files (one set, in the order given)."),
+    output: Path = typer.Option(..., "-o", "--output", help="OUT.npy for one set of stems; a folder "
+                                "(one <name>.npy each) for several."),
+    clap: Optional[str] = typer.Option(None, "--clap", help=CLAP_HELP),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    batch_size: int = typer.Option(8, "--batch-size", help="10 s clips per CLAP forward pass."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Tag each stem with its best labels: "
+                                         "'fsd50k', 'audioset', a comma-separated list or a text file."),
+    top_labels: int = typer.Option(3, "--top-labels", help="Labels kept per stem."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Fetch missing CLAP weights "
+                                        "from the Hugging Face hub into its cache."),
+    force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip sets whose .npy exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Embed stems with CLAP: OUT.npy (M x 512, stem order) + OUT.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..clap import load_clap
+    from ..clap.api import embed_stems, sha256, write_npy_with_sidecar
+    from ..errors import MacsError
+
+    with one_line_errors():
+        if force and skip_existing:
+            fail("--force and --skip-existing contradict each other", 2)
+        if batch_size < 1:
+            fail(f"--batch-size must be >= 1 (got {batch_size})", 2)
+        sets, problems = expand_stem_sets(list(stems))
+        if not sets:
+            fail(problems[0] if problems else "nothing to embed")
+        single = len(sets) == 1 and output.suffix == ".npy"
+        targets = [output if single else output / f"{name}.npy" for name, _, _ in sets]
+        if not single and output.exists() and not output.is_dir():
+            fail(f"{output}: exists and is not a folder (several stem sets need an output folder)")
+        vocab = None
+        if labels:
+            from ..clap.labels import load_vocabulary
+
+            vocab = load_vocabulary(labels)
+        dev = process_device(device)
+        if dev == "cpu":
+            threads_for_cpu()
+        jobs = []
+        for (name, files, mix), target in zip(sets, targets):
+            if target.exists() and not force:
+                if skip_existing:
+                    continue
+                problems.append(f"{target}: already exists (use --force to overwrite or --skip-existing)")
+                continue
+            jobs.append((name, files, mix, target))
+        jobs = my_share(jobs)
+        if world()[0] != 0:
+            problems = []
+        encoder = load_clap(clap, device=dev, allow_download=allow_download) if jobs else None
+    done = 0
+    with Progress(TextColumn("[bold]embed[/] {task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, disable=quiet) as progress:
+        task = progress.add_task("sets", total=len(jobs), name="")
+        for name, files, mix, target in jobs:
+            progress.update(task, name=name)
+            t0 = time.time()
+            try:
+                res = embed_stems(encoder, files, mix, batch_size=batch_size, vocabulary=vocab,
+                                  top_labels=top_labels)
+                side = {"stems": res.files, "model": getattr(encoder, "source", str(clap or "default")),
+                        "backend": type(encoder).__name__, "sample_rate": encoder.sample_rate,
+                        "shape": list(res.embeddings.shape), "normalized": True,
+                        "stem_sha256": [sha256(Path(f)) for f in res.files],
+                        "mixture": res.mixture_file,
+                        "mixture_embedding": None if res.mixture is None else [float(v) for v in res.mixture],
+                        "seconds": round(time.time() - t0, 3)}
+                if res.labels is not None:
+                    side["labels"] = res.labels
+                write_npy_with_sidecar(target, res.embeddings, side)
+                done += 1
+            except MacsError as exc:
+                problems.append(str(exc))
+            except OSError as exc:
+                problems.append(f"{name}: {exc.strerror or exc}")
+            progress.advance(task)
+    for msg in problems:
+        console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    if not quiet:
+        console.print(f"{done} embedded into {output}" + shard_note(), highlight=False)
+    if problems:
+        raise typer.Exit(1)

@@ -1,0 +1,64 @@
+"""``macs rank``: order stem embeddings by contextual significance (cosine to the mixture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import console, fail, one_line_errors
+
+
+def rank(
+    embeddings: List[Path] = typer.Argument(..., help="Embedding files written by `macs embed` (their "
+                                            ".json sidecar must hold the mixture's embedding)."),
+    output: Path = typer.Option(..., "-o", "--output", help="RANKED.npy for one input; a folder for several."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Keep the k most significant stems "
+                                        "(the paper: the top 3 carry most of the semantics)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary line."),
+) -> None:
+    """Rank stems most significant first: RANKED.npy (k x 512) + RANKED.json (order, scores, Spearman)."""
+    from ..clap.api import rank_embeddings, read_npy_with_sidecar, write_npy_with_sidecar
+    from ..errors import MacsError
+
+    with one_line_errors():
+        single = len(embeddings) == 1 and output.suffix == ".npy"
+        if not single and output.exists() and not output.is_dir():
+            fail(f"{output}: exists and is not a folder (several inputs need an output folder)")
+        problems, done = [], 0
+        for path in embeddings:
+            target = output if single else output / path.name
+            try:
+                if target.exists() and not force:
+                    raise MacsError(f"{target}: already exists (use --force to overwrite)")
+                if target.resolve() == path.resolve():
+                    raise MacsError(f"{target}: would overwrite its own input")
+                emb, meta = read_npy_with_sidecar(path)
+                if emb.ndim != 2:
+                    raise MacsError(f"{path}: expected an (M, D) array, got shape {emb.shape}")
+                mix = meta.get("mixture_embedding")
+                if mix is None:
+                    raise MacsError(f"{path}: its sidecar holds no mixture embedding (embed a stems folder "
+                                    "whose manifest names the mixture)")
+                r = rank_embeddings(emb, mix, top_k)
+                keep = r.order[: top_k or len(r.order)]
+                stems = meta.get("stems") or [f"stem {i}" for i in range(emb.shape[0])]
+                side = {"source": str(path), "order": r.order, "kept": keep, "top_k": top_k,
+                        "scores": r.scores, "spearman_vs_separator_order": r.spearman,
+                        "stems": [stems[i] for i in keep], "model": meta.get("model"),
+                        "mixture": meta.get("mixture"), "mixture_embedding": mix}
+                if meta.get("labels"):
+                    side["labels"] = [meta["labels"][i] for i in keep]
+                write_npy_with_sidecar(target, r.embeddings, side)
+                done += 1
+                if not quiet:
+                    console.print(f"{path.name}: order {r.order}, Spearman vs separator order "
+                                  f"{r.spearman:+.2f}", highlight=False)
+            except MacsError as exc:
+                problems.append(str(exc))
+    for msg in problems:
+        console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
