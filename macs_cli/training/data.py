@@ -107,10 +107,33 @@ def clips_from_folder(root: Path) -> list[Clip]:
     return clips
 
 
+# Generic FSD50K/AudioSet classes that name no particular sound: the official MACS loader drops
+# these (compared lower-cased, underscores as spaces) and keeps at most 5 labels per clip.
+FSD50K_GENERIC = frozenset([
+    "human sounds", "human voice", "whistling", "respiratory sounds", "human locomotion", "digestive",
+    "hands", "heart sounds and heartbeat", "otoacoustic emission", "human group actions",
+    "generic impact sounds", "surface contact", "deformable shell", "onomatopoeia", "silence",
+    "other sourceless", "domestic animals and pets", "livestock and farm animals and working animals",
+    "wild animals", "vehicle", "domestic sounds and home sounds", "mechanisms", "tools",
+    "miscellaneous sources", "specific impact sounds", "sound reproduction", "accoustic environment",
+    "acoustic environment", "musical instrument", "music genre", "musical concepts", "music role",
+    "music mood",
+])
+FSD50K_MAX_LABELS = 5
+
+
+def fsd50k_labels(text: str, max_labels: int = FSD50K_MAX_LABELS) -> list[str]:
+    """An FSD50K ``labels`` cell -> its labels (underscores as spaces), generic classes dropped,
+    the first ``max_labels`` kept (the official MACS rule)."""
+    labels = [lab.replace("_", " ") for lab in _split_labels(text)]
+    return [lab for lab in labels if lab.lower() not in FSD50K_GENERIC][:max_labels]
+
+
 def clips_from_fsd50k(root: Path) -> list[Clip]:
     """FSD50K: ``dev_audio/``, ``eval_audio/``, ``ground_truth/dev.csv`` and ``eval.csv``.
 
     dev rows with split ``train`` are training clips; dev ``val`` and all eval rows are held out.
+    Labels: :func:`fsd50k_labels` (generic parent classes dropped, at most 5 per clip).
     """
     root = Path(root)
     gt = root / "ground_truth"
@@ -124,7 +147,7 @@ def clips_from_fsd50k(root: Path) -> list[Clip]:
         with open(table, newline="") as f:
             for row in csv.DictReader(f):
                 split = "train" if name == "dev" and row.get("split", "train") == "train" else "heldout"
-                labels = [lab.replace("_", " ") for lab in _split_labels(row.get("labels", ""))]
+                labels = fsd50k_labels(row.get("labels", ""))
                 clips.append(Clip(str(root / folder / f"{row['fname']}.wav"), labels, split))
     return clips
 
