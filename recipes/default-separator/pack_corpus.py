@@ -26,13 +26,16 @@ def main() -> None:
     ap.add_argument("corpus", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--max-seconds", type=float, default=8.0)
+    ap.add_argument("--heldout-max-seconds", type=float, default=None,
+                    help="a shorter cap for held-out clips (smaller file; validation only)")
     args = ap.parse_args()
     rows = list(csv.DictReader(open(args.corpus / "manifest.csv")))
     clips, labels, groups, splits = [], [], [], []
     for r in rows:
         x, sr = sf.read(args.corpus / r["path"], dtype="float32")
         assert sr == 16000, r["path"]
-        clips.append(mulaw_encode(x[: int(args.max_seconds * sr)]))
+        cap = args.heldout_max_seconds if r["split"] != "train" and args.heldout_max_seconds else args.max_seconds
+        clips.append(mulaw_encode(x[: int(cap * sr)]))
         labels.append(r["label"])
         groups.append(r["group"])
         splits.append(r["split"])
