@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..weights.statecheck import describe_mismatch
 
 _ALIAS = "_macs_laion_clap_module"
 
@@ -301,19 +302,8 @@ def load_net_state(net: LaionClapNet, state: dict[str, torch.Tensor], source: st
     non_persistent = {n for n, _ in net.named_buffers()} - set(own)  # e.g. RoBERTa position_ids
     state = {k: v for k, v in state.items()
              if not k.startswith(IGNORED_PREFIXES) and k not in non_persistent}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or bad:
-        parts = []
-        if bad:
-            k = bad[0]
-            parts.append(f"{len(bad)} shape mismatch(es), e.g. {k} {tuple(state[k].shape)} vs "
-                         f"{tuple(own[k].shape)} expected")
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
-        raise ModelError(f"{source}: checkpoint does not fit laion-clap's CLAP ({'; '.join(parts)})")
+    problem = describe_mismatch(own, state)
+    if problem:
+        raise ModelError(f"{source}: checkpoint does not fit laion-clap's CLAP ({problem})")
     net.load_state_dict(state, strict=True)
     return net

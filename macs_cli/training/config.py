@@ -145,7 +145,8 @@ def validate_clap(cfg: dict[str, Any], need) -> None:
     if c["losses"]:
         need(c["model"] is not None, "clap.losses=true needs clap.model (default, hf:<repo id>, a laion-clap "
              ".pt file or a transformers CLAP folder)")
-        need(cfg["model"]["window_seconds"] <= 10.0, "clap.losses needs model.window_seconds <= 10 "
+        ws = cfg["model"]["window_seconds"]
+        need(not number(ws) or ws <= 10.0, "clap.losses needs model.window_seconds <= 10 "
              "(CLAP embeds clips of at most 10 s)")
     need(number(c["tau1"]) and c["tau1"] > 0, f"clap.tau1 must be > 0 (got {c['tau1']!r})")
     need(number(c["tau2_init"]), f"clap.tau2_init must be a number (got {c['tau2_init']!r})")

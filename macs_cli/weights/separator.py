@@ -19,6 +19,7 @@ from ..errors import ConfigError, MacsError, ModelError
 from ..separation.config import NAMED_CONFIGS, SeparatorConfig
 from ..separation.model import Separator
 from ..fsutil import atomic_path
+from .statecheck import describe_mismatch
 
 DEFAULT_DIR = Path(__file__).parent / "default"
 DEFAULT_NAME = "separator"
@@ -133,21 +134,9 @@ def _load_torch_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], Separat
 # -- building a model ---------------------------------------------------------------------------
 def build_from_state(state: dict[str, torch.Tensor], config: SeparatorConfig, source: str) -> Separator:
     model = Separator(config)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or bad:
-        parts = []
-        if bad:
-            k = bad[0]
-            parts.append(f"{len(bad)} shape mismatch(es), e.g. {k} {tuple(state[k].shape)} vs "
-                         f"{tuple(own[k].shape)} expected")
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
-        raise ModelError(f"{source}: checkpoint does not fit the separator ({'; '.join(parts)})")
+    problem = describe_mismatch(model.state_dict(), state)
+    if problem:
+        raise ModelError(f"{source}: checkpoint does not fit the separator ({problem})")
     model.load_state_dict(state)
     model.eval()
     return model
