@@ -149,3 +149,25 @@ def test_official_size_flops_per_window():
     x = torch.randn(1, model.config.window_samples)
     feats = model.features(model.stft(x))
     assert conv_flops(model.unet, feats) / 1e9 == pytest.approx(158, rel=0.01)
+
+
+def test_official_resolves_from_the_hugging_face_cache(monkeypatch, tmp_path):
+    """`--model official` finds separator_FSD50K_full.pt in the HF cache layout, offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv("MACS_OFFICIAL_SEPARATOR", raising=False)
+    repo = tmp_path / "hf" / "hub" / "models--alxzzz--MACS"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    model = Separator(tiny_config(input_transform="power")).eval()
+    torch.save({"model.unet." + k[len("unet."):]: v for k, v in model.state_dict().items()},
+               snap / "separator_FSD50K_full.pt")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"), raising=False)
+    loaded = load_separator("official")
+    assert loaded.config.channels == 4 and loaded.source.endswith("separator_FSD50K_full.pt")

@@ -57,6 +57,8 @@ def separate(
     no_align: bool = typer.Option(False, "--no-align", help="Do not align stem order across windows."),
     spectrograms: bool = typer.Option(False, "--spectrograms",
                                       help="Also write spectrograms.png (mixture and each stem)."),
+    allow_download: bool = typer.Option(False, "--allow-download",
+                                        help="Fetch --model official from the Hugging Face hub if not cached."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Separate audio into ranked stems: OUTDIR/<name>/stem_00.wav ... + manifest.json."""
@@ -78,7 +80,7 @@ def separate(
         dev = process_device(device)
         files, problems = find_audio_files(list(inputs))
         check_writable_dir(output)
-        net = load_separator(model, device=dev)
+        net = load_separator(model, device=dev, allow_download=allow_download)
         opts.validate(net.config.num_sources)
         if dev == "cpu":
             threads_for_cpu()

@@ -142,24 +142,31 @@ def build_from_state(state: dict[str, torch.Tensor], config: SeparatorConfig, so
     return model
 
 
-def _official_path() -> Path:
-    """The official checkpoint from $MACS_OFFICIAL_SEPARATOR or the Hugging Face cache/hub."""
+def _official_path(allow_download: bool = False) -> Path:
+    """The official checkpoint from $MACS_OFFICIAL_SEPARATOR, the Hugging Face cache, or (only
+    with ``allow_download``) the hub."""
     env = os.environ.get("MACS_OFFICIAL_SEPARATOR")
     if env:
         return Path(env)
+    from huggingface_hub import hf_hub_download
+
     try:
-        from huggingface_hub import hf_hub_download
+        return Path(hf_hub_download(OFFICIAL_REPO, OFFICIAL_FILE, local_files_only=True))
+    except Exception as exc:  # not cached (or a broken cache entry)
+        first = exc
+    if allow_download:
+        try:
+            return Path(hf_hub_download(OFFICIAL_REPO, OFFICIAL_FILE))
+        except Exception as exc:  # offline, no permission...
+            first = exc
+    raise ModelError(
+        f"official separator {OFFICIAL_FILE} is not in the Hugging Face cache "
+        f"({type(first).__name__}): run with --allow-download, or `hf download {OFFICIAL_REPO} "
+        f"{OFFICIAL_FILE}`, or pass --model /path/to/{OFFICIAL_FILE}") from None
 
-        return Path(hf_hub_download(OFFICIAL_REPO, OFFICIAL_FILE))
-    except Exception as exc:  # offline, not cached, no permission...
-        kind = type(exc).__name__
-        raise ModelError(
-            f"official separator not available ({kind}): download it once with "
-            f"`hf download {OFFICIAL_REPO} {OFFICIAL_FILE}` (or pass "
-            f"--model /path/to/{OFFICIAL_FILE})") from None
 
-
-def load_separator(spec: str | os.PathLike | None = "default", device: str | torch.device = "cpu") -> Separator:
+def load_separator(spec: str | os.PathLike | None = "default", device: str | torch.device = "cpu",
+                   allow_download: bool = False) -> Separator:
     """Resolve and load a separator.
 
     ``spec``: ``default`` (the model shipped in the package), ``official`` (the MACS authors'
@@ -173,7 +180,7 @@ def load_separator(spec: str | os.PathLike | None = "default", device: str | tor
             raise ModelError(f"the built-in separator is missing from the package ({path}); "
                              "reinstall macs or pass --model PATH")
     elif spec == "official":
-        path = _official_path()
+        path = _official_path(allow_download)
     else:
         path = Path(spec).expanduser()
     if path.is_dir():
