@@ -276,3 +276,13 @@ def test_default_model_ships_and_separates_real_audio(tmp_path):
             seg, ref = s[:, k:k + win], src[k:k + win]
             idx.append(int(np.argmax(seg @ ref / (np.linalg.norm(seg, axis=1) + 1e-9))))
         assert max(idx.count(i) for i in set(idx)) >= 0.8 * len(idx), idx
+
+
+def test_spectrograms_picture(tiny_model_path, wav, tmp_path):
+    r = run("separate", wav, "-o", tmp_path / "out", "--model", tiny_model_path, "--spectrograms", "-q")
+    assert r.exit_code == 0, r.output
+    png = tmp_path / "out" / "mix" / "spectrograms.png"
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 500 and im.size[1] > 500
