@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 CROSS_DIM = 32
@@ -133,3 +134,9 @@ def official_state_dicts(unet, adapter) -> tuple[dict, dict]:
     mlp = {k: v.detach().clone() for k, v in adapter.projection.state_dict().items()}
     full = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     return mlp, full
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A tiny SD v1.x-like pipeline folder (import this fixture into a test module to use it)."""
+    return make_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny-sd")

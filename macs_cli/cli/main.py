@@ -6,15 +6,17 @@ import typer
 
 from .. import __version__
 from . import embed as _embed
+from . import generate as _generate
 from . import rank as _rank
 from . import separate as _separate
+from . import train_gen as _train_gen
 from . import train_sep as _train_sep
 
 app = typer.Typer(
     name="macs",
     help="Multi-source audio-to-image toolkit (MACS): separate mixtures of sounds into stems, "
-         "embed and rank them with CLAP, and train the separator. Every verb reads and writes "
-         "plain files.",
+         "embed and rank them with CLAP, generate images from them with Stable Diffusion, and "
+         "train both stages. Every verb reads and writes plain files.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,7 +38,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 app.command("separate", no_args_is_help=True)(_separate.separate)
 app.command("embed", no_args_is_help=True)(_embed.embed)
 app.command("rank", no_args_is_help=True)(_rank.rank)
+app.command("generate", no_args_is_help=True)(_generate.generate)
 app.command("train-sep", no_args_is_help=True)(_train_sep.train_sep)
+app.command("train-gen", no_args_is_help=True)(_train_gen.train_gen)
 
 
 def main() -> None:

@@ -1,0 +1,263 @@
+"""``macs generate``: ranked stem embeddings (or a mixture file) -> image(s) + JSON sidecars."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Tuple
+
+import typer
+
+from .common import DEVICE_HELP, console, fail, one_line_errors, process_device, threads_for_cpu
+
+SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v1-4, "
+           "stable-diffusion-v1-5/stable-diffusion-v1-5), read from the Hugging Face cache, or a local "
+           "diffusers pipeline folder. Default: the backbone the adapter was trained on; else v1-4 for "
+           "official adapters, v1-5 otherwise.")
+ADAPTER_HELP = ("MACS adapter: a .safetensors from `macs train-gen` (or its run folder), an official "
+                "<Dataset>_mlp.pt (with <Dataset>_unet.pt beside it), a folder holding such a pair, or "
+                "official:<Dataset> (the authors' files in the Hugging Face cache).")
+
+
+@contextlib.contextmanager
+def gpu_memory_errors(hint: str) -> Iterator[None]:
+    """A CUDA out-of-memory error as a one-line MacsError (inside ``one_line_errors``)."""
+    import torch
+
+    from ..errors import MacsError
+
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise MacsError(f"out of GPU memory ({hint})") from None
+
+
+def _sha256(path: Path) -> str:
+    from ..clap.api import sha256
+
+    return sha256(path)
+
+
+def _load_embeddings(path: Path) -> tuple[Any, dict, dict]:
+    """An embeddings file -> (array (N, K, 512) in rank order, its sidecar, a record of what was done).
+
+    ``macs rank`` output (its sidecar has ``order``) is used as is; ``macs embed`` output (a sidecar
+    with ``mixture_embedding`` but no ``order``) is ranked here; anything else is taken as ranked."""
+    from ..clap.api import rank_embeddings, read_npy_with_sidecar
+    from ..errors import ConfigError
+    from ..generation.pipeline import as_batch
+
+    arr, meta = read_npy_with_sidecar(path)
+    record: dict[str, Any] = {"file": str(path.resolve()), "sha256": _sha256(path), "shape": list(arr.shape)}
+    if arr.ndim == 2 and "order" not in meta and meta.get("mixture_embedding") is not None:
+        try:
+            r = rank_embeddings(arr, meta["mixture_embedding"])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        arr = r.embeddings
+        record.update(ranked_here=True, order=r.order)
+    else:
+        record["ranked_here"] = False
+    return as_batch(arr, str(path)), meta, record
+
+
+def _labels_of(meta: dict, k: int) -> list[str]:
+    labels = meta.get("labels") or []
+    out = []
+    for i in range(k):
+        best = labels[i][0]["label"] if i < len(labels) and labels[i] else None
+        out.append(f"#{i + 1} {best}" if best else f"#{i + 1}")
+    return out
+
+
+def generate(
+    embeddings: List[Path] = typer.Option([], "--embeddings", "-e", help="Ranked stem embeddings: an (M, 512) "
+                                          ".npy from `macs rank` (or `macs embed`: ranked here), or (N, M, 512) "
+                                          "for a batch. Repeatable."),
+    audio: List[Path] = typer.Option([], "--audio", "-a", help="Mixture audio file(s): separated, embedded and "
+                                     "ranked here (--separator, --clap). Repeatable."),
+    interpolate: Optional[Tuple[Path, Path]] = typer.Option(None, "--interpolate", help="Two embedding files A "
+                                                            "B: images along the straight line from A to B, plus "
+                                                            "contact_sheet.png."),
+    frames: int = typer.Option(8, "--frames", help="Images along an --interpolate path (both ends included)."),
+    output: Path = typer.Option(..., "-o", "--output", help="OUT.png for one image; else a folder."),
+    sd_model: Optional[str] = typer.Option(None, "--sd-model", help=SD_HELP),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help=ADAPTER_HELP),
+    adapter_mlp: Optional[Path] = typer.Option(None, "--adapter-mlp", help="Official <Dataset>_mlp.pt (with "
+                                               "--adapter-unet)."),
+    adapter_unet: Optional[Path] = typer.Option(None, "--adapter-unet", help="Official <Dataset>_unet.pt (with "
+                                                "--adapter-mlp)."),
+    steps: int = typer.Option(20, "--steps", help="DPM-Solver multistep denoising steps."),
+    guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale (<= 1: off)."),
+    prompt: str = typer.Option("", "--prompt", help="Text prompt beside the audio (default: empty, as MACS)."),
+    negative_prompt: str = typer.Option("", "--negative-prompt", help="Text of the unconditional branch."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the first image (image k uses seed + k); "
+                                       "default: random, recorded in the sidecar."),
+    num_images: int = typer.Option(1, "--num-images", "-n", help="Images per embedding set."),
+    height: int = typer.Option(512, "--height", help="Image height in pixels (a multiple of 8)."),
+    width: int = typer.Option(512, "--width", help="Image width in pixels (a multiple of 8)."),
+    audio_scale: float = typer.Option(1.0, "--audio-scale", help="Weight of the audio attention branch "
+                                      "(0: text only)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Use the k most significant stems."),
+    attention_maps: bool = typer.Option(False, "--attention-maps", help="Also write <image>_attention.png (per-stem "
+                                        "cross-attention heat maps) and <image>_attention.npy."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Images per denoising batch."),
+    separator: Optional[str] = typer.Option(None, "--separator", help="Separator for --audio (as `macs separate "
+                                            "--model`; default: the built-in one)."),
+    clap: Optional[str] = typer.Option(None, "--clap", help="CLAP model for --audio (as `macs embed --clap`)."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Fetch missing weights from the Hugging "
+                                        "Face hub into its cache."),
+    force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate images from ranked stem embeddings or mixture audio (MACS stage 2)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..errors import ConfigError, OutputExistsError
+    from ..generation.pipeline import GenerationSettings, MacsGenerator
+
+    with one_line_errors():
+        if sum([bool(embeddings), bool(audio), interpolate is not None]) != 1:
+            fail("give exactly one input: --embeddings, --audio or --interpolate", 2)
+        if seed is None:
+            seed = secrets.randbelow(2 ** 31)
+        settings = GenerationSettings(steps=steps, guidance=guidance, prompt=prompt, negative_prompt=negative_prompt,
+                                      height=height, width=width, audio_scale=audio_scale, seed=seed,
+                                      num_images=num_images, batch_size=batch_size, top_k=top_k).validate()
+        if interpolate is not None and frames < 2:
+            raise ConfigError(f"--frames must be >= 2 (got {frames})")
+
+        # inputs and output names, checked before any model is loaded
+        sets: list[InputSet] = []
+        for path in list(embeddings) + list(interpolate or ()):
+            arr, meta, rec = _load_embeddings(path)
+            sets.append(InputSet(path.stem, arr, meta, rec))
+        for path in audio:
+            if not path.is_file():
+                raise ConfigError(f"{path}: no such audio file")
+            record = {"file": str(path.resolve()), "sha256": _sha256(path), "kind": "audio"}
+            sets.append(InputSet(path.stem, None, {}, record, audio=path))
+        if interpolate is not None:
+            names = [f"frame_{i:03d}" for i in range(frames)]
+            planned = names + ["contact_sheet"]
+        else:
+            for s in sets:
+                s.plan(num_images, seed)
+            planned = [n for s in sets for n in s.names.values()]
+        single = output.suffix.lower() == ".png"
+        if single and len(planned) != 1:
+            fail(f"-o {output}: one PNG holds one image but this run writes {len(planned)}: pass a folder", 2)
+        if not single and output.exists() and not output.is_dir():
+            fail(f"{output}: exists and is not a folder")
+        targets = {n: output if single else output / f"{n}.png" for n in planned}
+        if len(set(targets.values())) != len(targets):
+            fail("two inputs have the same file name: run them separately or rename one", 2)
+        if not force:
+            for t in targets.values():
+                if t.exists():
+                    raise OutputExistsError(f"{t}: already exists (use --force to overwrite)")
+
+        # models
+        dev = process_device(device)
+        if dev == "cpu":
+            threads_for_cpu()
+        if audio:
+            from ..generation.audio import AudioEmbedder
+
+            embedder = AudioEmbedder(separator, clap, dev, allow_download)
+            for s in sets:
+                stems = embedder.embed(s.audio)
+                arr, rank_info = stems.ranked(top_k)
+                s.array = arr[None]
+                s.record.update(embedder.describe(), **rank_info)
+        gen = MacsGenerator.load(sd_model, adapter, adapter_mlp, adapter_unet, device=dev, dtype=dtype,
+                                 allow_download=allow_download)
+        common = {"settings": {k: v for k, v in settings.to_dict().items() if k not in ("seed", "num_images")},
+                  **gen.describe(), "command": "macs " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+
+    written: list[Path] = []
+    progress = Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, disable=quiet)
+    with one_line_errors(), gpu_memory_errors("try a smaller --batch-size, --height/--width or --dtype fp16"), \
+            progress:
+        task = progress.add_task("images", total=len(planned))
+        if not single:
+            output.mkdir(parents=True, exist_ok=True)
+
+        def write(item, name: str, record: dict, titles: list[str] | None = None) -> None:
+            _write_image(targets[name], item, {**record, **common}, titles)
+            written.append(targets[name])
+            progress.advance(task)
+
+        if interpolate is not None:
+            a, b = sets
+            positions = [i / (frames - 1) for i in range(frames)]
+
+            def on_frame(item) -> None:
+                i = item.source_index
+                write(item, names[i], {"seed": item.seed, "input": {"kind": "interpolation", "a": a.record,
+                                                                    "b": b.record, "t": positions[i], "frame": i}})
+
+            images, t = gen.interpolate(a.array, b.array, frames, settings, on_image=on_frame)
+            from ..generation.visual import contact_sheet, save_png
+
+            save_png(contact_sheet([im.image for im in images], [f"t={x:.2f}" for x in t]), targets["contact_sheet"])
+            written.append(targets["contact_sheet"])
+        else:
+            for s in sets:
+                k = min(s.array.shape[1], top_k or s.array.shape[1])
+                titles = _labels_of(s.meta, k)
+
+                def on_image(item, s=s, k=k, titles=titles) -> None:
+                    write(item, s.names[(item.source_index, item.seed)],
+                          {"seed": item.seed, "input": {**s.record, "row": item.source_index, "stems_used": k}}, titles)
+
+                gen.generate(s.array, settings, attention_maps=attention_maps, on_image=on_image)
+    if not quiet:
+        console.print(f"{len(written)} image(s) written to {output if single else f'{output}/'} (seed {settings.seed})",
+                      highlight=False)
+
+
+@dataclass
+class InputSet:
+    """One input: its embeddings (N, K, 512) (filled later for --audio), sidecar, record, output names."""
+
+    name: str
+    array: Any
+    meta: dict
+    record: dict
+    audio: Path | None = None
+    names: dict = field(default_factory=dict)   # (row, seed) -> output name
+
+    def plan(self, num_images: int, seed: int) -> None:
+        rows = 1 if self.array is None else self.array.shape[0]
+        for row in range(rows):
+            for k in range(num_images):
+                parts = [self.name] + ([f"{row:03d}"] if rows > 1 else []) + ([f"{k:02d}"] if num_images > 1 else [])
+                self.names[(row, seed + k)] = "_".join(parts)
+
+
+def _write_image(path: Path, item, record: dict, titles: list[str] | None) -> None:
+    """PNG + JSON sidecar (+ attention grid and maps when the item has them), each atomically."""
+    import numpy as np
+
+    from ..fsutil import atomic_path
+    from ..generation.visual import attention_grid, save_png
+
+    side = {"image": path.name, **record, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    save_png(item.image, path, {"macs": json.dumps({"seed": item.seed, "sidecar": path.with_suffix(".json").name})})
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(side, indent=2, default=str) + "\n")
+    if item.attention is not None:
+        attention_grid(item.image, item.attention, titles or [], path.with_name(f"{path.stem}_attention.png"))
+        with atomic_path(path.with_name(f"{path.stem}_attention.npy")) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, item.attention.astype(np.float32))

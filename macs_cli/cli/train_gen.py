@@ -1,0 +1,67 @@
+"""``macs train-gen``: train the MACS adapter on paired audio/images from a YAML recipe."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device
+from .generate import gpu_memory_errors
+
+
+def train_gen(
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder (checkpoint, adapter, logs, samples)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (see recipes/landscape)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Paired data: a CSV manifest (audio, image[, labels, "
+                                       "embedding]) or a Landscape / LLP-multi folder "
+                                       "(<root>/<split>/audio, <root>/<split>/image). Overrides data.train."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a config value, e.g. --set optim.lr=5e-5 "
+                                        "(repeatable)."),
+    sd_model: Optional[str] = typer.Option(None, "--sd-model", help="Stable Diffusion v1.x hub id or pipeline "
+                                           "folder. Overrides model.sd_model."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Overrides train.steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Overrides optim.batch_size."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Fetch missing Stable Diffusion / CLAP "
+                                        "weights from the Hugging Face hub into its cache."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder."),
+    force: bool = typer.Option(False, "--force", help="Start afresh, deleting the run in the output folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train MACS's audio adapter (MLP, positional encoding, audio key/value projections) on a frozen
+    Stable Diffusion v1.x."""
+    from ..training.gen_trainer import GenTrainer, load_gen_config
+
+    with one_line_errors():
+        if resume and force:
+            fail("--resume and --force contradict each other", 2)
+        sets = list(overrides)
+        if data is not None:
+            sets.append(f"data.train={data}")
+        if sd_model is not None:
+            sets.append(f"model.sd_model={sd_model}")
+        if steps is not None:
+            sets.append(f"train.steps={steps}")
+        if batch_size is not None:
+            sets.append(f"optim.batch_size={batch_size}")
+        if allow_download:
+            sets += ["model.allow_download=true", "data.clap_download=true"]
+        cfg = load_gen_config(config, sets)
+        dev = resolve_device(device)
+        if (output / "checkpoint.pt").exists() and not (resume or force):
+            fail(f"{output}: already holds a run (use --resume to continue or --force to restart)")
+        if force and output.exists():
+            shutil.rmtree(output)
+        trainer = GenTrainer(cfg, output, device=dev, console=console, progress=not quiet)
+        with gpu_memory_errors("try a smaller optim.batch_size with a larger optim.grad_accum, or "
+                               "--set train.gradient_checkpointing=true"):
+            result = trainer.run(resume=resume)
+    if not trainer.accel.is_main_process:
+        return
+    msg = f"trained to step {result['step']}; adapter: {output / 'adapter.safetensors'}"
+    if result.get("sample"):
+        msg += f"; samples: {result['sample']}"
+    console.print(msg, highlight=False)

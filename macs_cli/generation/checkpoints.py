@@ -1,0 +1,235 @@
+"""Adapter checkpoints: our safetensors format and the official MACS ``<Dataset>_mlp.pt`` +
+``<Dataset>_unet.pt`` pair, and resolution of ``--adapter`` values.
+
+Our format: ``<name>.safetensors`` holding only the trained tensors under the official key names
+(``pe``, ``adapter.*``, ``<layer>.attn2.processor.to_k_ip.weight``/``to_v_ip.weight``), with the
+adapter's config as JSON in the file's metadata (key ``macs_config``) and, for humans, in
+``<name>.json`` beside it. The config also records the backbone the adapter was trained on
+(``sd_model``) and the text length the processors split at (``text_tokens``).
+
+The official pair is read with ``torch.load(weights_only=True)`` (never unpickled):
+``<Dataset>_mlp.pt`` is the MLP's state dict (``pe``, ``adapter.*``) and ``<Dataset>_unet.pt`` the
+whole UNet state dict including the processor weights. The UNet's own weights in that file are
+loaded too (they are what the authors generated with), unless ``backbone_weights=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, ModelError
+from ..fsutil import atomic_path
+from .adapter import AdapterConfig, MacsAdapter, config_from_state, trainable_keys
+
+FORMAT = "macs-adapter-v1"
+DEFAULT_NAME = "adapter"
+OFFICIAL_REPO = "alxzzz/MACS"
+
+
+@dataclass
+class AdapterSource:
+    """A resolved adapter, not yet installed: its tensors, sizes and where they came from."""
+
+    state: dict[str, torch.Tensor]            # the adapter's tensors (official key names)
+    config: AdapterConfig
+    kind: str                                 # "macs" or "official"
+    files: list[str]
+    sd_model: str | None = None               # the backbone it was trained on, when recorded
+    text_tokens: int | None = None
+    backbone_state: dict[str, torch.Tensor] | None = None   # official: the UNet's own weights
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "files": self.files, "config": self.config.to_dict(),
+                "trained_on": self.sd_model, **({"meta": self.meta} if self.meta else {})}
+
+
+# -- ours -------------------------------------------------------------------------------------------
+def save_adapter(adapter: MacsAdapter, path: str | os.PathLike, sd_model: str | None = None,
+                 text_tokens: int | None = None, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``path`` (.safetensors) and its ``.json`` sidecar atomically; returns the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adapter.state_dict().items()}
+    if text_tokens is None and adapter.processors:
+        text_tokens = next(iter(adapter.processors.values())).text_tokens
+    config = {**adapter.config.to_dict(), "sd_model": sd_model, "text_tokens": text_tokens,
+              "layers": len(adapter.processors)}
+    meta = {"format": FORMAT, "macs_config": json.dumps(config)}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"format": FORMAT, **config, **(metadata or {})}, indent=2) + "\n")
+    return path
+
+
+def read_adapter_file(path: Path) -> AdapterSource:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise ModelError(f"{path}: not a readable safetensors adapter ({_first_line(exc)})") from None
+    cfg: dict[str, Any] = {}
+    if "macs_config" in meta:
+        try:
+            cfg = json.loads(meta["macs_config"])
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: config in metadata is not JSON ({exc})") from None
+    elif path.with_suffix(".json").exists():
+        try:
+            cfg = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path.with_suffix('.json')}: unreadable ({exc})") from None
+    state = trainable_keys(state)
+    try:
+        config = AdapterConfig.from_dict(cfg) if cfg else config_from_state(state, str(path))
+    except ConfigError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    check = config_from_state(state, str(path))
+    if (check.num_tokens, check.clap_dim, check.hidden_dim, check.cross_attention_dim) != \
+            (config.num_tokens, config.clap_dim, config.hidden_dim, config.cross_attention_dim):
+        raise ModelError(f"{path}: the tensors do not match the config stored with them")
+    extra = {k: v for k, v in meta.items() if k not in ("format", "macs_config")}
+    return AdapterSource(state, config, "macs", [str(Path(path).resolve())], cfg.get("sd_model"),
+                         cfg.get("text_tokens"), meta=extra)
+
+
+# -- official -------------------------------------------------------------------------------------
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        pass  # not a zip-format checkpoint (mmap needs one): retry plainly
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load checkpoint safely ({_first_line(exc)})") from None
+
+
+def _state_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path}: does not hold a state dict (found {type(obj).__name__})")
+    out = {}
+    for k, v in obj.items():
+        if isinstance(k, str) and isinstance(v, torch.Tensor):
+            out[k[len("module."):] if k.startswith("module.") else k] = v
+    return out
+
+
+def load_official(mlp_path: str | os.PathLike, unet_path: str | os.PathLike,
+                  backbone_weights: bool = True) -> AdapterSource:
+    """The official ``<Dataset>_mlp.pt`` + ``<Dataset>_unet.pt`` pair as an :class:`AdapterSource`."""
+    mlp_path, unet_path = Path(mlp_path), Path(unet_path)
+    for p in (mlp_path, unet_path):
+        if not p.exists():
+            raise ModelError(f"{p}: no such file")
+    mlp = _state_of(_torch_load(mlp_path), mlp_path)
+    if "pe" not in mlp or not any(k.startswith("adapter.") for k in mlp):
+        raise ModelError(f"{mlp_path}: not an official MACS MLP checkpoint (expected 'pe' and 'adapter.*' keys)")
+    unet = _state_of(_torch_load(unet_path), unet_path)
+    ip = {k: v for k, v in unet.items() if k.endswith((".to_k_ip.weight", ".to_v_ip.weight"))}
+    if not ip:
+        raise ModelError(f"{unet_path}: holds no decoupled cross-attention weights "
+                         "('...attn2.processor.to_k_ip.weight'): not an official MACS UNet checkpoint")
+    state = {**{k: v for k, v in mlp.items() if k == "pe" or k.startswith("adapter.")}, **ip}
+    config = config_from_state(state, str(mlp_path))
+    backbone = {k: v for k, v in unet.items() if k not in ip} if backbone_weights else None
+    return AdapterSource(state, config, "official", [str(mlp_path.resolve()), str(unet_path.resolve())],
+                         backbone_state=backbone or None)
+
+
+def _official_from_hub(dataset: str, allow_download: bool) -> tuple[Path, Path]:
+    from huggingface_hub import hf_hub_download
+
+    files = (f"{dataset}_mlp.pt", f"{dataset}_unet.pt")
+    try:
+        return tuple(Path(hf_hub_download(OFFICIAL_REPO, f, local_files_only=not allow_download))  # type: ignore
+                     for f in files)
+    except Exception as exc:
+        raise ModelError(f"official MACS adapter '{dataset}' ({files[0]}, {files[1]}) is not in the Hugging "
+                         f"Face cache: run `hf download {OFFICIAL_REPO} {files[0]} {files[1]}` (or add "
+                         f"--allow-download), or pass --adapter-mlp/--adapter-unet ({type(exc).__name__})") from None
+
+
+def _official_pairs(folder: Path) -> dict[str, tuple[Path, Path]]:
+    pairs = {}
+    for mlp in sorted(folder.glob("*_mlp.pt")):
+        name = mlp.name[: -len("_mlp.pt")]
+        unet = folder / f"{name}_unet.pt"
+        if unet.exists():
+            pairs[name] = (mlp, unet)
+    return pairs
+
+
+def resolve_adapter(adapter: str | os.PathLike | None = None, adapter_mlp: str | os.PathLike | None = None,
+                    adapter_unet: str | os.PathLike | None = None, allow_download: bool = False,
+                    backbone_weights: bool = True) -> AdapterSource:
+    """Resolve ``--adapter`` (or the ``--adapter-mlp``/``--adapter-unet`` pair) to an AdapterSource.
+
+    ``adapter`` may be: our ``.safetensors`` file; a ``train-gen`` run folder or any folder holding
+    ``adapter.safetensors`` (or one ``*.safetensors``) or one official ``<Dataset>_mlp.pt`` +
+    ``<Dataset>_unet.pt`` pair; an official ``*_mlp.pt`` (its ``*_unet.pt`` beside it); or
+    ``official:<Dataset>`` for the authors' files in the Hugging Face cache (``alxzzz/MACS``).
+    """
+    if (adapter_mlp is None) != (adapter_unet is None):
+        raise ConfigError("--adapter-mlp and --adapter-unet go together (the official pair)")
+    if adapter_mlp is not None:
+        if adapter is not None:
+            raise ConfigError("pass either --adapter or the --adapter-mlp/--adapter-unet pair, not both")
+        return load_official(adapter_mlp, adapter_unet, backbone_weights)  # type: ignore[arg-type]
+    if adapter is None or str(adapter) == "":
+        raise ConfigError("no adapter given: pass --adapter (a .safetensors from `macs train-gen`, a run folder, "
+                          "an official <Dataset>_mlp.pt/_unet.pt pair or official:<Dataset>)")
+    spec = str(adapter)
+    if spec.startswith("official:"):
+        dataset = spec[len("official:"):].strip()
+        if not dataset:
+            raise ConfigError("--adapter official:<Dataset>, e.g. official:Landscape")
+        return load_official(*_official_from_hub(dataset, allow_download), backbone_weights=backbone_weights)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        ours = [path / f"{DEFAULT_NAME}.safetensors"] + sorted(path.glob("*.safetensors"))
+        found = next((p for p in ours if p.exists()), None)
+        if found is not None:
+            return read_adapter_file(found)
+        pairs = _official_pairs(path)
+        if len(pairs) == 1:
+            mlp, unet = next(iter(pairs.values()))
+            return load_official(mlp, unet, backbone_weights)
+        if len(pairs) > 1:
+            raise ModelError(f"{path}: holds several official adapters ({', '.join(pairs)}); pass "
+                             "--adapter-mlp and --adapter-unet")
+        raise ModelError(f"{path}: holds no adapter (adapter.safetensors or <Dataset>_mlp.pt + <Dataset>_unet.pt)")
+    if not path.exists():
+        raise ModelError(f"{path}: no such adapter file or folder")
+    if path.suffix == ".safetensors":
+        return read_adapter_file(path)
+    if path.name.endswith("_mlp.pt") or path.name.endswith("_unet.pt"):
+        base = path.name[: -len("_mlp.pt")] if path.name.endswith("_mlp.pt") else path.name[: -len("_unet.pt")]
+        mlp, unet = path.parent / f"{base}_mlp.pt", path.parent / f"{base}_unet.pt"
+        if not (mlp.exists() and unet.exists()):
+            raise ModelError(f"{path}: the official adapter is a pair; {mlp.name} and {unet.name} must sit "
+                             "side by side (or pass --adapter-mlp/--adapter-unet)")
+        return load_official(mlp, unet, backbone_weights)
+    raise ModelError(f"{path}: not an adapter (expected .safetensors, an official *_mlp.pt/*_unet.pt pair or a folder)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

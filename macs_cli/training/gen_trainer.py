@@ -1,0 +1,564 @@
+"""The ``train-gen`` loop: train MACS's adapter (MLP, positional encoding, audio key/value
+projections) on a frozen Stable Diffusion v1.x with the DDPM noise-prediction loss.
+
+Per optimiser step and micro-batch: pick ``batch_size`` (image, clip) pairs from the shuffled
+stream, encode the images with the frozen VAE (a sample of the latent distribution, times the
+VAE's scaling factor), draw noise and timesteps, zero the stem embeddings of each sample with
+probability ``train.uncond_prob`` (0.1; it teaches the unconditional branch that classifier-free
+guidance uses), predict the noise (or v) from ``[text tokens | audio tokens]`` and take the MSE.
+AdamW (lr 1e-4), warm-up + cosine, gradient accumulation, gradient clipping by value at 1.0
+(the official loop's ``clip_grad_value_``), fp16/bf16 autocast on GPU, accelerate for several
+processes. Frozen modules are kept in the autocast precision; the trained tensors stay fp32.
+
+Reproducibility: the pair order is a shuffled permutation per epoch (a function of the seed and
+the epoch) and every random draw of a micro-batch comes from a generator reseeded from (seed,
+process, step, micro-batch), so a run resumed from ``checkpoint.pt`` continues exactly as an
+uninterrupted one would.
+
+Run folder::
+
+    RUN/config.yaml              the resolved configuration
+    RUN/checkpoint.pt            adapter, optimiser, scheduler, step (weights_only-loadable)
+    RUN/adapter.safetensors      the latest adapter (+ adapter.json), usable with --adapter RUN
+    RUN/metrics.csv              one row per logged step
+    RUN/curves.png               the loss curve
+    RUN/samples/step_XXXXXX.png  sample images from fixed embeddings and seeds, every sample.every steps
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from ..errors import ConfigError, ModelError
+from ..fsutil import atomic_path
+
+FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
+
+DEFAULTS: dict[str, Any] = {
+    "model": {"sd_model": "stable-diffusion-v1-5/stable-diffusion-v1-5", "allow_download": False,
+              "num_tokens": 6, "hidden_dim": 2048, "dropout": 0.5, "pe_std": 0.05, "prompt": "",
+              "init": None},
+    "data": {"train": None, "kind": "auto", "split": "train", "resolution": [512, 512], "flip": False,
+             "max_items": None, "rank": True, "top_k": None, "cache_dir": None,
+             "separator": "default", "clap": "default", "clap_download": False},
+    "optim": {"lr": 1.0e-4, "betas": [0.9, 0.999], "weight_decay": 1.0e-2, "warmup": 0.1,
+              "batch_size": 2, "grad_accum": 8, "clip_grad": 1.0, "clip_mode": "value"},
+    "train": {"steps": 1000, "epochs": None, "seed": 0, "precision": "auto", "uncond_prob": 0.1, "max_minutes": None,
+              "gradient_checkpointing": False},
+    "checkpoint": {"every": 500},
+    "sample": {"every": 500, "count": 4, "steps": 20, "guidance": 7.5, "seed": 0, "height": None,
+               "width": None},
+    "log": {"every": 10},
+}
+
+
+# -- configuration --------------------------------------------------------------------------------
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` as a string; accept it (and ``.5``) as a float."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _merge(base: dict, over: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        where = f"{path}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown config key '{where}'")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{where}' must be a mapping")
+            out[key] = _merge(base[key], value, where + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def load_gen_config(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """DEFAULTS <- the YAML recipe <- ``section.key=value`` overrides, validated."""
+    from .config import parse_override
+
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.load(path.read_text(), Loader=_YamlLoader) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: config must be a mapping")
+        cfg = _merge(cfg, data)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        nested: dict = {}
+        cur = nested
+        for k in keys[:-1]:
+            cur = cur.setdefault(k, {})
+        cur[keys[-1]] = value
+        cfg = _merge(cfg, nested)
+    validate_gen(cfg)
+    return cfg
+
+
+def validate_gen(cfg: dict[str, Any]) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"invalid train-gen config: {msg}")
+
+    def pos_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    m, d, o, t, s = cfg["model"], cfg["data"], cfg["optim"], cfg["train"], cfg["sample"]
+    need(isinstance(m["sd_model"], str) and m["sd_model"].strip() != "", "model.sd_model must be a hub id or folder")
+    need(pos_int(m["num_tokens"]), "model.num_tokens must be a positive integer (M, the stems per clip)")
+    need(pos_int(m["hidden_dim"]), "model.hidden_dim must be a positive integer")
+    need(num(m["dropout"]) and 0 <= m["dropout"] < 1, "model.dropout must be in [0, 1)")
+    need(num(m["pe_std"]) and m["pe_std"] >= 0, "model.pe_std must be >= 0")
+    need(isinstance(m["prompt"], str), "model.prompt must be a text")
+    need(d["train"] is not None, "data.train is required (a CSV manifest or a Landscape/LLP-multi folder)")
+    need(d["kind"] in ("auto", "csv", "landscape", "llp"), "data.kind must be auto, csv, landscape or llp")
+    r = d["resolution"]
+    need(isinstance(r, (list, tuple)) and len(r) == 2 and all(pos_int(v) and v % 8 == 0 and v >= 64 for v in r),
+         f"data.resolution must be [height, width], multiples of 8 and >= 64 (got {r!r})")
+    need(isinstance(d["flip"], bool) and isinstance(d["rank"], bool), "data.flip and data.rank must be true or false")
+    need(d["top_k"] is None or pos_int(d["top_k"]), "data.top_k must be a positive integer or null")
+    need(d["max_items"] is None or pos_int(d["max_items"]), "data.max_items must be a positive integer or null")
+    need(num(o["lr"]) and 0 < o["lr"] < 1, f"optim.lr must be in (0, 1) (got {o['lr']!r})")
+    need(num(o["weight_decay"]) and o["weight_decay"] >= 0, "optim.weight_decay must be >= 0")
+    need(num(o["warmup"]) and 0 <= o["warmup"] < 1, "optim.warmup must be in [0, 1)")
+    need(isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2, "optim.betas must be a pair")
+    need(pos_int(o["batch_size"]), "optim.batch_size must be a positive integer")
+    need(pos_int(o["grad_accum"]), "optim.grad_accum must be a positive integer")
+    need(num(o["clip_grad"]) and o["clip_grad"] >= 0, "optim.clip_grad must be >= 0 (0: off)")
+    need(o["clip_mode"] in ("value", "norm"), "optim.clip_mode must be value or norm")
+    need(t["steps"] is None or pos_int(t["steps"]), "train.steps must be a positive integer or null")
+    need(t["epochs"] is None or pos_int(t["epochs"]), "train.epochs must be a positive integer or null")
+    need(t["steps"] is not None or t["epochs"] is not None,
+         "set train.steps, or train.epochs (steps are then derived from the number of pairs)")
+    need(t["precision"] in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16")
+    need(num(t["uncond_prob"]) and 0 <= t["uncond_prob"] <= 1, "train.uncond_prob must be in [0, 1]")
+    need(t["max_minutes"] is None or (num(t["max_minutes"]) and t["max_minutes"] > 0),
+         "train.max_minutes must be > 0 or null")
+    need(isinstance(t["gradient_checkpointing"], bool), "train.gradient_checkpointing must be true or false")
+    need(isinstance(t["seed"], int) and not isinstance(t["seed"], bool) and t["seed"] >= 0,
+         "train.seed must be a non-negative integer")
+    need(pos_int(cfg["checkpoint"]["every"]), "checkpoint.every must be a positive integer")
+    need(isinstance(s["every"], int) and s["every"] >= 0, "sample.every must be >= 0 (0: no samples)")
+    need(isinstance(s["count"], int) and s["count"] >= 0, "sample.count must be >= 0")
+    need(pos_int(s["steps"]), "sample.steps must be a positive integer")
+    for key in ("height", "width"):
+        need(s[key] is None or (pos_int(s[key]) and s[key] % 8 == 0), f"sample.{key} must be a multiple of 8 or null")
+    need(pos_int(cfg["log"]["every"]), "log.every must be a positive integer")
+
+
+def lr_factor(step: int, total: int, warmup_frac: float) -> float:
+    """Linear warm-up over ``warmup_frac`` of the steps, then cosine decay to 0."""
+    warm = int(total * warmup_frac)
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "no"
+    if device.type != "cuda":
+        return "no"  # mixed precision is a GPU setting: the CPU trains in fp32
+    return {"fp32": "no"}.get(name, name)
+
+
+class AdapterTrainingModel(torch.nn.Module):
+    """The frozen UNet (with the adapter's processors inside) and the projection, as one module
+    for accelerate: ``forward`` predicts the noise from noisy latents, timesteps, text tokens and
+    stem embeddings."""
+
+    def __init__(self, unet, projection):
+        super().__init__()
+        self.unet = unet
+        self.projection = projection
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
+                stems: torch.Tensor) -> torch.Tensor:
+        tokens = self.projection(stems).to(text.dtype)
+        states = torch.cat([text, tokens], dim=1)
+        return self.unet(noisy, timesteps, encoder_hidden_states=states).sample
+
+
+class GenTrainer:
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None, console=None,
+                 progress: bool = True, pipe=None):
+        """``pipe``: an already loaded backbone (tests share one); else ``model.sd_model`` is loaded."""
+        from accelerate import Accelerator
+
+        from ..generation.adapter import AdapterConfig, install_adapter
+        from ..generation.backbone import load_backbone, quiet_loading
+
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.console, self.show_progress = console, progress
+        want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {want}: CUDA is not available on this machine")
+        dev = torch.device(want)
+        self.accel = Accelerator(cpu=dev.type == "cpu", mixed_precision=_precision(cfg["train"]["precision"], dev))
+        self.device = self.accel.device
+        mp = self.accel.mixed_precision
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mp, torch.float32)
+        m = cfg["model"]
+        self.pipe = pipe if pipe is not None else load_backbone(m["sd_model"], "cpu", torch.float32,
+                                                                m["allow_download"])
+        self.sd_model = getattr(self.pipe, "macs_source", m["sd_model"])
+        unet = self.pipe.unet
+        for module in (unet, self.pipe.vae, self.pipe.text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+        self.adapter_config = AdapterConfig(num_tokens=m["num_tokens"], hidden_dim=m["hidden_dim"],
+                                            dropout=float(m["dropout"]), pe_std=float(m["pe_std"]),
+                                            cross_attention_dim=int(unet.config.cross_attention_dim)).validate()
+        torch.manual_seed(cfg["train"]["seed"])
+        self.text_tokens = int(self.pipe.tokenizer.model_max_length)
+        self.adapter = install_adapter(unet, self.adapter_config, self.text_tokens)
+        if m["init"]:
+            self._init_from(str(m["init"]))
+        # frozen parts in the compute precision, trained tensors in fp32
+        with quiet_loading():  # diffusers warns about every dtype cast
+            for module in (unet, self.pipe.vae, self.pipe.text_encoder):
+                module.to(self.device, dtype=self.weight_dtype)
+        for proc in self.adapter.processors.values():
+            proc.to(dtype=torch.float32)
+        self.adapter.projection.to(self.device, dtype=torch.float32)
+        self.adapter.requires_grad_(True)
+        self.adapter.train()
+        if cfg["train"]["gradient_checkpointing"]:
+            unet.enable_gradient_checkpointing()
+        self.model = AdapterTrainingModel(unet, self.adapter.projection)
+        from diffusers import DDPMScheduler
+
+        self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        o = cfg["optim"]
+        self.optimizer = torch.optim.AdamW(self.adapter.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
+                                           weight_decay=o["weight_decay"])
+        # train.steps, or (when it is null) train.epochs passes over the pairs, known once the data is listed
+        self.total_steps: int | None = cfg["train"]["steps"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.total_steps or 1, o["warmup"]))
+        self.step = 0
+        self.data = None
+        self.embeddings: torch.Tensor | None = None
+        self.embedding_stats: dict[str, int] = {}
+
+    def _init_from(self, spec: str) -> None:
+        from ..generation.checkpoints import resolve_adapter
+
+        source = resolve_adapter(spec)
+        self.adapter.load_state_dict(source.state, spec)
+
+    def _say(self, msg: str) -> None:
+        if self.console is not None and self.accel.is_main_process:
+            self.console.print(msg, highlight=False)
+
+    # -- data -----------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        from ..generation.audio import AudioEmbedder
+        from .gen_data import EmbeddingCache, clip_embeddings, default_cache_dir, list_pairs
+
+        d = self.cfg["data"]
+        self.data = list_pairs(d["train"], d["kind"], d["split"], d["max_items"])
+        cache = EmbeddingCache(Path(d["cache_dir"]) if d["cache_dir"] else default_cache_dir())
+
+        def factory():
+            return AudioEmbedder(d["separator"], d["clap"], self.device, d["clap_download"])
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("stem embeddings"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=self.console, disable=not (self.show_progress and self.accel.is_main_process)) as bar:
+            task = bar.add_task("clips", total=len(self.data.clips))
+            several = self.accel.num_processes > 1
+            if several and not self.accel.is_main_process:
+                self.accel.wait_for_everyone()   # the main process fills the cache first
+            emb, stats = clip_embeddings(self.data, factory, cache, d["rank"], d["top_k"],
+                                         progress=lambda _: bar.advance(task))
+            if several and self.accel.is_main_process:
+                self.accel.wait_for_everyone()
+        if emb.shape[1] > self.adapter_config.num_tokens:
+            raise ConfigError(f"the clips have {emb.shape[1]} stems but model.num_tokens is "
+                              f"{self.adapter_config.num_tokens}: set data.top_k or model.num_tokens")
+        if emb.shape[2] != self.adapter_config.clap_dim:
+            raise ConfigError(f"stem embeddings are {emb.shape[2]}-wide, the adapter takes "
+                              f"{self.adapter_config.clap_dim}")
+        self.embeddings = emb
+        self.embedding_stats = stats
+        if self.total_steps is None:
+            o = self.cfg["optim"]
+            per_step = o["batch_size"] * o["grad_accum"] * self.accel.num_processes
+            self.total_steps = max(1, math.ceil(self.cfg["train"]["epochs"] * len(self.data) / per_step))
+            self._say(f"train.epochs={self.cfg['train']['epochs']}: {self.total_steps} optimiser steps")
+        self._say(f"{len(self.data)} pairs from {len(self.data.clips)} clips; stem embeddings: "
+                  f"{stats['computed']} computed, {stats['cached']} from the cache, {stats['precomputed']} given")
+
+    def text_states(self) -> torch.Tensor:
+        tok = self.pipe.tokenizer
+        ids = tok([self.cfg["model"]["prompt"]], padding="max_length", max_length=tok.model_max_length,
+                  truncation=True, return_tensors="pt").input_ids.to(self.device)
+        with torch.no_grad():
+            return self.pipe.text_encoder(ids)[0].to(self.weight_dtype)
+
+    def micro_batch(self, gen: torch.Generator, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) and stem embeddings (B, K, 512) for pairs ``position ..``."""
+        from .gen_data import batch_indices, load_image
+
+        d, o = self.cfg["data"], self.cfg["optim"]
+        idx = batch_indices(len(self.data), self.cfg["train"]["seed"], position, o["batch_size"])
+        flips = torch.rand(len(idx), generator=gen, device=gen.device).cpu() < 0.5 if d["flip"] else [False] * len(idx)
+        size = (int(d["resolution"][0]), int(d["resolution"][1]))
+        images = torch.stack([load_image(self.data.pairs[i].image, size, bool(f)) for i, f in zip(idx, flips)])
+        stems = self.embeddings[[self.data.pairs[i].clip for i in idx]]
+        return images, stems
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def save(self) -> None:
+        from ..generation.checkpoints import save_adapter
+
+        if not self.accel.is_main_process:
+            return
+        state = {"adapter": {k: v.detach().cpu().clone() for k, v in self.adapter.state_dict().items()},
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "step": self.step, "config": yaml.safe_dump(self.cfg)}
+        scaler = getattr(self.accel, "scaler", None)
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
+        save_adapter(self.adapter, self.run_dir / "adapter.safetensors", sd_model=self.sd_model,
+                     text_tokens=self.text_tokens, metadata={"step": str(self.step)})
+
+    def resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            self.adapter.load_state_dict(state["adapter"], str(self.checkpoint_path))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            scaler = getattr(self.accel, "scaler", None)
+            if scaler is not None and "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.checkpoint_path}: cannot resume ({str(exc).splitlines()[0]})") from None
+        self.step = int(state["step"])
+        return True
+
+    # -- samples --------------------------------------------------------------------------------
+    def sample(self) -> Path | None:
+        """A grid of images from the first ``sample.count`` clips' embeddings, fixed seeds."""
+        from ..generation.pipeline import GenerationSettings, MacsGenerator
+        from ..generation.visual import contact_sheet, save_png
+
+        s = self.cfg["sample"]
+        if not s["count"] or not self.accel.is_main_process:
+            return None
+        n = min(s["count"], self.embeddings.shape[0])
+        h = s["height"] or int(self.cfg["data"]["resolution"][0])
+        w = s["width"] or int(self.cfg["data"]["resolution"][1])
+        gen = MacsGenerator(self.pipe, self.adapter, None, self.sd_model)
+        self.adapter.eval()
+        try:
+            with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.weight_dtype != torch.float32):
+                items = gen.generate(self.embeddings[:n].numpy(), GenerationSettings(
+                    steps=s["steps"], guidance=float(s["guidance"]), height=h, width=w, seed=s["seed"],
+                    prompt=self.cfg["model"]["prompt"]))
+        finally:
+            self.adapter.train()
+        names = [Path(self.data.clips[i].audio).stem[:20] for i in range(n)]
+        path = self.run_dir / "samples" / f"step_{self.step:06d}.png"
+        save_png(contact_sheet([it.image for it in items], names, columns=min(n, 4)), path)
+        return path
+
+    # -- logging --------------------------------------------------------------------------------
+    COLUMNS = ["step", "epoch", "lr", "loss", "seconds"]
+
+    def _open_log(self):
+        path = self.run_dir / "metrics.csv"
+        rows = []
+        if path.exists():  # keep the rows up to the resumed step: a resumed log equals an unbroken one
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        f = open(path, "w", newline="")
+        writer = csv.DictWriter(f, fieldnames=self.COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        return f, writer
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to ``train.steps`` (or stop after step ``stop_after``, saving, as an interrupted
+        run would have); returns a summary."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.accel.is_main_process:
+            with atomic_path(self.run_dir / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        if resume and self.resume():
+            self._say(f"resumed from step {self.step}")
+        if self.data is None:
+            self.load_data()
+        model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
+        t, o = self.cfg["train"], self.cfg["optim"]
+        total, accum, bsz = self.total_steps, o["grad_accum"], o["batch_size"]
+        rank, world = self.accel.process_index, self.accel.num_processes
+        text = self.text_states()
+        vae = self.pipe.vae
+        sched = self.noise_scheduler
+        n_train = sched.config.num_train_timesteps
+        gen = torch.Generator(device=self.device)
+        params = self.adapter.parameters()
+        fault = int(os.environ.get(FAULT_ENV, "0") or 0)
+        deadline = time.time() + 60 * t["max_minutes"] if t["max_minutes"] else None
+        log_f, writer = self._open_log() if self.accel.is_main_process else (None, None)
+        start_time = time.time()
+        per_step = bsz * accum * world
+        progress = Progress(TextColumn("train-gen"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                            disable=not (self.show_progress and self.accel.is_main_process), console=self.console)
+        last_sample = None
+        try:
+            with progress:
+                task = progress.add_task("steps", total=total, completed=self.step, info="")
+                while self.step < total:
+                    loss_sum = torch.zeros((), device=self.device)
+                    for micro in range(accum):
+                        seed = (t["seed"] * 1_000_003 + rank * 7_919 + self.step * accum + micro) % (2 ** 62)
+                        gen.manual_seed(seed)
+                        torch.manual_seed(seed)  # dropout in the MLP
+                        position = self.step * per_step + (micro * world + rank) * bsz
+                        images, stems = self.micro_batch(gen, position)
+                        images = images.to(self.device, self.weight_dtype)
+                        stems = stems.to(self.device)
+                        with torch.no_grad():
+                            latents = vae.encode(images).latent_dist.sample(generator=gen)
+                            latents = latents * vae.config.scaling_factor
+                        noise = torch.randn(latents.shape, generator=gen, device=self.device, dtype=latents.dtype)
+                        timesteps = torch.randint(0, n_train, (latents.shape[0],), generator=gen, device=self.device)
+                        noisy = sched.add_noise(latents, noise, timesteps)
+                        drop = torch.rand(stems.shape[0], generator=gen, device=self.device) < t["uncond_prob"]
+                        stems = torch.where(drop[:, None, None], torch.zeros_like(stems), stems)
+                        if sched.config.prediction_type == "v_prediction":
+                            target = sched.get_velocity(latents, noise, timesteps)
+                        else:
+                            target = noise
+                        sync = micro == accum - 1
+                        ctx = self.accel.no_sync(model) if not sync else _nullcontext()
+                        with ctx:
+                            with self.accel.autocast():
+                                pred = model(noisy, timesteps, text.expand(stems.shape[0], -1, -1), stems)
+                            loss = F.mse_loss(pred.float(), target.float()) / accum
+                            self.accel.backward(loss)
+                        loss_sum += loss.detach()
+                    if o["clip_grad"]:
+                        if o["clip_mode"] == "value":
+                            self.accel.clip_grad_value_(params, o["clip_grad"])
+                        else:
+                            self.accel.clip_grad_norm_(params, o["clip_grad"])
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    step_loss = float(self.accel.reduce(loss_sum, reduction="mean"))
+                    if not math.isfinite(step_loss):
+                        raise ConfigError(f"training diverged at step {self.step} (loss {step_loss}); lower optim.lr")
+                    out_of_time = deadline is not None and time.time() > deadline
+                    stopping = stop_after is not None and self.step >= stop_after
+                    if writer is not None and (self.step % self.cfg["log"]["every"] == 0 or self.step == total):
+                        writer.writerow({"step": self.step, "epoch": round(self.step * per_step / len(self.data), 4),
+                                         "lr": self.scheduler.get_last_lr()[0], "loss": step_loss,
+                                         "seconds": round(time.time() - start_time, 3)})
+                        log_f.flush()
+                    progress.update(task, completed=self.step, info=f"loss {step_loss:.4f}")
+                    every = self.cfg["sample"]["every"]
+                    if every and (self.step % every == 0 or self.step == total):
+                        last_sample = self.sample()
+                    if self.step % self.cfg["checkpoint"]["every"] == 0 or self.step == total or out_of_time \
+                            or stopping:
+                        self.save()
+                        self.accel.wait_for_everyone()
+                    if fault and self.step == fault:
+                        os._exit(137)  # simulate a kill (no cleanup, no final save)
+                    if out_of_time:
+                        self._say(f"time budget reached at step {self.step}")
+                        break
+                    if stopping:
+                        break
+        finally:
+            if log_f is not None:
+                log_f.close()
+        if self.accel.is_main_process:
+            plot_loss(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
+        return {"step": self.step, "run_dir": str(self.run_dir),
+                "sample": None if last_sample is None else str(last_sample),
+                "embeddings": self.embedding_stats}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def plot_loss(metrics_csv: Path, out_png: Path) -> None:
+    """The training loss against step, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
+    ax.set_xlabel("step")
+    ax.set_ylabel("noise MSE")
+    ax.set_title("train-gen loss")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
