@@ -6,6 +6,7 @@ import typer
 
 from .. import __version__
 from . import embed as _embed
+from . import eval as _eval
 from . import generate as _generate
 from . import rank as _rank
 from . import separate as _separate
@@ -16,7 +17,7 @@ app = typer.Typer(
     name="macs",
     help="Multi-source audio-to-image toolkit (MACS): separate mixtures of sounds into stems, "
          "embed and rank them with CLAP, generate images from them with Stable Diffusion, and "
-         "train both stages. Every verb reads and writes plain files.",
+         "train both stages, and evaluate the results. Every verb reads and writes plain files.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -41,6 +42,7 @@ app.command("rank", no_args_is_help=True)(_rank.rank)
 app.command("generate", no_args_is_help=True)(_generate.generate)
 app.command("train-sep", no_args_is_help=True)(_train_sep.train_sep)
 app.command("train-gen", no_args_is_help=True)(_train_gen.train_gen)
+app.command("eval", no_args_is_help=True)(_eval.evaluate)
 
 
 def main() -> None:

@@ -103,6 +103,8 @@ def embed_images(files: Sequence[Path], encoder: ImageEncoder, device: str, batc
     digests = digests if digests is not None else {}
     out: list[np.ndarray | None] = [None] * len(files)
     todo: list[int] = []
+    if progress:
+        progress(stage, 0, len(files))
     for i, f in enumerate(files):
         d = digests.get(f) or digests.setdefault(f, file_sha256(f))
         hit = cache.get(encoder.cache_key, d)

@@ -121,8 +121,11 @@ def find_weights(keys: Iterable[str], weights_dir: Path | None = None,
         else:
             found[key] = hit
     if missing:
-        hint = "" if weights_dir is not None else "; or pass --weights-dir DIR holding it"
-        raise MissingWeightsError("missing weights file " + "; ".join(missing) + hint)
+        many = len(missing) > 1
+        hint = "" if weights_dir is not None else \
+            f"; or pass --weights-dir DIR holding {'them' if many else 'it'}"
+        raise MissingWeightsError(f"missing weights file{'s' if many else ''} " + "; ".join(missing)
+                                  + hint)
     return found
 
 
@@ -234,16 +237,24 @@ def load_inception(path: Path, device: str) -> CleanFidImageEncoder:
 def load_clip(path: Path, device: str) -> CleanFidImageEncoder:
     """CLIP ViT-B/32 through clean-fid's ``CLIP_fx`` (its normalisation) and ``img_preprocess_clip``.
 
-    Loaded with ``clip.load(<file>)``, i.e. without CLIP's checksum-and-redownload step.
+    Built as ``clip.load(name, jit=False)`` builds it (``clip.model.build_model`` of the archive's
+    state dict; fp16 on CUDA, fp32 on CPU) but from the file itself: no checksum-and-redownload
+    step, and plain state-dict files work too (``clip.load`` re-reads a consumed file handle there).
     """
-    import clip
+    from clip.model import build_model
     from cleanfid.clip_features import CLIP_fx, img_preprocess_clip
 
     path = Path(path)
     try:
+        try:  # the released file is a TorchScript archive
+            state = torch.jit.load(str(path), map_location="cpu").eval().state_dict()
+        except RuntimeError:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        model = build_model(dict(state)).to(device)
+        if str(device) == "cpu":
+            model.float()
         fx = CLIP_fx.__new__(CLIP_fx)
-        fx.model, _ = clip.load(str(path), device=device, jit=False)
-        fx.model.eval()
+        fx.model = model.eval()
         fx.name = "clip_vit_b_32"
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"{path}: cannot load the CLIP weights ({_first_line(exc)})") from None
