@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelError
+from ..weights.statecheck import describe_mismatch
 
 CLAP_DIM = 512
 PROCESSOR_SUFFIX = "attn2.processor"
@@ -282,20 +283,9 @@ class MacsAdapter:
     def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Copy ``state`` (official key names) into the adapter; a one-line ModelError on a mismatch."""
         own = dict(self.named_parameters())
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or bad:
-            parts = []
-            if bad:
-                k = bad[0]
-                parts.append(f"{len(bad)} shape mismatch(es), e.g. {k} {tuple(state[k].shape)} vs "
-                             f"{tuple(own[k].shape)} expected")
-            if missing:
-                parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
-            raise ModelError(f"{source}: does not fit this backbone's adapter ({'; '.join(parts)})")
+        problem = describe_mismatch(own, state)
+        if problem:
+            raise ModelError(f"{source}: does not fit this backbone's adapter ({problem})")
         with torch.no_grad():
             for k, p in own.items():
                 p.copy_(state[k].to(device=p.device, dtype=p.dtype))

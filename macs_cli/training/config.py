@@ -79,8 +79,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    cfg = copy.deepcopy(DEFAULTS)
+def load_yaml_config(defaults: dict[str, Any], path: Path | None = None,
+                     overrides: list[str] | None = None) -> dict[str, Any]:
+    """``defaults`` <- the YAML file <- ``section.key=value`` overrides (unknown keys refused)."""
+    cfg = copy.deepcopy(defaults)
     if path is not None:
         path = Path(path)
         try:
@@ -100,6 +102,12 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
             cur = cur.setdefault(k, {})
         cur[keys[-1]] = value
         cfg = _merge(cfg, nested)
+    return cfg
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The train-sep configuration: DEFAULTS <- YAML recipe <- overrides, validated."""
+    cfg = load_yaml_config(DEFAULTS, path, overrides)
     validate(cfg)
     return cfg
 

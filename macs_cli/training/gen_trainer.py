@@ -27,11 +27,10 @@ Run folder::
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import csv
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import yaml
 
 from ..errors import ConfigError, ModelError
 from ..fsutil import atomic_path
+from .config import load_yaml_config
 
 FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
 
@@ -64,59 +64,9 @@ DEFAULTS: dict[str, Any] = {
 
 
 # -- configuration --------------------------------------------------------------------------------
-class _YamlLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-4`` as a string; accept it (and ``.5``) as a float."""
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def _merge(base: dict, over: dict, path: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        where = f"{path}{key}"
-        if key not in base:
-            raise ConfigError(f"unknown config key '{where}'")
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{where}' must be a mapping")
-            out[key] = _merge(base[key], value, where + ".")
-        else:
-            out[key] = value
-    return out
-
-
 def load_gen_config(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """DEFAULTS <- the YAML recipe <- ``section.key=value`` overrides, validated."""
-    from .config import parse_override
-
-    cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.load(path.read_text(), Loader=_YamlLoader) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: config must be a mapping")
-        cfg = _merge(cfg, data)
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        nested: dict = {}
-        cur = nested
-        for k in keys[:-1]:
-            cur = cur.setdefault(k, {})
-        cur[keys[-1]] = value
-        cfg = _merge(cfg, nested)
+    cfg = load_yaml_config(DEFAULTS, path, overrides)
     validate_gen(cfg)
     return cfg
 
@@ -481,7 +431,7 @@ class GenTrainer:
                         else:
                             target = noise
                         sync = micro == accum - 1
-                        ctx = self.accel.no_sync(model) if not sync else _nullcontext()
+                        ctx = self.accel.no_sync(model) if not sync else contextlib.nullcontext()
                         with ctx:
                             with self.accel.autocast():
                                 pred = model(noisy, timesteps, text.expand(stems.shape[0], -1, -1), stems)
@@ -530,14 +480,6 @@ class GenTrainer:
         return {"step": self.step, "run_dir": str(self.run_dir),
                 "sample": None if last_sample is None else str(last_sample),
                 "embeddings": self.embedding_stats}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def plot_loss(metrics_csv: Path, out_png: Path) -> None:

@@ -17,6 +17,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -292,7 +293,7 @@ class Trainer:
                         batch = synthesize(self.bank, o["batch_size"], self.model_cfg.window_samples,
                                            gen, self.spec)
                         sync = micro == accum - 1
-                        ctx = self.accel.no_sync(self.model) if not sync else _nullcontext()
+                        ctx = self.accel.no_sync(self.model) if not sync else contextlib.nullcontext()
                         with ctx:
                             with self.accel.autocast():
                                 stems = self.model(batch.mix)
@@ -356,14 +357,6 @@ class Trainer:
         if self.accel.is_main_process:
             plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
         return {"step": self.step, "validation": last_val, "run_dir": str(self.run_dir)}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def plot_curves(metrics_csv: Path, out_png: Path) -> None:

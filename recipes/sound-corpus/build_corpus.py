@@ -23,7 +23,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from math import gcd
