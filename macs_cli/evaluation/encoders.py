@@ -269,10 +269,8 @@ def load_wav2clip(path: Path, device: str) -> ModuleAudioEncoder:
 
     path = Path(path)
     try:
-        try:
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - older pickles: torch.hub would load them this way too
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=False)
+        # never unpickle arbitrary objects: a checkpoint that needs more than tensors is refused
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
         model = ResNetExtractor(checkpoint=checkpoint, scenario="frozen", transform=True)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"{path}: cannot load the Wav2CLIP weights ({_first_line(exc)})") from None
