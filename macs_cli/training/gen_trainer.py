@@ -42,6 +42,7 @@ import yaml
 from ..errors import ConfigError, ModelError
 from ..fsutil import atomic_path
 from .config import load_yaml_config
+from .schedule import lr_factor, mixed_precision
 
 FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
 
@@ -125,25 +126,6 @@ def validate_gen(cfg: dict[str, Any]) -> None:
     need(pos_int(cfg["log"]["every"]), "log.every must be a positive integer")
 
 
-def lr_factor(step: int, total: int, warmup_frac: float) -> float:
-    """Linear warm-up over ``warmup_frac`` of the steps, then cosine decay to 0."""
-    warm = int(total * warmup_frac)
-    if step < warm:
-        return (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "no"
-    if device.type != "cuda":
-        return "no"  # mixed precision is a GPU setting: the CPU trains in fp32
-    return {"fp32": "no"}.get(name, name)
-
-
 class AdapterTrainingModel(torch.nn.Module):
     """The frozen UNet (with the adapter's processors inside) and the projection, as one module
     for accelerate: ``forward`` predicts the noise from noisy latents, timesteps, text tokens and
@@ -176,7 +158,8 @@ class GenTrainer:
         if want.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"--device {want}: CUDA is not available on this machine")
         dev = torch.device(want)
-        self.accel = Accelerator(cpu=dev.type == "cpu", mixed_precision=_precision(cfg["train"]["precision"], dev))
+        precision = mixed_precision(cfg["train"]["precision"], dev, cpu_allowed=False)
+        self.accel = Accelerator(cpu=dev.type == "cpu", mixed_precision=precision)
         self.device = self.accel.device
         mp = self.accel.mixed_precision
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mp, torch.float32)

@@ -37,6 +37,7 @@ from ..separation.model import Separator
 from ..weights.separator import save_separator
 from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
 from .losses import MixITLoss, MixtureBatch
+from .schedule import lr_factor, mixed_precision
 
 FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
 
@@ -48,22 +49,6 @@ class LossTerm:
     name: str
     fn: Callable[[MixtureBatch, torch.Tensor], torch.Tensor]
     weight: Callable[[int, int], float] = lambda epoch, epochs: 1.0
-
-
-def lr_lambda(step: int, total: int, warmup_frac: float) -> float:
-    warm = int(total * warmup_frac)
-    if step < warm:
-        return (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "no"
-    return {"fp32": "no"}.get(name, name)
 
 
 def evaluate(model: Separator, mixes: torch.Tensor, refs: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
@@ -98,7 +83,7 @@ class Trainer:
             raise ConfigError(f"--device {want}: CUDA is not available on this machine")
         dev = torch.device(want)
         self.accel = Accelerator(cpu=dev.type == "cpu",
-                                 mixed_precision=_precision(cfg["train"]["precision"], dev))
+                                 mixed_precision=mixed_precision(cfg["train"]["precision"], dev))
         self.device = self.accel.device
         self.model_cfg = SeparatorConfig(**cfg["model"], name="macs-trained")
         self.model_cfg.validate()
@@ -129,7 +114,7 @@ class Trainer:
                                            weight_decay=o["weight_decay"])
         total = cfg["train"]["steps"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, total, o["warmup"]))
+            self.optimizer, lambda s: lr_factor(s, total, o["warmup"]))
         self.step = 0
         self.bank: ClipBank | None = None
         self.val_set: tuple[torch.Tensor, torch.Tensor] | None = None
