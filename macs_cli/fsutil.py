@@ -72,3 +72,14 @@ def check_writable_dir(path: Path) -> None:
         raise MacsError(f"{path}: output path exists and is not a folder")
     if not os.access(path, os.W_OK | os.X_OK):
         raise MacsError(f"{path}: output folder is not writable")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (OSError if it cannot be read)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

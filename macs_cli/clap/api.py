@@ -14,7 +14,6 @@ of their 10 s chunks), float32, in stem order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from ..audio.io import AUDIO_SUFFIXES, read_audio
 from ..errors import AudioError, ConfigError, MacsError
 from ..fsutil import atomic_path
+from ..fsutil import file_sha256 as sha256  # noqa: F401  (re-exported: part of this API)
 from .preprocess import CLAP_SAMPLE_RATE
 
 
@@ -135,14 +135,6 @@ def rank_embeddings(embeddings: np.ndarray, mixture: np.ndarray, top_k: int | No
 
 
 # -- files -----------------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_npy_with_sidecar(out: Path, array: np.ndarray, sidecar: dict) -> None:
     """``out`` (.npy) and ``out`` with .json, each written atomically."""
     out = Path(out)

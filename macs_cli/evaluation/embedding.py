@@ -7,7 +7,6 @@ embedded again by the same encoder, whatever its name or folder; an edited file 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from ..fsutil import atomic_path
+from ..fsutil import file_sha256 as _file_sha256
 from .encoders import AudioEncoder, ImageEncoder, ImageError, as_numpy
 
 Progress = Callable[[str, int, int], None]
@@ -24,17 +24,10 @@ Progress = Callable[[str, int, int], None]
 
 def file_sha256(path: Path, chunk: int = 1 << 20, error: type[Exception] = ImageError) -> str:
     """Hex SHA-256 of a file's bytes; an unreadable file raises ``error`` naming it."""
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while True:
-                block = f.read(chunk)
-                if not block:
-                    break
-                h.update(block)
+        return _file_sha256(path, chunk)
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return h.hexdigest()
 
 
 class EmbeddingCache:

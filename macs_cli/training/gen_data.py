@@ -38,6 +38,7 @@ import torch
 
 from ..errors import ConfigError, MacsError
 from ..fsutil import atomic_path
+from ..fsutil import file_sha256
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 AUDIO_SUFFIXES_LAYOUT = (".wav", ".flac", ".mp3", ".ogg")
@@ -160,14 +161,6 @@ def default_cache_dir() -> Path:
     base = os.environ.get("MACS_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
                                                         os.path.expanduser("~/.cache"), "macs")
     return Path(base) / "stem-embeddings"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class EmbeddingCache:
