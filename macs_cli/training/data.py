@@ -67,9 +67,8 @@ def _split_labels(text: str) -> list[str]:
     return [t.strip() for t in str(text).replace(";", ",").split(",") if t.strip()]
 
 
-def clips_from_csv(path: Path) -> list[Clip]:
-    """CSV with a ``path``/``audio``/``file``/``fname`` column, optional ``label(s)``, ``split``."""
-    path = Path(path)
+def read_manifest_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV manifest; a one-line ConfigError if it cannot be read or is empty."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -77,6 +76,13 @@ def clips_from_csv(path: Path) -> list[Clip]:
         raise ConfigError(f"{path}: cannot read manifest ({exc.strerror})") from None
     if not rows:
         raise ConfigError(f"{path}: manifest has no rows")
+    return rows
+
+
+def clips_from_csv(path: Path) -> list[Clip]:
+    """CSV with a ``path``/``audio``/``file``/``fname`` column, optional ``label(s)``, ``split``."""
+    path = Path(path)
+    rows = read_manifest_rows(path)
     col = next((c for c in ("path", "audio", "file", "fname") if c in rows[0]), None)
     if col is None:
         raise ConfigError(f"{path}: manifest needs a 'path' column (has {', '.join(rows[0])})")

@@ -24,7 +24,6 @@ random, scaled to [-1, 1].
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -39,6 +38,7 @@ import torch
 from ..errors import ConfigError, MacsError
 from ..fsutil import atomic_path
 from ..fsutil import file_sha256
+from .data import _split_labels, read_manifest_rows
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 AUDIO_SUFFIXES_LAYOUT = (".wav", ".flac", ".mp3", ".ogg")
@@ -69,19 +69,9 @@ class PairedData:
 
 
 # -- listing --------------------------------------------------------------------------------------
-def _labels(text: str | None) -> list[str]:
-    return [t.strip() for t in str(text or "").replace(";", ",").split(",") if t.strip()]
-
-
 def pairs_from_csv(path: Path) -> PairedData:
     path = Path(path)
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read manifest ({exc.strerror})") from None
-    if not rows:
-        raise ConfigError(f"{path}: manifest has no rows")
+    rows = read_manifest_rows(path)
     cols = rows[0].keys()
     a_col = next((c for c in ("audio", "audio_path", "wav") if c in cols), None)
     i_col = next((c for c in ("image", "image_path", "frame") if c in cols), None)
@@ -100,7 +90,7 @@ def pairs_from_csv(path: Path) -> PairedData:
         if audio not in index:
             index[audio] = len(clips)
             emb = row.get("embedding") or None
-            clips.append(Clip(audio, _labels(row.get("labels") or row.get("label")), resolve(emb) if emb else None))
+            clips.append(Clip(audio, _split_labels(row.get("labels") or row.get("label") or ""), resolve(emb) if emb else None))
         pairs.append(Pair(resolve(row[i_col]), index[audio]))
     return PairedData(clips, pairs, str(path))
 

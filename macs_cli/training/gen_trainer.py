@@ -42,7 +42,7 @@ import yaml
 from ..errors import ConfigError, ModelError
 from ..fsutil import atomic_path
 from .config import load_yaml_config
-from .schedule import lr_factor, mixed_precision
+from .schedule import lr_factor, metric_rows, mixed_precision, pyplot, save_png
 
 FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
 
@@ -467,15 +467,8 @@ class GenTrainer:
 
 def plot_loss(metrics_csv: Path, out_png: Path) -> None:
     """The training loss against step, as a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    plt = pyplot()
+    rows = metric_rows(metrics_csv) if plt is not None else []
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -483,7 +476,4 @@ def plot_loss(metrics_csv: Path, out_png: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("noise MSE")
     ax.set_title("train-gen loss")
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, out_png)

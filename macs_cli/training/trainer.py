@@ -37,7 +37,7 @@ from ..separation.model import Separator
 from ..weights.separator import save_separator
 from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
 from .losses import MixITLoss, MixtureBatch
-from .schedule import lr_factor, mixed_precision
+from .schedule import lr_factor, metric_rows, mixed_precision, pyplot, save_png
 
 FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
 
@@ -346,15 +346,8 @@ class Trainer:
 
 def plot_curves(metrics_csv: Path, out_png: Path) -> None:
     """Training loss and validation SI-SDR improvement against step, as a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    plt = pyplot()
+    rows = metric_rows(metrics_csv) if plt is not None else []
     if not rows:
         return
     steps = [int(r["step"]) for r in rows]
@@ -372,7 +365,4 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> None:
     b.set_xlabel("step")
     b.set_ylabel("SI-SDR improvement (dB)")
     b.set_title("held-out validation")
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, out_png)
