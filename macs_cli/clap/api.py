@@ -23,7 +23,6 @@ import numpy as np
 from ..audio.io import AUDIO_SUFFIXES, read_audio
 from ..errors import AudioError, ConfigError, MacsError
 from ..fsutil import atomic_path
-from ..fsutil import file_sha256 as sha256  # noqa: F401  (re-exported: part of this API)
 from .preprocess import CLAP_SAMPLE_RATE
 
 

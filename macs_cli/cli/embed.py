@@ -77,7 +77,8 @@ def embed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..clap import load_clap
-    from ..clap.api import embed_stems, sha256, write_npy_with_sidecar
+    from ..clap.api import embed_stems, write_npy_with_sidecar
+    from ..fsutil import file_sha256
     from ..errors import MacsError
 
     with one_line_errors():
@@ -125,7 +126,7 @@ def embed(
                 side = {"stems": res.files, "model": getattr(encoder, "source", str(clap or "default")),
                         "backend": type(encoder).__name__, "sample_rate": encoder.sample_rate,
                         "shape": list(res.embeddings.shape), "normalized": True,
-                        "stem_sha256": [sha256(Path(f)) for f in res.files],
+                        "stem_sha256": [file_sha256(Path(f)) for f in res.files],
                         "mixture": res.mixture_file,
                         "mixture_embedding": None if res.mixture is None else [float(v) for v in res.mixture],
                         "seconds": round(time.time() - t0, 3)}

@@ -14,6 +14,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import typer
 
+from ..fsutil import file_sha256
 from .common import DEVICE_HELP, console, fail, one_line_errors, process_device, threads_for_cpu
 
 SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v1-4, "
@@ -38,10 +39,6 @@ def gpu_memory_errors(hint: str) -> Iterator[None]:
         raise MacsError(f"out of GPU memory ({hint})") from None
 
 
-def _sha256(path: Path) -> str:
-    from ..clap.api import sha256
-
-    return sha256(path)
 
 
 def _load_embeddings(path: Path) -> tuple[Any, dict, dict]:
@@ -54,7 +51,7 @@ def _load_embeddings(path: Path) -> tuple[Any, dict, dict]:
     from ..generation.pipeline import as_batch
 
     arr, meta = read_npy_with_sidecar(path)
-    record: dict[str, Any] = {"file": str(path.resolve()), "sha256": _sha256(path), "shape": list(arr.shape)}
+    record: dict[str, Any] = {"file": str(path.resolve()), "sha256": file_sha256(path), "shape": list(arr.shape)}
     if arr.ndim == 2 and "order" not in meta and meta.get("mixture_embedding") is not None:
         try:
             r = rank_embeddings(arr, meta["mixture_embedding"])
@@ -143,7 +140,7 @@ def generate(
         for path in audio:
             if not path.is_file():
                 raise ConfigError(f"{path}: no such audio file")
-            record = {"file": str(path.resolve()), "sha256": _sha256(path), "kind": "audio"}
+            record = {"file": str(path.resolve()), "sha256": file_sha256(path), "kind": "audio"}
             sets.append(InputSet(path.stem, None, {}, record, audio=path))
         if interpolate is not None:
             names = [f"frame_{i:03d}" for i in range(frames)]

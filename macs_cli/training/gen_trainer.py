@@ -28,23 +28,18 @@ Run folder::
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 
-from ..errors import ConfigError, ModelError
-from ..fsutil import atomic_path
+from ..errors import ConfigError
 from .config import load_yaml_config
-from .schedule import lr_factor, metric_rows, mixed_precision, pyplot, save_png
-
-FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
+from .run import TrainingRun
+from .schedule import lr_factor, metric_rows, pyplot, save_png
 
 DEFAULTS: dict[str, Any] = {
     "model": {"sd_model": "stable-diffusion-v1-5/stable-diffusion-v1-5", "allow_download": False,
@@ -143,24 +138,16 @@ class AdapterTrainingModel(torch.nn.Module):
         return self.unet(noisy, timesteps, encoder_hidden_states=states).sample
 
 
-class GenTrainer:
+class GenTrainer(TrainingRun):
+    label = "train-gen"
+
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None, console=None,
                  progress: bool = True, pipe=None):
         """``pipe``: an already loaded backbone (tests share one); else ``model.sd_model`` is loaded."""
-        from accelerate import Accelerator
-
         from ..generation.adapter import AdapterConfig, install_adapter
         from ..generation.backbone import load_backbone, quiet_loading
 
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.console, self.show_progress = console, progress
-        want = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {want}: CUDA is not available on this machine")
-        dev = torch.device(want)
-        precision = mixed_precision(cfg["train"]["precision"], dev, cpu_allowed=False)
-        self.accel = Accelerator(cpu=dev.type == "cpu", mixed_precision=precision)
-        self.device = self.accel.device
+        super().__init__(cfg, run_dir, device, console, progress, cpu_mixed_precision=False)
         mp = self.accel.mixed_precision
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mp, torch.float32)
         m = cfg["model"]
@@ -201,7 +188,6 @@ class GenTrainer:
         self.total_steps: int | None = cfg["train"]["steps"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps or 1, o["warmup"]))
-        self.step = 0
         self.data = None
         self.embeddings: torch.Tensor | None = None
         self.embedding_stats: dict[str, int] = {}
@@ -211,10 +197,6 @@ class GenTrainer:
 
         source = resolve_adapter(spec)
         self.adapter.load_state_dict(source.state, spec)
-
-    def _say(self, msg: str) -> None:
-        if self.console is not None and self.accel.is_main_process:
-            self.console.print(msg, highlight=False)
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -276,43 +258,17 @@ class GenTrainer:
         return images, stems
 
     # -- checkpoints ----------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
-
     def save(self) -> None:
         from ..generation.checkpoints import save_adapter
 
-        if not self.accel.is_main_process:
-            return
-        state = {"adapter": {k: v.detach().cpu().clone() for k, v in self.adapter.state_dict().items()},
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "step": self.step, "config": yaml.safe_dump(self.cfg)}
-        scaler = getattr(self.accel, "scaler", None)
-        if scaler is not None:
-            state["scaler"] = scaler.state_dict()
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
-        save_adapter(self.adapter, self.run_dir / "adapter.safetensors", sd_model=self.sd_model,
-                     text_tokens=self.text_tokens, metadata={"step": str(self.step)})
+        state = {"adapter": {k: v.detach().cpu().clone() for k, v in self.adapter.state_dict().items()}}
+        if self.save_state(state):
+            save_adapter(self.adapter, self.run_dir / "adapter.safetensors", sd_model=self.sd_model,
+                         text_tokens=self.text_tokens, metadata={"step": str(self.step)})
 
     def resume(self) -> bool:
-        if not self.checkpoint_path.exists():
-            return False
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            self.adapter.load_state_dict(state["adapter"], str(self.checkpoint_path))
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            scaler = getattr(self.accel, "scaler", None)
-            if scaler is not None and "scaler" in state:
-                scaler.load_state_dict(state["scaler"])
-        except ModelError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{self.checkpoint_path}: cannot resume ({str(exc).splitlines()[0]})") from None
-        self.step = int(state["step"])
-        return True
+        return self.load_state(lambda state: self.adapter.load_state_dict(state["adapter"],
+                                                                          str(self.checkpoint_path)))
 
     # -- samples --------------------------------------------------------------------------------
     def sample(self) -> Path | None:
@@ -340,31 +296,13 @@ class GenTrainer:
         save_png(contact_sheet([it.image for it in items], names, columns=min(n, 4)), path)
         return path
 
-    # -- logging --------------------------------------------------------------------------------
     COLUMNS = ["step", "epoch", "lr", "loss", "seconds"]
-
-    def _open_log(self):
-        path = self.run_dir / "metrics.csv"
-        rows = []
-        if path.exists():  # keep the rows up to the resumed step: a resumed log equals an unbroken one
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
-        f = open(path, "w", newline="")
-        writer = csv.DictWriter(f, fieldnames=self.COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        return f, writer
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``train.steps`` (or stop after step ``stop_after``, saving, as an interrupted
         run would have); returns a summary."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.accel.is_main_process:
-            with atomic_path(self.run_dir / "config.yaml") as tmp:
-                tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        self.start_run_folder()
         if resume and self.resume():
             self._say(f"resumed from step {self.step}")
         if self.data is None:
@@ -379,14 +317,11 @@ class GenTrainer:
         n_train = sched.config.num_train_timesteps
         gen = torch.Generator(device=self.device)
         params = self.adapter.parameters()
-        fault = int(os.environ.get(FAULT_ENV, "0") or 0)
-        deadline = time.time() + 60 * t["max_minutes"] if t["max_minutes"] else None
-        log_f, writer = self._open_log() if self.accel.is_main_process else (None, None)
+        deadline = self.deadline()
+        log_f, writer = self.open_log(self.COLUMNS)
         start_time = time.time()
         per_step = bsz * accum * world
-        progress = Progress(TextColumn("train-gen"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                            disable=not (self.show_progress and self.accel.is_main_process), console=self.console)
+        progress = self.progress_bar()
         last_sample = None
         try:
             with progress:
@@ -394,9 +329,7 @@ class GenTrainer:
                 while self.step < total:
                     loss_sum = torch.zeros((), device=self.device)
                     for micro in range(accum):
-                        seed = (t["seed"] * 1_000_003 + rank * 7_919 + self.step * accum + micro) % (2 ** 62)
-                        gen.manual_seed(seed)
-                        torch.manual_seed(seed)  # dropout in the MLP
+                        self.seed_micro_batch(gen, micro)   # the batch draws and the MLP's dropout
                         position = self.step * per_step + (micro * world + rank) * bsz
                         images, stems = self.micro_batch(gen, position)
                         images = images.to(self.device, self.weight_dtype)
@@ -433,7 +366,7 @@ class GenTrainer:
                     step_loss = float(self.accel.reduce(loss_sum, reduction="mean"))
                     if not math.isfinite(step_loss):
                         raise ConfigError(f"training diverged at step {self.step} (loss {step_loss}); lower optim.lr")
-                    out_of_time = deadline is not None and time.time() > deadline
+                    out_of_time = self.past(deadline)
                     stopping = stop_after is not None and self.step >= stop_after
                     if writer is not None and (self.step % self.cfg["log"]["every"] == 0 or self.step == total):
                         writer.writerow({"step": self.step, "epoch": round(self.step * per_step / len(self.data), 4),
@@ -444,16 +377,7 @@ class GenTrainer:
                     every = self.cfg["sample"]["every"]
                     if every and (self.step % every == 0 or self.step == total):
                         last_sample = self.sample()
-                    if self.step % self.cfg["checkpoint"]["every"] == 0 or self.step == total or out_of_time \
-                            or stopping:
-                        self.save()
-                        self.accel.wait_for_everyone()
-                    if fault and self.step == fault:
-                        os._exit(137)  # simulate a kill (no cleanup, no final save)
-                    if out_of_time:
-                        self._say(f"time budget reached at step {self.step}")
-                        break
-                    if stopping:
+                    if self.end_of_step(total, out_of_time, stopping):
                         break
         finally:
             if log_f is not None:

@@ -18,28 +18,23 @@ Run folder layout::
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 from ..evaluation.sisdr import best_grouped_sisdr, best_one_to_one_sisdr, mixture_sisdr
-from ..fsutil import atomic_path
 from ..separation.config import SeparatorConfig
 from ..separation.model import Separator
 from ..weights.separator import save_separator
 from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
 from .losses import MixITLoss, MixtureBatch
-from .schedule import lr_factor, metric_rows, mixed_precision, pyplot, save_png
-
-FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
+from .run import TrainingRun
+from .schedule import lr_factor, metric_rows, pyplot, save_png
 
 
 @dataclass
@@ -71,20 +66,12 @@ def evaluate(model: Separator, mixes: torch.Tensor, refs: torch.Tensor, batch_si
             "mixture": float(b.mean())}
 
 
-class Trainer:
+class Trainer(TrainingRun):
+    label = "train-sep"
+
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None,
                  extra_terms: list[LossTerm] | None = None, console=None, progress: bool = True):
-        from accelerate import Accelerator
-
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.console, self.show_progress = console, progress
-        want = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {want}: CUDA is not available on this machine")
-        dev = torch.device(want)
-        self.accel = Accelerator(cpu=dev.type == "cpu",
-                                 mixed_precision=mixed_precision(cfg["train"]["precision"], dev))
-        self.device = self.accel.device
+        super().__init__(cfg, run_dir, device, console, progress)
         self.model_cfg = SeparatorConfig(**cfg["model"], name="macs-trained")
         self.model_cfg.validate()
         self.spec = MixSpec(tuple(cfg["mix"]["sources_per_mixture"]), tuple(cfg["mix"]["repeats"]),
@@ -115,7 +102,6 @@ class Trainer:
         total = cfg["train"]["steps"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total, o["warmup"]))
-        self.step = 0
         self.bank: ClipBank | None = None
         self.val_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -176,29 +162,16 @@ class Trainer:
                 self._say(f"[yellow]no validation: {exc}[/]")
 
     # -- checkpoints ----------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
-
     def save(self) -> None:
-        if not self.accel.is_main_process:
-            return
         model = self.accel.unwrap_model(self.model)
-        state = {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "step": self.step,
-                 "config": yaml.safe_dump(self.cfg)}
+        state = {"model": model.state_dict()}
         if self.loss_modules:
             state["losses"] = {name: m.state_dict() for name, m in self.loss_modules.items()}
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
-        save_separator(model, self.run_dir / "separator.safetensors",
-                       metadata={"step": str(self.step)})
+        if self.save_state(state):
+            save_separator(model, self.run_dir / "separator.safetensors", metadata={"step": str(self.step)})
 
     def resume(self) -> bool:
-        if not self.checkpoint_path.exists():
-            return False
-        try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        def restore(state: dict[str, Any]) -> None:
             self.accel.unwrap_model(self.model).load_state_dict(state["model"])
             saved = state.get("losses", {})
             for name, module in self.loss_modules.items():
@@ -206,33 +179,12 @@ class Trainer:
                     raise ValueError(f"the checkpoint has no state for the '{name}' loss (was it trained "
                                      "with other clap.* settings?)")
                 module.load_state_dict(saved[name])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-        except Exception as exc:
-            raise ModelError(f"{self.checkpoint_path}: cannot resume ({str(exc).splitlines()[0]})") from None
-        self.step = int(state["step"])
-        return True
 
-    # -- logging --------------------------------------------------------------------------------
-    def _say(self, msg: str) -> None:
-        if self.console is not None and self.accel.is_main_process:
-            self.console.print(msg)
+        return self.load_state(restore)
 
     def _columns(self) -> list[str]:
         return (["step", "epoch", "lr", "loss"] + [t.name for t in self.terms]
                 + [f"w_{t.name}" for t in self.terms] + ["val_grouped", "val_one_to_one", "seconds"])
-
-    def _open_log(self):
-        path = self.run_dir / "metrics.csv"
-        rows = []
-        if path.exists():  # keep rows up to the resumed step, so a resumed log equals an unbroken one
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
-        f = open(path, "w", newline="")
-        writer = csv.DictWriter(f, fieldnames=self._columns())
-        writer.writeheader()
-        writer.writerows(rows)
-        return f, writer
 
     # -- the loop -------------------------------------------------------------------------------
     def epoch_of(self, step: int) -> int:
@@ -240,12 +192,7 @@ class Trainer:
         return min(t["epochs"] - 1, step * t["epochs"] // t["steps"])
 
     def run(self, resume: bool = False) -> dict[str, Any]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.accel.is_main_process:
-            with atomic_path(self.run_dir / "config.yaml") as tmp:
-                tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        self.start_run_folder()
         if resume and self.resume():
             self._say(f"resumed from step {self.step}")
         if self.bank is None:
@@ -253,17 +200,12 @@ class Trainer:
         self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
         t, o = self.cfg["train"], self.cfg["optim"]
         total, accum = t["steps"], o["grad_accum"]
-        rank = self.accel.process_index
         gen = torch.Generator(device=self.device)
-        fault = int(os.environ.get(FAULT_ENV, "0") or 0)
-        deadline = time.time() + 60 * t["max_minutes"] if t["max_minutes"] else None
-        log_f, writer = (self._open_log() if self.accel.is_main_process else (None, None))
+        deadline = self.deadline()
+        log_f, writer = self.open_log(self._columns())
         start_time, last_val = time.time(), {}
         self.model.train()
-        progress = Progress(TextColumn("train-sep"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                            disable=not (self.show_progress and self.accel.is_main_process),
-                            console=self.console)
+        progress = self.progress_bar()
         try:
             with progress:
                 task = progress.add_task("steps", total=total, completed=self.step, info="")
@@ -272,9 +214,7 @@ class Trainer:
                     weights = [term.weight(epoch, t["epochs"]) for term in self.terms]
                     parts = torch.zeros(len(self.terms), device=self.device)
                     for micro in range(accum):
-                        seed = (t["seed"] * 1_000_003 + rank * 7_919 + self.step * accum + micro) % (2 ** 62)
-                        gen.manual_seed(seed)
-                        torch.manual_seed(seed)
+                        self.seed_micro_batch(gen, micro)
                         batch = synthesize(self.bank, o["batch_size"], self.model_cfg.window_samples,
                                            gen, self.spec)
                         sync = micro == accum - 1
@@ -309,7 +249,7 @@ class Trainer:
                                           "lower optim.lr")
                     val = {}
                     v = self.cfg["validation"]
-                    out_of_time = deadline is not None and time.time() > deadline
+                    out_of_time = self.past(deadline)
                     if self.val_set is not None and (self.step % v["every"] == 0 or self.step == total
                                                      or out_of_time):
                         val = evaluate(self.accel.unwrap_model(self.model), *self.val_set)
@@ -328,13 +268,7 @@ class Trainer:
                     if last_val:
                         info += f"  val SI-SDRi {last_val['grouped']:.2f} dB"
                     progress.update(task, completed=self.step, info=info)
-                    if self.step % self.cfg["checkpoint"]["every"] == 0 or self.step == total or out_of_time:
-                        self.save()
-                        self.accel.wait_for_everyone()
-                    if fault and self.step == fault:
-                        os._exit(137)  # simulate a kill (no cleanup, no final save)
-                    if out_of_time:
-                        self._say(f"time budget reached at step {self.step}")
+                    if self.end_of_step(total, out_of_time):
                         break
         finally:
             if log_f is not None:
