@@ -239,3 +239,17 @@ def test_landscape_recipe_matches_the_paper():
     assert cfg["data"]["kind"] == "landscape" and cfg["data"]["resolution"] == [288, 512]
     with pytest.raises(ConfigError, match="unknown config key"):
         load_gen_config(None, ["data.train=x", "optim.nope=1"])
+
+
+def test_force_clears_only_the_runs_own_files(tmp_path):
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    (run / "samples" / "step_000001.png").write_bytes(b"x")
+    for name in ("checkpoint.pt", "config.yaml", "metrics.csv", "adapter.safetensors", "adapter.json", "mine.txt"):
+        (run / name).write_text("x")
+    (run / "data").mkdir()
+    removed = GenTrainer.clear_run(run)
+    assert sorted(removed) == sorted(["checkpoint.pt", "config.yaml", "metrics.csv", "adapter.safetensors",
+                                      "adapter.json", "samples"])
+    assert sorted(p.name for p in run.iterdir()) == ["data", "mine.txt"]
+    assert GenTrainer.clear_run(run) == []          # nothing left to remove: no error

@@ -160,6 +160,17 @@ def test_train_sep_cli_runs_and_model_is_usable(tmp_path, clip_folder):
     r = runner.invoke(app, ["train-sep", "--data", str(clip_folder), "-o", str(run_dir), "--steps", "4", "-q",
                             *sets()])
     assert r.exit_code != 0 and "--resume" in r.output
+    # --force restarts, removing only the run's own files: the user's notes in the folder stay
+    (run_dir / "notes.txt").write_text("mine")
+    r = runner.invoke(app, ["train-sep", "--data", str(clip_folder), "-o", str(run_dir), "--steps", "2", "-q",
+                            "--force", "--device", "cpu", *sets()])
+    assert r.exit_code == 0, r.output
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    assert [int(r["step"]) for r in csv.DictReader(open(run_dir / "metrics.csv"))] == [1, 2]
+    # an output path that is a file is refused
+    r = runner.invoke(app, ["train-sep", "--data", str(clip_folder), "-o", str(run_dir / "notes.txt"),
+                            "--steps", "2", "-q", *sets()])
+    assert r.exit_code == 2 and "not a folder" in r.output
     # the trained run folder is a model for `separate`
     import soundfile as sf
 

@@ -97,3 +97,21 @@ def process_device(device: str | None) -> str:
 def shard_note() -> str:
     rank, size, _ = world()
     return f" [process {rank + 1}/{size}]" if size > 1 else ""
+
+
+def prepare_run_folder(output, resume: bool, force: bool, trainer_cls) -> None:
+    """The checks ``train-sep`` and ``train-gen`` make on their output folder before training: a
+    run already there needs ``--resume`` or ``--force``; ``--force`` removes only that run's own
+    files (``trainer_cls.run_files``), never anything else in the folder."""
+    from pathlib import Path
+
+    output = Path(output)
+    if resume and force:
+        fail("--resume and --force contradict each other", 2)
+    if output.exists() and not output.is_dir():
+        fail(f"{output}: exists and is not a folder", 2)
+    if (output / "checkpoint.pt").exists() and not (resume or force):
+        fail(f"{output}: already holds a run (use --resume to continue or --force to restart)")
+    if force and output.is_dir():
+        trainer_cls.clear_run(output)
+

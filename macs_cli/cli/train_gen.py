@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device
+from .common import DEVICE_HELP, console, one_line_errors, prepare_run_folder, resolve_device
 from .generate import gpu_memory_errors
 
 
@@ -36,8 +35,6 @@ def train_gen(
     from ..training.gen_trainer import GenTrainer, load_gen_config
 
     with one_line_errors():
-        if resume and force:
-            fail("--resume and --force contradict each other", 2)
         sets = list(overrides)
         if data is not None:
             sets.append(f"data.train={data}")
@@ -51,10 +48,7 @@ def train_gen(
             sets += ["model.allow_download=true", "data.clap_download=true"]
         cfg = load_gen_config(config, sets)
         dev = resolve_device(device)
-        if (output / "checkpoint.pt").exists() and not (resume or force):
-            fail(f"{output}: already holds a run (use --resume to continue or --force to restart)")
-        if force and output.exists():
-            shutil.rmtree(output)
+        prepare_run_folder(output, resume, force, GenTrainer)
         trainer = GenTrainer(cfg, output, device=dev, console=console, progress=not quiet)
         with gpu_memory_errors("try a smaller optim.batch_size with a larger optim.grad_accum, or "
                                "--set train.gradient_checkpointing=true"):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device
+from .common import DEVICE_HELP, console, one_line_errors, prepare_run_folder, resolve_device
 
 
 def train_sep(
@@ -40,13 +39,7 @@ def train_sep(
             sets.append(f"optim.batch_size={batch_size}")
         cfg = load_config(config, sets)
         dev = resolve_device(device)
-        ckpt = output / "checkpoint.pt"
-        if ckpt.exists() and not (resume or force):
-            fail(f"{output}: already holds a run (use --resume to continue or --force to restart)")
-        if resume and force:
-            fail("--resume and --force contradict each other", 2)
-        if force and output.exists():
-            shutil.rmtree(output)
+        prepare_run_folder(output, resume, force, Trainer)
         trainer = Trainer(cfg, output, device=dev, console=console, progress=not quiet)
         result = trainer.run(resume=resume)
     if not trainer.accel.is_main_process:

@@ -140,6 +140,7 @@ class AdapterTrainingModel(torch.nn.Module):
 
 class GenTrainer(TrainingRun):
     label = "train-gen"
+    run_files = TrainingRun.run_files + ("adapter.safetensors", "adapter.json", "samples")
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None, console=None,
                  progress: bool = True, pipe=None):

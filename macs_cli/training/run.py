@@ -30,6 +30,25 @@ class TrainingRun:
     :meth:`save` (via :meth:`save_state`) and :meth:`resume` (via :meth:`load_state`)."""
 
     label = "train"
+    # what a run writes into its folder: all that --force removes (the user's other files stay)
+    run_files: tuple[str, ...] = ("config.yaml", "checkpoint.pt", "metrics.csv", "curves.png")
+
+    @classmethod
+    def clear_run(cls, run_dir: Path) -> list[str]:
+        """Delete this kind of run's own files from ``run_dir`` (nothing else); returns their names.
+        Safe to call from several processes at once."""
+        import shutil
+
+        removed = []
+        for name in cls.run_files:
+            path = Path(run_dir) / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+            elif path.exists() or path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(name)
+        return removed
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None, console, progress: bool,
                  cpu_mixed_precision: bool = True):

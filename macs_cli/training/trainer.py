@@ -68,6 +68,7 @@ def evaluate(model: Separator, mixes: torch.Tensor, refs: torch.Tensor, batch_si
 
 class Trainer(TrainingRun):
     label = "train-sep"
+    run_files = TrainingRun.run_files + ("separator.safetensors", "separator.json")
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None,
                  extra_terms: list[LossTerm] | None = None, console=None, progress: bool = True):
