@@ -140,3 +140,23 @@ def official_state_dicts(unet, adapter) -> tuple[dict, dict]:
 def tiny_sd(tmp_path_factory) -> Path:
     """A tiny SD v1.x-like pipeline folder (import this fixture into a test module to use it)."""
     return make_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+def run(*args):
+    """``macs generate`` / ``macs train-gen`` through typer's test runner, as main.py registers them.
+
+    The verbs use every core on the CPU unless OMP_NUM_THREADS is set; the tests keep one thread
+    (several threads on a busy 2-core machine slow these tiny models down many times over)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from macs_cli.cli.generate import generate
+    from macs_cli.cli.train_gen import train_gen
+
+    app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    app.command("generate", no_args_is_help=True)(generate)
+    app.command("train-gen", no_args_is_help=True)(train_gen)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        return CliRunner().invoke(app, [str(a) for a in args])
+

@@ -15,11 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import typer
-from typer.testing import CliRunner
 
-from macs_cli.cli.generate import generate
-from macs_cli.cli.train_gen import train_gen
 from macs_cli.errors import ConfigError, ModelError
 from macs_cli.generation import (AdapterConfig, AudioAttnProcessor, MacsGenerator, GenerationSettings,
                                  install_adapter, load_backbone, read_adapter_file, resolve_adapter, save_adapter)
@@ -34,19 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CFG = AdapterConfig(num_tokens=4, cross_attention_dim=gf.CROSS_DIM, hidden_dim=64)
 FAST = ["--steps", "2", "--height", "64", "--width", "64", "--device", "cpu", "-q"]
 
-# the way macs_cli/cli/main.py registers the verbs
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-app.command("generate", no_args_is_help=True)(generate)
-app.command("train-gen", no_args_is_help=True)(train_gen)
-runner = CliRunner()
-
-
-def run(*args):
-    # the verbs use every core on the CPU unless OMP_NUM_THREADS is set; the tests keep one thread
-    # (several threads on a busy 2-core machine slow these tiny models down many times over)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        return runner.invoke(app, [str(a) for a in args])
+run = gf.run
 
 
 def pixels(path) -> np.ndarray:

@@ -12,11 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import typer
-from typer.testing import CliRunner
 
-from macs_cli.cli.generate import generate
-from macs_cli.cli.train_gen import train_gen
 from macs_cli.errors import ConfigError
 from macs_cli.generation import GenerationSettings, MacsGenerator, load_backbone
 from macs_cli.generation.audio import AudioEmbedder
@@ -30,18 +26,7 @@ from .conftest import tone_mix
 from .gen_fixtures import tiny_sd  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-app.command("generate", no_args_is_help=True)(generate)
-app.command("train-gen", no_args_is_help=True)(train_gen)
-runner = CliRunner()
-
-
-def run(*args):
-    # the verbs use every core on the CPU unless OMP_NUM_THREADS is set; the tests keep one thread
-    # (several threads on a busy 2-core machine slow these tiny models down many times over)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        return runner.invoke(app, [str(a) for a in args])
+run = gf.run
 
 
 def _image(path: Path, seed: int, size=(80, 64)) -> None:

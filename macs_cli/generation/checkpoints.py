@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ConfigError, ModelError
 from ..fsutil import atomic_path
+from ..weights.statecheck import read_safetensors
 from .adapter import AdapterConfig, MacsAdapter, config_from_state, trainable_keys
 
 FORMAT = "macs-adapter-v1"
@@ -74,15 +75,7 @@ def save_adapter(adapter: MacsAdapter, path: str | os.PathLike, sd_model: str | 
 
 
 def read_adapter_file(path: Path) -> AdapterSource:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for corrupt files
-        raise ModelError(f"{path}: not a readable safetensors adapter ({_first_line(exc)})") from None
+    state, meta = read_safetensors(path, "adapter")
     cfg: dict[str, Any] = {}
     if "macs_config" in meta:
         try:

@@ -19,7 +19,7 @@ from ..errors import ConfigError, MacsError, ModelError
 from ..separation.config import NAMED_CONFIGS, SeparatorConfig
 from ..separation.model import Separator
 from ..fsutil import atomic_path
-from .statecheck import describe_mismatch
+from .statecheck import describe_mismatch, read_safetensors
 
 DEFAULT_DIR = Path(__file__).parent / "default"
 DEFAULT_NAME = "separator"
@@ -47,15 +47,7 @@ def save_separator(model: Separator, path: Path, metadata: dict[str, str] | None
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], SeparatorConfig]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for corrupt files
-        raise ModelError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    state, meta = read_safetensors(path)
     side = path.with_suffix(".json")
     if side.exists():
         config = SeparatorConfig.load(side)
