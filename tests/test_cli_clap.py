@@ -121,6 +121,11 @@ def test_rank(separated, clap_models, tmp_path):
     assert r.exit_code == 1 and "--top-k" in r.output and "Traceback" not in r.output
     r = run("rank", emb, "-o", out)
     assert r.exit_code == 1 and "already exists" in r.output
+    # --device: cpu gives the same file; an unknown device is a one-line error
+    r = run("rank", emb, "-o", tmp_path / "cpu.npy", "--top-k", 2, "--device", "cpu")
+    assert r.exit_code == 0 and np.array_equal(np.load(tmp_path / "cpu.npy"), ranked)
+    r = run("rank", emb, "-o", tmp_path / "tpu.npy", "--device", "tpu")
+    assert r.exit_code == 1 and "--device tpu" in r.output and not (tmp_path / "tpu.npy").exists()
     loose = tmp_path / "loose.npy"
     assert run("embed", separated / "clip2" / "stem_00.wav", "-o", loose, "--clap", clap_models["laion"],
                "-q").exit_code == 0

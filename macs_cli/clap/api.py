@@ -114,19 +114,23 @@ class Ranked:
     embeddings: np.ndarray     # (K, 512) in ranked order, top_k kept
 
 
-def rank_embeddings(embeddings: np.ndarray, mixture: np.ndarray, top_k: int | None = None) -> Ranked:
+def rank_embeddings(embeddings: np.ndarray, mixture: np.ndarray, top_k: int | None = None,
+                    device: str = "cpu") -> Ranked:
     """Order stems by the cosine similarity of their embedding to the mixture's (contextual
     significance); ``spearman`` compares those scores with the order M..1 the separator is trained
-    to produce (1: the separator's order is exactly the significance order)."""
+    to produce (1: the separator's order is exactly the significance order). The similarities are
+    computed in float64 on ``device``."""
+    import torch
+
     e = np.asarray(embeddings, dtype=np.float64)
     m = np.asarray(mixture, dtype=np.float64).reshape(-1)
     if e.ndim != 2 or e.shape[1] != m.shape[0]:
         raise ConfigError(f"embeddings of shape {e.shape} do not match a mixture embedding of size {m.shape[0]}")
     if top_k is not None and not 1 <= top_k <= e.shape[0]:
         raise ConfigError(f"--top-k must be in 1..{e.shape[0]} (got {top_k})")
-    en = e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-12)
-    mn = m / (np.linalg.norm(m) + 1e-12)
-    scores = en @ mn
+    et = torch.as_tensor(e, device=device)
+    mt = torch.as_tensor(m, device=device)
+    scores = torch.nn.functional.cosine_similarity(et, mt[None], dim=1, eps=1e-12).cpu().numpy()
     order = [int(i) for i in np.argsort(-scores, kind="stable")]
     keep = order[: top_k or len(order)]
     rho = spearman(scores, np.arange(e.shape[0], 0, -1))

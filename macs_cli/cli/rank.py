@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import console, fail, one_line_errors
+from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device
 
 
 def rank(
@@ -16,6 +16,8 @@ def rank(
     output: Path = typer.Option(..., "-o", "--output", help="RANKED.npy for one input; a folder for several."),
     top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Keep the k most significant stems "
                                         "(the paper: the top 3 carry most of the semantics)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Where the similarities are computed: "
+                                         + DEVICE_HELP + " (tiny work: cpu is as good)"),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary line."),
 ) -> None:
@@ -24,6 +26,7 @@ def rank(
     from ..errors import MacsError
 
     with one_line_errors():
+        dev = resolve_device(device)
         single = len(embeddings) == 1 and output.suffix == ".npy"
         if not single and output.exists() and not output.is_dir():
             fail(f"{output}: exists and is not a folder (several inputs need an output folder)")
@@ -42,7 +45,7 @@ def rank(
                 if mix is None:
                     raise MacsError(f"{path}: its sidecar holds no mixture embedding (embed a stems folder "
                                     "whose manifest names the mixture)")
-                r = rank_embeddings(emb, mix, top_k)
+                r = rank_embeddings(emb, mix, top_k, device=dev)
                 keep = r.order[: top_k or len(r.order)]
                 stems = meta.get("stems") or [f"stem {i}" for i in range(emb.shape[0])]
                 side = {"source": str(path), "order": r.order, "kept": keep, "top_k": top_k,
