@@ -16,8 +16,8 @@ from . import train_sep as _train_sep
 app = typer.Typer(
     name="macs",
     help="Multi-source audio-to-image toolkit (MACS): separate mixtures of sounds into stems, "
-         "embed and rank them with CLAP, generate images from them with Stable Diffusion, and "
-         "train both stages, and evaluate the results. Every verb reads and writes plain files.",
+         "embed and rank them with CLAP, generate images from them with Stable Diffusion; "
+         "train both stages and evaluate the results. Every verb reads and writes plain files.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

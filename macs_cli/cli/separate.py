@@ -61,7 +61,7 @@ def separate(
                                         help="Fetch --model official from the Hugging Face hub if not cached."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Separate audio into ranked stems: OUTDIR/<name>/stem_00.wav ... + manifest.json."""
+    """Separate audio into stems: OUTDIR/<name>/stem_00.wav ... + manifest.json."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..audio.io import find_audio_files, probe

@@ -30,8 +30,7 @@ def train_gen(
     force: bool = typer.Option(False, "--force", help="Start afresh, deleting the run in the output folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train MACS's audio adapter (MLP, positional encoding, audio key/value projections) on a frozen
-    Stable Diffusion v1.x."""
+    """Train MACS's audio adapter (MLP, positional encoding, audio key/value projections) on a frozen SD v1.x."""
     from ..training.gen_trainer import GenTrainer, load_gen_config
 
     with one_line_errors():
