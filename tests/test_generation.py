@@ -193,6 +193,17 @@ def test_official_checkpoint_pair_loads_with_weights_only(tiny_sd, adapter_file,
         resolve_adapter(tmp_path / "Bad_mlp.pt")
     with pytest.raises(ModelError, match="several official adapters"):
         resolve_adapter(tmp_path)
+    # an official UNet file from another backbone: one line naming the mismatch
+    wrong = dict(full)
+    wrong["conv_in.bias"] = torch.zeros(wrong["conv_in.bias"].shape[0] + 1)
+    del wrong["conv_out.bias"]
+    other = tmp_path / "other"
+    other.mkdir()
+    torch.save(mlp, other / "Other_mlp.pt")
+    torch.save(wrong, other / "Other_unet.pt")
+    with pytest.raises(ModelError, match=r"do not fit this backbone \(1 shape mismatch.*conv_in.bias.*"
+                                         r"1 missing key.*conv_out.bias"):
+        MacsGenerator.load(sd_model=str(tiny_sd), adapter=other)
 
 
 def test_backbone_by_hub_id_from_the_cache(tiny_sd, adapter_file, tmp_path):

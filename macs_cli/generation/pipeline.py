@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ModelError
+from ..weights.statecheck import describe_mismatch
 from .adapter import AdapterConfig, AttentionRecorder, MacsAdapter, install_adapter
 from .backbone import DEFAULT_SD_MODEL, OFFICIAL_SD_MODEL, load_backbone
 from .checkpoints import AdapterSource, resolve_adapter
@@ -267,15 +268,10 @@ class MacsGenerator:
 
 def _load_backbone_state(unet, state: dict[str, torch.Tensor], source: str) -> None:
     """Load an official full UNet state dict's backbone weights into ``unet`` (shapes checked)."""
-    own = unet.state_dict()
-    base = {k: v for k, v in own.items() if ".processor." not in k}
-    missing = sorted(set(base) - set(state))
-    unexpected = sorted(set(state) - set(base))
-    bad = [k for k in base if k in state and tuple(state[k].shape) != tuple(base[k].shape)]
-    if missing or unexpected or bad:
-        first = (bad or missing or unexpected)[0]
-        raise ModelError(f"{source}: its UNet weights do not fit this backbone ({len(bad)} shape mismatch(es), "
-                         f"{len(missing)} missing, {len(unexpected)} unexpected key(s), e.g. {first}); "
+    base = {k: v for k, v in unet.state_dict().items() if ".processor." not in k}
+    problem = describe_mismatch(base, state)
+    if problem:
+        raise ModelError(f"{source}: its UNet weights do not fit this backbone ({problem}); "
                          "is --sd-model a Stable Diffusion v1.x model?")
     with torch.no_grad():
         for k, v in base.items():
