@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU measurements still missing from benchmarks/README.md, as one script for a lent GPU machine
-# (the device tool's `run`; see the project's development notes). About 3 minutes on one H100.
+# The GPU measurements missing from benchmarks/results/, as one script for a lent GPU machine
+# (the device tool's `run`; see the project's development notes). About 5 minutes on one H100.
 #
 #   run: bash benchmarks/gpu_session.sh          (carry: .whl, holding the wheels the machine lacks:
 #                                                  diffusers, importlib_metadata, soundfile, cffi,
@@ -25,4 +25,9 @@ timeout 420 python3 benchmarks/generation_speed.py --device cuda --out "$out/gen
 # 2. CLAP embedding throughput on the GPU (laion HTSAT-tiny and transformers' ClapModel)
 timeout 120 python3 benchmarks/clap_throughput.py --device cuda --stems 256 --batch-size 32 \
   --out "$out/clap_throughput_gpu.json" 2>&1 | tee "$out/clap_throughput_gpu.log" || status=1
+# 3. end-to-end `macs separate` of a 10 min 44.1 kHz stereo file on the GPU, batch 1 and 16 (+ stem-sum check)
+for b in 1 16; do
+  timeout 240 python3 benchmarks/speed.py --device cuda --durations 600 --repeats 2 --wait-idle 0 \
+    --out "$out/speed_gpu_b$b.json" --extra --batch-size $b 2>&1 | tee "$out/speed_gpu_b$b.log" || status=1
+done
 exit $status

@@ -1,4 +1,4 @@
-"""CPU speed and memory of ``macs separate`` on long 44.1 kHz stereo files.
+"""Speed and memory of ``macs separate`` on long 44.1 kHz stereo files (CPU by default; ``--device``).
 
 Builds test inputs by resampling ``examples/mixture.wav`` (10 s, 16 kHz mono) to 44.1 kHz and
 tiling it to each duration; the right channel is the same signal shifted by 1.234 s (so the
@@ -17,6 +17,8 @@ own subprocess; the script records
   does, in one shot rather than streamed) -- RMS of the difference.
 
     python benchmarks/speed.py --durations 10 60 600 --repeats 3 --out benchmarks/results/speed_cpu.json
+    python benchmarks/speed.py --device cuda --durations 600 --repeats 2 --wait-idle 0 \
+        --out benchmarks/results/speed_gpu.json --extra --batch-size 16
 """
 
 from __future__ import annotations
@@ -123,8 +125,8 @@ def wait_for_idle(max_wait: float, busy_limit: float = 0.15, log=None) -> float:
             return time.time() - t0
 
 
-def run_separate(path: Path, outdir: Path, extra: list[str], poll_every: float = 0.1) -> dict:
-    cmd = [*macs_command(), "separate", str(path), "-o", str(outdir), "--device", "cpu", "-q", *extra]
+def run_separate(path: Path, outdir: Path, extra: list[str], poll_every: float = 0.1, device: str = "cpu") -> dict:
+    cmd = [*macs_command(), "separate", str(path), "-o", str(outdir), "--device", device, "-q", *extra]
     load_before = os.getloadavg()[0]
     busy_before = cpu_busy_seconds()
     log_path = outdir.parent / f"{outdir.name}.log"
@@ -189,13 +191,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="before each run, wait up to this many seconds for an idle machine (0: don't)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="extra arguments for macs separate (e.g. --batch-size 4)")
+    p.add_argument("--device", default="cpu", help="--device for macs separate (cpu, cuda, cuda:N)")
     p.add_argument("--out", type=Path, default=None, help="results JSON")
     args = p.parse_args(argv)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="macs-speed-"))
     work.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    results = {"benchmark": "speed", "settings": {"device": "cpu", "model": "default", "overlap": 0.25,
+    results = {"benchmark": "speed", "settings": {"device": args.device, "model": "default", "overlap": 0.25,
                                                   "batch_size": 1, "extra_args": args.extra,
                                                   "repeats": args.repeats, "command": " ".join(macs_command()),
                                                   "input": f"{args.example.name} resampled to 44.1 kHz, "
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"({info['bytes'] / 1e6:.0f} MB input) ...")
                 if args.wait_idle:
                     wait_for_idle(args.wait_idle, log=log)
-                r = run_separate(src, out, args.extra)
+                r = run_separate(src, out, args.extra, device=args.device)
                 manifest = json.loads((out / name / "manifest.json").read_text())
                 r.update(duration_s=manifest["duration_s"], repeat=rep, input=info,
                          rtf_wall=r["wall_s"] / manifest["duration_s"],

@@ -109,7 +109,7 @@ def prepare_run_folder(output, resume: bool, force: bool, trainer_cls) -> None:
     if resume and force:
         fail("--resume and --force contradict each other", 2)
     if output.exists() and not output.is_dir():
-        fail(f"{output}: exists and is not a folder", 2)
+        fail(f"{output}: exists and is not a folder")
     if (output / "checkpoint.pt").exists() and not (resume or force):
         fail(f"{output}: already holds a run (use --resume to continue or --force to restart)")
     if force and output.is_dir():
