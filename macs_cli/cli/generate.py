@@ -39,8 +39,6 @@ def gpu_memory_errors(hint: str) -> Iterator[None]:
         raise MacsError(f"out of GPU memory ({hint})") from None
 
 
-
-
 def _load_embeddings(path: Path) -> tuple[Any, dict, dict]:
     """An embeddings file -> (array (N, K, 512) in rank order, its sidecar, a record of what was done).
 
