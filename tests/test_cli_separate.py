@@ -286,3 +286,29 @@ def test_spectrograms_picture(tiny_model_path, wav, tmp_path):
 
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 500 and im.size[1] > 500
+
+
+def test_dot_file_names_never_map_onto_the_output_folder(tiny_model_path, wav, tmp_path):
+    """A file called `..wav` has the stem '.': its output must not be the output folder itself."""
+    src = tmp_path / "dots"
+    src.mkdir()
+    (src / "..wav").write_bytes(Path(wav).read_bytes())
+    (src / "...wav").write_bytes(Path(wav).read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = run("separate", src / "..wav", src / "...wav", "-o", out, "--model", tiny_model_path, "--force", "-q")
+    assert r.exit_code == 0, r.output
+    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "_" / "manifest.json").exists() and (out / "__" / "manifest.json").exists()
+
+
+def test_output_folder_inside_an_input_folder_is_not_searched(tiny_model_path, wav, tmp_path):
+    src = tmp_path / "songs"
+    src.mkdir()
+    (src / "a.wav").write_bytes(Path(wav).read_bytes())
+    out = src / "stems"
+    assert run("separate", src, "-o", out, "--model", tiny_model_path, "-q").exit_code == 0
+    r = run("separate", src, "-o", out, "--model", tiny_model_path, "--skip-existing")
+    assert r.exit_code == 0, r.output
+    assert "skip" in r.output and sorted(p.name for p in out.iterdir()) == ["a"]

@@ -123,16 +123,21 @@ def write_audio(path: Path, data: np.ndarray, sample_rate: int, subtype: str = "
     sf.write(str(path), np.asarray(data, dtype=np.float32), int(sample_rate), subtype=subtype)
 
 
-def find_audio_files(inputs: list[Path]) -> tuple[list[Path], list[str]]:
-    """Expand files and folders (recursively) into audio files; returns (files, problems)."""
+def find_audio_files(inputs: list[Path], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Expand files and folders (recursively) into audio files; returns (files, problems).
+
+    Files below ``exclude`` (the output folder, when it lies inside an input folder) are not
+    searched, so a rerun does not take earlier results for inputs."""
     files: list[Path] = []
     problems: list[str] = []
+    skip = Path(exclude).resolve() if exclude is not None else None
     for item in inputs:
         item = Path(item)
         if item.is_dir():
             found = sorted(p for p in item.rglob("*")
                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(item).parts))
+                           and not any(part.startswith(".") for part in p.relative_to(item).parts)
+                           and not (skip is not None and p.resolve().is_relative_to(skip)))
             if not found:
                 problems.append(f"{item}: folder holds no audio files")
             files.extend(found)

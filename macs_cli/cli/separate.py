@@ -26,11 +26,12 @@ def _parse_rate(value: str) -> int | str:
 
 def _output_names(inputs: list[Path], files: list[Path]) -> dict[Path, str]:
     """Output folder name per file: its stem, or its path below an input folder (no suffix)."""
+    from ..separation.api import output_name
+
     names: dict[Path, str] = {}
     for f in files:
         root = next((i for i in inputs if i.is_dir() and f.is_relative_to(i)), None)
-        rel = f.relative_to(root) if root else Path(f.name)
-        names[f] = str(rel.with_suffix(""))
+        names[f] = output_name(f.relative_to(root) if root else Path(f.name))
     return names
 
 
@@ -78,7 +79,7 @@ def separate(
                                drop_silent=drop_silent, force=force, align=not no_align,
                                spectrograms=spectrograms)
         dev = process_device(device)
-        files, problems = find_audio_files(list(inputs))
+        files, problems = find_audio_files(list(inputs), exclude=output)
         check_writable_dir(output)
         net = load_separator(model, device=dev, allow_download=allow_download)
         opts.validate(net.config.num_sources)

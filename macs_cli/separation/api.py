@@ -159,6 +159,15 @@ def _db(x: float) -> float:
     return float(10 * np.log10(max(x, 1e-20)))
 
 
+def output_name(rel: Path) -> str:
+    """The output folder name for an input at relative path ``rel`` (suffix dropped). Parts that
+    would not name a folder of their own (``.``, ``..``, empty: from files such as ``..wav``) have
+    their dots replaced by ``_``, so an output can never land on, or above, the output folder."""
+    parts = [p if p.strip(".") else (p.replace(".", "_") or "_") for p in rel.with_suffix("").parts
+             if p not in ("/", "\\")]
+    return str(Path(*parts)) if parts else "_"
+
+
 def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: SeparateOptions,
                   name: str | None = None, on_progress: Callable[[float], None] | None = None) -> dict:
     """Separate one file into ``outdir/<name>/``; returns the manifest (also written as JSON).
@@ -171,7 +180,7 @@ def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: 
     cfg = model.config
     opts.validate(cfg.num_sources)
     info = probe(path)
-    name = name or path.stem
+    name = output_name(Path(name) if name else Path(path.name))
     target = Path(outdir) / name
     out_rate = output_rate(opts, info, cfg.sample_rate)
     window = cfg.window_samples
