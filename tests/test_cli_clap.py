@@ -126,6 +126,40 @@ def test_rank(separated, clap_models, tmp_path):
     assert r.exit_code == 0 and np.array_equal(np.load(tmp_path / "cpu.npy"), ranked)
     r = run("rank", emb, "-o", tmp_path / "tpu.npy", "--device", "tpu")
     assert r.exit_code == 1 and "--device tpu" in r.output and not (tmp_path / "tpu.npy").exists()
+    # two inputs of the same file name into one folder: the second is refused, not written over the first
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for suffix in (".npy", ".json"):
+        (twin / ("e" + suffix)).write_bytes(emb.with_suffix(suffix).read_bytes())
+    r = run("rank", emb, twin / "e.npy", "-o", tmp_path / "both", "--force")
+    assert r.exit_code == 1 and "clashes with" in r.output and (tmp_path / "both" / "e.npy").exists()
+    # hand-edited or degenerate sidecars and arrays: one line each, nothing written, never a traceback
+    meta_in = json.loads(emb.with_suffix(".json").read_text())
+    bad_cases = {
+        "list": ([1, 2], None),
+        "text_mixture": ({**meta_in, "mixture_embedding": "abc"}, None),
+        "nan": (meta_in, np.full((4, 512), np.nan, np.float32)),
+        "zero_stems": (meta_in, np.zeros((0, 512), np.float32)),
+        "zero_mixture": ({**meta_in, "mixture_embedding": [0.0] * 512}, None),
+    }
+    for name, (side, arr) in bad_cases.items():
+        f = tmp_path / f"bad_{name}.npy"
+        np.save(f, np.load(emb) if arr is None else arr)
+        f.with_suffix(".json").write_text(json.dumps(side))
+        r = run("rank", f, "-o", tmp_path / f"out_{name}.npy")
+        assert r.exit_code == 1 and r.output.startswith("error:") and "Traceback" not in r.output, (name, r.output)
+        assert not (tmp_path / f"out_{name}.npy").exists()
+    # short stem/label lists are ignored rather than crashing; one stem: Spearman undefined -> null
+    f = tmp_path / "short.npy"
+    np.save(f, np.load(emb))
+    f.with_suffix(".json").write_text(json.dumps({**meta_in, "stems": ["a"], "labels": [[]]}))
+    assert run("rank", f, "-o", tmp_path / "short_out.npy").exit_code == 0
+    f = tmp_path / "one.npy"
+    np.save(f, np.load(emb)[:1])
+    f.with_suffix(".json").write_text(json.dumps({**meta_in, "stems": ["a"]}))
+    r = run("rank", f, "-o", tmp_path / "one_out.npy")
+    assert r.exit_code == 0 and "undefined" in r.output
+    assert json.loads((tmp_path / "one_out.json").read_text())["spearman_vs_separator_order"] is None
     loose = tmp_path / "loose.npy"
     assert run("embed", separated / "clip2" / "stem_00.wav", "-o", loose, "--clap", clap_models["laion"],
                "-q").exit_code == 0

@@ -96,21 +96,22 @@ def _as_triples(rows) -> list[list[tuple[str, float, float]]]:
     return out
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two vectors (average ranks for ties)."""
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman rank correlation of two vectors (average ranks for ties); None where it is
+    undefined (fewer than two values, or all of one vector equal)."""
     from scipy.stats import spearmanr
 
-    if len(a) < 2:
-        return float("nan")
+    if len(a) < 2 or np.all(np.asarray(a) == np.asarray(a)[0]):
+        return None
     r = spearmanr(a, b).statistic
-    return float(r) if np.isfinite(r) else float("nan")
+    return float(r) if np.isfinite(r) else None
 
 
 @dataclass
 class Ranked:
     order: list[int]           # stem indices, most significant first
     scores: list[float]        # cosine to the mixture, per original stem index
-    spearman: float            # agreement of the scores with the separator's output order
+    spearman: float | None     # agreement of the scores with the separator's output order (None: undefined)
     embeddings: np.ndarray     # (K, 512) in ranked order, top_k kept
 
 
@@ -122,10 +123,19 @@ def rank_embeddings(embeddings: np.ndarray, mixture: np.ndarray, top_k: int | No
     computed in float64 on ``device``."""
     import torch
 
-    e = np.asarray(embeddings, dtype=np.float64)
-    m = np.asarray(mixture, dtype=np.float64).reshape(-1)
+    try:
+        e = np.asarray(embeddings, dtype=np.float64)
+        m = np.asarray(mixture, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ConfigError("the embeddings or the mixture embedding are not arrays of numbers") from None
     if e.ndim != 2 or e.shape[1] != m.shape[0]:
         raise ConfigError(f"embeddings of shape {e.shape} do not match a mixture embedding of size {m.shape[0]}")
+    if e.shape[0] == 0:
+        raise ConfigError("no stem embeddings to rank (shape (0, D))")
+    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(m))):
+        raise ConfigError("the embeddings or the mixture embedding hold NaN or infinite values")
+    if not np.any(m):
+        raise ConfigError("the mixture embedding is all zeros: nothing to rank against")
     if top_k is not None and not 1 <= top_k <= e.shape[0]:
         raise ConfigError(f"--top-k must be in 1..{e.shape[0]} (got {top_k})")
     et = torch.as_tensor(e, device=device)
@@ -163,4 +173,6 @@ def read_npy_with_sidecar(path: Path) -> tuple[np.ndarray, dict]:
             meta = json.loads(side.read_text())
         except json.JSONDecodeError as exc:
             raise MacsError(f"{side}: not JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise MacsError(f"{side}: not a sidecar (a JSON object is expected, found {type(meta).__name__})")
     return arr, meta

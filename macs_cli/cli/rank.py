@@ -23,7 +23,7 @@ def rank(
 ) -> None:
     """Rank stems most significant first: RANKED.npy (k x 512) + RANKED.json (order, scores, Spearman)."""
     from ..clap.api import rank_embeddings, read_npy_with_sidecar, write_npy_with_sidecar
-    from ..errors import MacsError
+    from ..errors import ConfigError, MacsError
 
     with one_line_errors():
         dev = resolve_device(device)
@@ -31,9 +31,14 @@ def rank(
         if not single and output.exists() and not output.is_dir():
             fail(f"{output}: exists and is not a folder (several inputs need an output folder)")
         problems, done = [], 0
+        claimed: dict[Path, Path] = {}
         for path in embeddings:
             target = output if single else output / path.name
             try:
+                if target in claimed:
+                    raise MacsError(f"{path}: output name '{target.name}' clashes with {claimed[target]} "
+                                    "(rank them into separate folders)")
+                claimed[target] = path
                 if target.exists() and not force:
                     raise MacsError(f"{target}: already exists (use --force to overwrite)")
                 if target.resolve() == path.resolve():
@@ -45,20 +50,27 @@ def rank(
                 if mix is None:
                     raise MacsError(f"{path}: its sidecar holds no mixture embedding (embed a stems folder "
                                     "whose manifest names the mixture)")
-                r = rank_embeddings(emb, mix, top_k, device=dev)
+                try:
+                    r = rank_embeddings(emb, mix, top_k, device=dev)
+                except ConfigError as exc:
+                    raise MacsError(f"{path}: {exc}") from None
                 keep = r.order[: top_k or len(r.order)]
-                stems = meta.get("stems") or [f"stem {i}" for i in range(emb.shape[0])]
+                stems = meta.get("stems")
+                if not isinstance(stems, list) or len(stems) != emb.shape[0]:
+                    stems = [f"stem {i}" for i in range(emb.shape[0])]
                 side = {"source": str(path), "order": r.order, "kept": keep, "top_k": top_k,
                         "scores": r.scores, "spearman_vs_separator_order": r.spearman,
                         "stems": [stems[i] for i in keep], "model": meta.get("model"),
                         "mixture": meta.get("mixture"), "mixture_embedding": mix}
-                if meta.get("labels"):
-                    side["labels"] = [meta["labels"][i] for i in keep]
+                labels = meta.get("labels")
+                if isinstance(labels, list) and len(labels) == emb.shape[0]:
+                    side["labels"] = [labels[i] for i in keep]
                 write_npy_with_sidecar(target, r.embeddings, side)
                 done += 1
                 if not quiet:
-                    console.print(f"{path.name}: order {r.order}, Spearman vs separator order "
-                                  f"{r.spearman:+.2f}", highlight=False)
+                    rho = "undefined" if r.spearman is None else f"{r.spearman:+.2f}"
+                    console.print(f"{path.name}: order {r.order}, Spearman vs separator order {rho}",
+                                  highlight=False)
             except MacsError as exc:
                 problems.append(str(exc))
     for msg in problems:
