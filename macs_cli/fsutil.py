@@ -12,6 +12,19 @@ from typing import Iterator
 from .errors import MacsError, OutputExistsError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: Path, directory: bool) -> None:
+    """Give a temporary file/folder the mode a plain open()/mkdir() would have given it (mkstemp and
+    mkdtemp create them owner-only, which would make every output private on a shared disk)."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it onto ``target``."""
@@ -23,6 +36,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        publish_mode(tmp_path, directory=False)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -47,6 +61,7 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
         raise MacsError(f"{parent}: cannot write output ({exc.strerror or exc})") from None
     try:
         yield tmp
+        publish_mode(tmp, directory=True)
         if target.exists():
             old = parent / f".{target.name}.old-{os.getpid()}"
             os.replace(target, old)

@@ -312,3 +312,15 @@ def test_output_folder_inside_an_input_folder_is_not_searched(tiny_model_path, w
     r = run("separate", src, "-o", out, "--model", tiny_model_path, "--skip-existing")
     assert r.exit_code == 0, r.output
     assert "skip" in r.output and sorted(p.name for p in out.iterdir()) == ["a"]
+
+
+def test_outputs_get_the_users_umask(tiny_model_path, wav, tmp_path):
+    """Files and folders placed atomically get the mode a plain open()/mkdir() would give them."""
+    old = os.umask(0o022)
+    try:
+        assert run("separate", wav, "-o", tmp_path / "out", "--model", tiny_model_path, "-q").exit_code == 0
+    finally:
+        os.umask(old)
+    folder = tmp_path / "out" / "mix"
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert (folder / "manifest.json").stat().st_mode & 0o777 == 0o644

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import OutputExistsError
+from ..fsutil import publish_mode
 
 REPORT_FILES = ("report.json", "report.md", "report.png")
 # decimals of each column, as in the paper's table
@@ -208,6 +209,7 @@ def write_report(out: Path, report: dict, force: bool = False) -> dict[str, Path
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             staged[name] = Path(tmp)
+            publish_mode(staged[name], directory=False)
         for name, tmp in staged.items():  # ... then move into place
             os.replace(tmp, out / name)
     finally:
