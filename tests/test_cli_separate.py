@@ -324,3 +324,22 @@ def test_outputs_get_the_users_umask(tiny_model_path, wav, tmp_path):
     folder = tmp_path / "out" / "mix"
     assert folder.stat().st_mode & 0o777 == 0o755
     assert (folder / "manifest.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_output(tmp_path):
+    import signal
+
+    from macs_cli.cli.common import Terminated, exit_cleanly_on_sigterm
+    from macs_cli.fsutil import atomic_dir
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        exit_cleanly_on_sigterm()
+        with pytest.raises(Terminated):
+            with atomic_dir(tmp_path / "stems") as tmp:
+                (tmp / "stem_00.wav").write_bytes(b"partial")
+                os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        Terminated.received = False
+    assert list(tmp_path.iterdir()) == []

@@ -40,6 +40,26 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, ``kill``), raised like Ctrl-C so that every
+    ``finally`` runs and no temporary output is left behind."""
+
+    received = False
+
+
+def exit_cleanly_on_sigterm() -> None:
+    import signal
+
+    def handler(signum, frame):
+        Terminated.received = True
+        raise Terminated()
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from an embedding application)
+        pass
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Turn MacsError (and a few OS errors) into 'error: ...' with a non-zero exit, no traceback."""
@@ -47,6 +67,8 @@ def one_line_errors() -> Iterator[None]:
         yield
     except MacsError as exc:
         fail(str(exc), exc.exit_code)
+    except Terminated:
+        fail("terminated", 143)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except MemoryError:

@@ -12,6 +12,7 @@ from . import rank as _rank
 from . import separate as _separate
 from . import train_gen as _train_gen
 from . import train_sep as _train_sep
+from .common import Terminated, exit_cleanly_on_sigterm
 
 app = typer.Typer(
     name="macs",
@@ -46,4 +47,10 @@ app.command("eval", no_args_is_help=True)(_eval.evaluate)
 
 
 def main() -> None:
-    app()
+    exit_cleanly_on_sigterm()
+    try:
+        app()
+    except SystemExit as exc:  # click reports any interrupt as 130; a SIGTERM exits 128 + 15
+        if Terminated.received and exc.code not in (0, None):
+            raise SystemExit(143) from None
+        raise
