@@ -217,3 +217,24 @@ def test_two_processes_share_a_dataset(separated, tiny_model_path, clap_models, 
     for i in range(3):
         assert np.allclose(np.load(tmp_path / "emb" / f"clip{i}.npy"),
                            np.load(tmp_path / "single" / f"clip{i}.npy"), atol=1e-5)
+
+
+def test_embed_when_the_mixture_has_moved(separated, clap_models, tmp_path):
+    """The manifest names a mixture that is gone: warn and embed the sum of the stems instead."""
+    import shutil
+
+    folder = tmp_path / "clip1"
+    shutil.copytree(separated / "clip1", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["source"] = str(tmp_path / "moved-away.wav")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    r = run("embed", folder, "-o", tmp_path / "e.npy", "--clap", clap_models["laion"], "-q")
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.output and "moved-away.wav" in r.output and "sum of the stems" in r.output
+    side = json.loads((tmp_path / "e.json").read_text())
+    assert side["mixture"] == f"sum of {len(manifest['stems'])} stems" and len(side["mixture_embedding"]) == 512
+    # a stems folder whose stems were all dropped: an error naming it
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "manifest.json").write_text(json.dumps({**manifest, "stems": []}))
+    r = run("embed", tmp_path / "empty", "-o", tmp_path / "e2.npy", "--clap", clap_models["laion"], "-q")
+    assert r.exit_code == 1 and "empty: no stems to embed" in r.output

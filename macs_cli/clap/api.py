@@ -36,8 +36,16 @@ class Embedded:
     info: dict = field(default_factory=dict)
 
 
-def stems_of(folder: Path) -> tuple[list[Path], Path | None]:
-    """The stem files of a folder in stem order, and the mixture its manifest names (if any)."""
+class MissingMixtureWarning(UserWarning):
+    """A manifest names a mixture file that is no longer there."""
+
+
+def stems_of(folder: Path) -> tuple[list[Path], Path | list[Path] | None]:
+    """The stem files of a folder in stem order, and the mixture its manifest names (if any).
+
+    When the named mixture file has moved, the mixture is the list of stem files (their sum is
+    the mixture: ``macs separate`` writes stems that add up to it) and a
+    :class:`MissingMixtureWarning` says so."""
     folder = Path(folder)
     manifest = folder / "manifest.json"
     if manifest.exists():
@@ -47,7 +55,15 @@ def stems_of(folder: Path) -> tuple[list[Path], Path | None]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise MacsError(f"{manifest}: not a macs separate manifest ({exc})") from None
         source = Path(m["source"]) if m.get("source") else None
-        return files, source if source is not None and source.exists() else None
+        if source is not None and not source.exists():
+            import warnings
+
+            dropped = " (without the stems dropped as silent)" if m.get("dropped") else ""
+            warnings.warn(MissingMixtureWarning(
+                f"{manifest}: the mixture it names ({source}) is missing; using the sum of the stems"
+                f"{dropped} as the mixture"))
+            return files, list(files)
+        return files, source
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise AudioError(f"{folder}: holds no manifest.json and no audio files")
@@ -59,16 +75,25 @@ def _read(path: Path) -> np.ndarray:
     return x
 
 
-def embed_stems(encoder, files: list[Path], mixture: Path | None = None, batch_size: int = 8,
+def embed_stems(encoder, files: list[Path], mixture: Path | list[Path] | None = None, batch_size: int = 8,
                 vocabulary: list[str] | None = None, top_labels: int = 3) -> Embedded:
-    """CLAP-embed stem files (and the mixture, when given); optionally tag each stem with labels."""
+    """CLAP-embed stem files (and the mixture, when given: a file, or a list of files whose sum is
+    the mixture); optionally tag each stem with labels."""
     if not files:
         raise AudioError("no stems to embed")
     waves = [_read(Path(f)) for f in files]
     emb = encoder.embed_waveforms(waves, CLAP_SAMPLE_RATE, batch_size=batch_size, normalize=True)
     mix = None
     if mixture is not None:
-        mix = encoder.embed_waveforms([_read(Path(mixture))], CLAP_SAMPLE_RATE, batch_size=batch_size,
+        if isinstance(mixture, list):
+            parts = [_read(Path(f)) for f in mixture]
+            mix_wave = np.zeros(max(len(p) for p in parts), np.float32)
+            for p in parts:
+                mix_wave[: len(p)] += p
+            mixture = f"sum of {len(parts)} stems"
+        else:
+            mix_wave = _read(Path(mixture))
+        mix = encoder.embed_waveforms([mix_wave], CLAP_SAMPLE_RATE, batch_size=batch_size,
                                       normalize=True)[0].numpy()
     labels = None
     if vocabulary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -77,7 +78,7 @@ def embed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..clap import load_clap
-    from ..clap.api import embed_stems, write_npy_with_sidecar
+    from ..clap.api import MissingMixtureWarning, embed_stems, write_npy_with_sidecar
     from ..fsutil import file_sha256
     from ..errors import MacsError
 
@@ -86,13 +87,18 @@ def embed(
             fail("--force and --skip-existing contradict each other", 2)
         if batch_size < 1:
             fail(f"--batch-size must be >= 1 (got {batch_size})", 2)
-        sets, problems = expand_stem_sets(list(stems))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MissingMixtureWarning)
+            sets, problems = expand_stem_sets(list(stems))
+        for w in caught:
+            console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
         if not sets:
             fail(problems[0] if problems else "nothing to embed")
         single = len(sets) == 1 and output.suffix == ".npy"
         targets = [output if single else output / f"{name}.npy" for name, _, _ in sets]
         if not single and output.exists() and not output.is_dir():
-            fail(f"{output}: exists and is not a folder (several stem sets need an output folder)")
+            fail(f"{output}: exists and is not a folder" + (" (several stem sets need an output folder)"
+                                                            if len(sets) > 1 else " (give OUT.npy or a folder)"))
         vocab = None
         if labels:
             from ..clap.labels import load_vocabulary
@@ -121,6 +127,8 @@ def embed(
             progress.update(task, name=name)
             t0 = time.time()
             try:
+                if not files:
+                    raise MacsError(f"{name}: no stems to embed (all dropped as silent?)")
                 res = embed_stems(encoder, files, mix, batch_size=batch_size, vocabulary=vocab,
                                   top_labels=top_labels)
                 side = {"stems": res.files, "model": getattr(encoder, "source", str(clap or "default")),
