@@ -125,7 +125,11 @@ def test_rank(separated, clap_models, tmp_path):
     r = run("rank", emb, "-o", tmp_path / "cpu.npy", "--top-k", 2, "--device", "cpu")
     assert r.exit_code == 0 and np.array_equal(np.load(tmp_path / "cpu.npy"), ranked)
     r = run("rank", emb, "-o", tmp_path / "tpu.npy", "--device", "tpu")
-    assert r.exit_code == 1 and "--device tpu" in r.output and not (tmp_path / "tpu.npy").exists()
+    assert r.exit_code == 2 and "--device tpu" in r.output and not (tmp_path / "tpu.npy").exists()
+    r = run("rank", emb, "-o", tmp_path / "k0.npy", "--top-k", 0)
+    assert r.exit_code == 2 and "--top-k" in r.output
+    r = run("embed", separated / "clip2", "-o", tmp_path / "l0.npy", "--top-labels", 0)
+    assert r.exit_code == 2 and "--top-labels" in r.output
     # two inputs of the same file name into one folder: the second is refused, not written over the first
     twin = tmp_path / "twin"
     twin.mkdir()

@@ -243,6 +243,8 @@ def test_bad_checkpoints_and_options(tiny_model_path, wav, tmp_path):
                          (["--device", "tpu"], "--device"), (["--device", "cuda:7"], "--device")]:
         r = run("separate", wav, "-o", tmp_path / "o", "--model", tiny_model_path, "-q", *args)
         one_line_error(r, needle)
+        if args[-1] != "cuda:7":     # an invalid value is exit 2 (an unavailable device, 1)
+            assert r.exit_code == 2, (args, r.exit_code)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

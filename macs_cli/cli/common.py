@@ -32,7 +32,9 @@ def resolve_device(device: str | None) -> str:
         if ":" in d and int(d[5:]) >= torch.cuda.device_count():
             raise MacsError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
         return d
-    raise MacsError(f"--device {device}: expected cpu, cuda or cuda:N")
+    from ..errors import ConfigError
+
+    raise ConfigError(f"--device {device}: expected cpu, cuda or cuda:N")
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -87,6 +87,8 @@ def embed(
             fail("--force and --skip-existing contradict each other", 2)
         if batch_size < 1:
             fail(f"--batch-size must be >= 1 (got {batch_size})", 2)
+        if top_labels < 1:
+            fail(f"--top-labels must be >= 1 (got {top_labels})", 2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MissingMixtureWarning)
             sets, problems = expand_stem_sets(list(stems))

@@ -27,6 +27,8 @@ def rank(
 
     with one_line_errors():
         dev = resolve_device(device)
+        if top_k is not None and top_k < 1:
+            fail(f"--top-k must be >= 1 (got {top_k})", 2)
         single = len(embeddings) == 1 and output.suffix == ".npy"
         if not single and output.exists() and not output.is_dir():
             fail(f"{output}: exists and is not a folder (several inputs need an output folder)")
