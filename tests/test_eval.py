@@ -25,7 +25,8 @@ from macs_cli.evaluation.encoders import MissingWeightsError, find_weights
 from macs_cli.evaluation.image_eval import ImageEvalOptions, evaluate_images, parse_metrics
 from macs_cli.evaluation.image_metrics import fid_from_features, kid_from_features
 from macs_cli.evaluation.pairing import assign_folds, pair_files
-from macs_cli.evaluation.separation_eval import SepItem, evaluate_item
+from macs_cli.evaluation.separation_eval import (SILENT_RMS, SepItem, evaluate_item,
+                                                evaluate_separation, pair_separation)
 from macs_cli.evaluation.similarity import similarity_scores
 from macs_cli.errors import ConfigError, MacsError
 
@@ -562,3 +563,116 @@ def test_cli_separation(tmp_path):
     one_line_error(run("--task", "separation", "--pred", pred, "--ref", tmp_path / "none", "-o",
                        tmp_path / "r2"), "no such folder")
     one_line_error(run("--task", "separation", "--pred", pred, "-o", tmp_path / "r2"), "--ref")
+
+
+def sep_item(pred, ref, name, seed, refs=None, manifest=None):
+    """PRED/<name>/stem_00..01.wav (the sources plus a little noise) and REF/<name>/src_0..1.wav."""
+    srcs = sources(seed, n=2) if refs is None else refs
+    rng = np.random.default_rng(seed)
+    for j, x in enumerate(srcs):
+        save_audio(ref / name / f"src_{j}.wav", np.asarray(x, dtype=np.float32))
+        stem = sources(seed, n=2)[j] + 0.01 * rng.standard_normal(16000)
+        save_audio(pred / name / f"stem_{j:02d}.wav", stem.astype(np.float32))
+    if manifest is not None:
+        (pred / name / "manifest.json").write_text(manifest)
+
+
+def sep_dirs(tmp_path):
+    pred, ref = tmp_path / "stems", tmp_path / "refs"
+    sep_item(pred, ref, "good1", 21)
+    sep_item(pred, ref, "good2", 22)
+    return pred, ref
+
+
+@pytest.mark.parametrize("manifest, needle", [
+    ('{"stems": 5}', "'stems' is not a list"),
+    ("[1]", "not a JSON object"),
+    ('{"stems": [1]}', "'stems'[0] is not an object"),
+    ('{"stems": [{"file": 3}]}', "'stems'[0].file"),
+    ('{"source": 7, "stems": []}', "'source' is not a path"),
+    ("{not json", "unreadable manifest"),
+])
+def test_separation_bad_manifest_is_a_per_item_error(tmp_path, manifest, needle):
+    pred, ref = sep_dirs(tmp_path)
+    sep_item(pred, ref, "bad", 23, manifest=manifest)
+    rep = evaluate_separation(pair_separation(pred, ref))
+    assert rep["pairing"]["scored"] == 2 and rep["pairing"]["failed"] == 1
+    (sk,) = rep["pairing"]["skipped"]
+    assert sk["name"] == "bad" and sk["kind"] == "error"
+    assert "manifest.json" in sk["reason"] and needle in sk["reason"]
+    out = tmp_path / "rep"
+    r = run("--task", "separation", "--pred", pred, "--ref", ref, "-o", out)
+    one_line_error(r, "bad", "manifest.json", needle)       # exit 1, no traceback
+    assert r.exit_code == 1
+    rep = json.loads((out / "report.json").read_text())    # ... and the others still evaluated
+    assert rep["pairing"]["scored"] == 2 and rep["results"]["sisdri_grouped"]["n"] == 2
+    assert [s["name"] for s in rep["pairing"]["skipped"]] == ["bad"]
+
+
+@pytest.mark.parametrize("where", ["stem", "reference"])
+def test_separation_unreadable_file_skips_that_item_only(tmp_path, where):
+    pred, ref = tmp_path / "stems", tmp_path / "refs"
+    sep_item(pred, ref, "good", 31)
+    sep_item(pred, ref, "bad", 32)
+    bad = pred / "bad" / "stem_01.wav" if where == "stem" else ref / "bad" / "src_1.wav"
+    bad.write_text("not audio")
+    good_only = evaluate_item(SepItem("good", sorted((pred / "good").glob("*.wav")),
+                                      sorted((ref / "good").glob("*.wav"))))
+    out = tmp_path / "rep"
+    r = run("--task", "separation", "--pred", pred, "--ref", ref, "-o", out)
+    one_line_error(r, "bad", bad.name)
+    assert r.exit_code == 1
+    assert "report:" in r.output and "(1 items)" in r.output          # the summary still printed
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["pairing"]["items"] == 2 and rep["pairing"]["scored"] == 1
+    assert rep["pairing"]["failed"] == 1
+    assert rep["pairing"]["skipped"] == [{"name": "bad", "kind": "error",
+                                          "reason": rep["per_item"][0]["skipped"]}]
+    assert str(bad) in rep["pairing"]["skipped"][0]["reason"]
+    res = rep["results"]["sisdri_one_to_one"]
+    assert res["n"] == 1 and np.isclose(res["mean"], good_only["sisdri_one_to_one"])
+    assert "1 unreadable or invalid input" in (out / "report.md").read_text()
+    assert (out / "report.png").exists() and not list(out.glob(".*.tmp"))
+    # every item unreadable: one error line and no report at all
+    (pred / "good" / "stem_00.wav").write_text("not audio either")
+    out2 = tmp_path / "rep2"
+    one_line_error(run("--task", "separation", "--pred", pred, "--ref", ref, "-o", out2),
+                   "no item could be scored")
+    assert not out2.exists() or not any(out2.iterdir())
+
+
+def test_separation_silent_references_and_mixtures_are_excluded(tmp_path):
+    pred, ref = sep_dirs(tmp_path)
+    zero = np.zeros(16000, dtype=np.float32)
+    sep_item(pred, ref, "one_zero", 41, refs=[sources(41, n=2)[0], zero])
+    sep_item(pred, ref, "all_zero", 42, refs=[zero, zero])
+    sep_item(pred, ref, "offset", 43, refs=[sources(43, n=2)[0], zero + 0.2])   # DC only
+    silent_mix = save_audio(tmp_path / "mix" / "silent.wav", zero)
+    sep_item(pred, ref, "silent_mix", 44,
+             manifest=json.dumps({"source": str(silent_mix),
+                                  "stems": [{"file": "stem_00.wav"}, {"file": "stem_01.wav"}]}))
+    quiet = [x * 1e-3 for x in sources(45, n=2)]                 # quiet (-60 dBFS), not silent
+    sep_item(pred, ref, "quiet", 45, refs=quiet)
+    out = tmp_path / "rep"
+    r = run("--task", "separation", "--pred", pred, "--ref", ref, "-o", out)
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output  # a warning, not an error
+    flat = " ".join(r.output.split())
+    assert "one_zero: skipped (silent reference src_1.wav" in flat
+    assert "all_zero: skipped (silent references src_0.wav, src_1.wav" in flat
+    assert "offset: skipped (silent reference src_1.wav" in flat
+    assert "silent_mix: skipped (silent mixture (manifest source" in flat
+    rep = json.loads((out / "report.json").read_text())
+    pr = rep["pairing"]
+    assert {s["name"]: s["kind"] for s in pr["skipped"]} == {
+        "one_zero": "silent", "all_zero": "silent", "offset": "silent", "silent_mix": "silent"}
+    assert pr["scored"] == 3 and pr["failed"] == 0
+    scored = [it for it in rep["per_item"] if "skipped" not in it]
+    assert sorted(it["name"] for it in scored) == ["good1", "good2", "quiet"]
+    for col in ("sisdri_grouped", "sisdri_one_to_one", "sisdr_mixture"):
+        res = rep["results"][col]
+        assert res["n"] == 3 and np.isclose(res["mean"], np.mean([it[col] for it in scored]))
+        assert np.isclose(res["median"], np.median([it[col] for it in scored]))
+    assert all(it["sisdri_one_to_one"] > 10 for it in scored)
+    assert "4 silent reference or mixture" in (out / "report.md").read_text()
+    assert SILENT_RMS == 1e-5
+

@@ -147,13 +147,19 @@ def evaluate(
                     report = evaluate_images(pairing, encoders, opts, cache,
                                              _stage_callback(progress), name=label)
             for skipped in (report["pairing"].get("skipped") or []) if t == "separation" else []:
-                console.print(f"[yellow]warning:[/] {skipped['name']}: skipped ({skipped['reason']})",
-                              highlight=False)
+                if skipped.get("kind") == "error":  # report still written; exit 1
+                    console.print(f"[bold red]error:[/] {skipped['name']}: skipped ({skipped['reason']})",
+                                  highlight=False, soft_wrap=True)
+                else:
+                    console.print(f"[yellow]warning:[/] {skipped['name']}: skipped ({skipped['reason']})",
+                                  highlight=False)
             paths = write_report(output, report, force=force)
         except torch.OutOfMemoryError:
             fail("out of memory on the device (try a smaller --batch-size)")
     if not quiet:
         _print_summary(report, paths["report.md"])
+    if report["pairing"].get("failed"):
+        raise typer.Exit(1)
 
 
 def _print_summary(report: dict, md: Path) -> None:

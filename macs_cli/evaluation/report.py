@@ -97,7 +97,15 @@ def separation_markdown(report: dict) -> str:
     lines += ["", f"{pr['scored']} of {pr['items']} items scored at "
               f"{report['settings']['sample_rate']} Hz; std with ddof 1."]
     if pr["skipped"]:
-        lines.append(f"Skipped: {len(pr['skipped'])} (fewer stems than references).")
+        kinds = {"error": "unreadable or invalid input", "silent": "silent reference or mixture",
+                 "fewer_stems": "fewer stems than references"}
+        counts: dict[str, int] = {}
+        for sk in pr["skipped"]:
+            kind = sk.get("kind", "fewer_stems")
+            counts[kind] = counts.get(kind, 0) + 1
+        lines.append(f"Skipped, left out of every figure: {len(pr['skipped'])} ("
+                     + ", ".join(f"{n} {kinds.get(k, k)}" for k, n in counts.items())
+                     + "; reasons in report.json).")
     if pr["unpaired_pred"] or pr["unpaired_ref"]:
         lines.append(f"Unpaired: {len(pr['unpaired_pred'])} stem folders, "
                      f"{len(pr['unpaired_ref'])} reference folders (listed in report.json).")

@@ -12,7 +12,17 @@ built); ``"refs"`` and ``"manifest"`` force one of the two.
 Per item: SI-SDR (mean over the S references) under the best grouping of the M stems into S
 groups (each stem in exactly one group, no group empty) and under the best one-to-one choice of S
 distinct stems (the others dropped), both minus the mixture's SI-SDR for the improvement.
-Items with fewer stems than references are skipped (and listed).
+Items are skipped, listed in the report's ``pairing.skipped`` with a ``kind`` and a reason, and
+left out of every mean and median when:
+
+* ``error``: a stem, reference or (``--mixture manifest``) mixture file cannot be read, or the
+  folder's ``manifest.json`` is unreadable or of the wrong shape; the other items are still
+  evaluated, and ``pairing.failed`` counts these (the command line exits 1 when it is not 0);
+* ``fewer_stems``: fewer stems than references;
+* ``silent``: a reference, or the mixture, is silent over the scored samples: the RMS of the
+  mean-removed signal (SI-SDR removes the mean) below :data:`SILENT_RMS` (1e-5, -100 dBFS, a third
+  of one 16-bit step). SI-SDR against a silent reference is a number of the epsilon only (an
+  all-zero source scored -31 dB one-to-one, an all-silent item 0 dB).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from ..errors import AudioError, ConfigError, MacsError
 from .sisdr import best_grouped_sisdr, best_one_to_one_sisdr, mixture_sisdr
 
 MAX_GROUPINGS = 200_000          # S^M assignments enumerated for the best grouping
+SILENT_RMS = 1e-5                # RMS of a mean-removed reference/mixture below this: silent
 SEP_COLUMNS = ("sisdri_grouped", "sisdri_one_to_one", "sisdr_grouped", "sisdr_one_to_one",
                "sisdr_mixture")
 SEP_LABELS = {"sisdri_grouped": "SI-SDRi, best grouping (dB)",
@@ -47,6 +58,7 @@ class SepItem:
     stems: list[Path]
     refs: list[Path]
     manifest: dict | None = None
+    error: str | None = None     # the item cannot be evaluated (e.g. a bad manifest.json)
 
 
 @dataclass
@@ -75,18 +87,43 @@ def _folders_with_audio(root: Path, stems_only: bool) -> dict[str, Path]:
     return out
 
 
+def _stem_files(folder: Path) -> list[Path]:
+    return [f for f in _audio_in(folder) if f.stem.startswith("stem_")]
+
+
+def _check_manifest(manifest, mpath: Path) -> None:
+    """The parts of ``macs separate``'s manifest that are used here, of the right types."""
+    if not isinstance(manifest, dict):
+        raise MacsError(f"{mpath}: manifest is not a JSON object (got {type(manifest).__name__})")
+    stems = manifest.get("stems", [])
+    if not isinstance(stems, list):
+        raise MacsError(f"{mpath}: manifest 'stems' is not a list (got {type(stems).__name__})")
+    for i, entry in enumerate(stems):
+        if not isinstance(entry, dict):
+            raise MacsError(f"{mpath}: manifest 'stems'[{i}] is not an object")
+        if "file" in entry and (not isinstance(entry["file"], str) or not entry["file"]):
+            raise MacsError(f"{mpath}: manifest 'stems'[{i}].file is not a file name")
+    src = manifest.get("source")
+    if src is not None and not isinstance(src, str):
+        raise MacsError(f"{mpath}: manifest 'source' is not a path (got {type(src).__name__})")
+
+
 def _stems_of(folder: Path) -> tuple[list[Path], dict | None]:
+    """The stem files in the manifest's order (when it lists existing files), and the manifest.
+
+    Raises MacsError naming ``manifest.json`` when it is unreadable or of the wrong shape."""
     manifest = None
     mpath = folder / "manifest.json"
     if mpath.is_file():
         try:
             manifest = json.loads(mpath.read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise MacsError(f"{mpath}: unreadable manifest ({exc})") from None
+        _check_manifest(manifest, mpath)
         listed = [folder / s["file"] for s in manifest.get("stems", []) if "file" in s]
         if listed and all(p.is_file() for p in listed):
             return listed, manifest
-    return [f for f in _audio_in(folder) if f.stem.startswith("stem_")], manifest
+    return _stem_files(folder), manifest
 
 
 def pair_separation(pred_root: Path, ref_root: Path) -> SepPairing:
@@ -103,43 +140,88 @@ def pair_separation(pred_root: Path, ref_root: Path) -> SepPairing:
     items = []
     for name, folder in pred.items():
         if name in refs:
-            stems, manifest = _stems_of(folder)
-            items.append(SepItem(name, stems, _audio_in(refs[name]), manifest))
+            try:
+                stems, manifest = _stems_of(folder)
+                items.append(SepItem(name, stems, _audio_in(refs[name]), manifest))
+            except MacsError as exc:  # this item only; the others are still evaluated
+                items.append(SepItem(name, _stem_files(folder), _audio_in(refs[name]), None,
+                                     error=str(exc)))
     if not items:
         raise MacsError(f"no pairs: none of the {len(pred)} stem folders in {pred_root} has a "
                         f"reference folder of the same name in {ref_root}")
     return SepPairing(items, [n for n in pred if n not in refs], [n for n in refs if n not in pred])
 
 
-def _mixture(item: SepItem, refs: np.ndarray, rate: int, mode: str) -> tuple[np.ndarray, str]:
+def _mixture(item: SepItem, refs: np.ndarray, rate: int,
+             mode: str) -> tuple[np.ndarray, str, str | None]:
+    """(mixture, where it came from, a note when ``auto`` fell back from an unreadable source)."""
     src = (item.manifest or {}).get("source")
+    note = None
     if mode in ("auto", "manifest") and src and Path(src).is_file():
-        x, _ = read_audio(Path(src), rate)
-        return x, "manifest"
+        try:
+            x, _ = read_audio(Path(src), rate)
+            return x, "manifest", None
+        except (AudioError, OSError) as exc:
+            if mode == "manifest":
+                raise MacsError(f"{item.name}: --mixture manifest, but the manifest's source "
+                                f"is not readable ({exc})") from None
+            note = f"manifest source not readable ({exc}); sum of references used"
     if mode == "manifest":
         raise MacsError(f"{item.name}: --mixture manifest, but the manifest's source "
                         f"{src or '(none)'} is not readable")
-    return refs.sum(0), "sum_of_references"
+    return refs.sum(0), "sum_of_references", note
+
+
+def _silent(x: np.ndarray) -> bool:
+    """RMS of the mean-removed signal below SILENT_RMS (SI-SDR ignores the mean)."""
+    return x.size == 0 or float(np.sqrt(np.mean(np.square(x - x.mean())))) < SILENT_RMS
+
+
+def _read(path: Path, rate: int) -> np.ndarray:
+    try:
+        return read_audio(path, rate)[0]
+    except OSError as exc:  # AudioError (MacsError) passes through, naming the file
+        raise AudioError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _skip(out: dict, kind: str, reason: str) -> dict:
+    return {**out, "skipped": reason, "skip_kind": kind}
 
 
 def evaluate_item(item: SepItem, rate: int = 16000, mixture: str = "auto") -> dict:
-    """SI-SDR figures of one item (see the module docstring)."""
-    stems = [read_audio(p, rate)[0] for p in item.stems]
-    refs = [read_audio(p, rate)[0] for p in item.refs]
-    out = {"name": item.name, "stems": len(stems), "references": len(refs),
+    """SI-SDR figures of one item (see the module docstring).
+
+    Items that cannot be scored come back with ``skipped`` (the reason) and ``skip_kind``
+    (``fewer_stems`` or ``silent``); an unreadable file or manifest raises MacsError naming it."""
+    if item.error:
+        raise MacsError(item.error)
+    if not item.refs:
+        raise AudioError(f"{item.name}: no reference audio")
+    out = {"name": item.name, "stems": len(item.stems), "references": len(item.refs),
            "stem_files": [str(p) for p in item.stems], "reference_files": [str(p) for p in item.refs]}
-    if len(stems) < len(refs):
-        return {**out, "skipped": f"{len(stems)} stems for {len(refs)} references"}
+    if len(item.stems) < len(item.refs):
+        return _skip(out, "fewer_stems", f"{len(item.stems)} stems for {len(item.refs)} references")
+    stems = [_read(p, rate) for p in item.stems]
+    refs = [_read(p, rate) for p in item.refs]
     length = min(x.shape[0] for x in stems + refs)
     r = np.stack([x[:length] for x in refs]).astype(np.float64)
-    mix, mix_from = _mixture(item, r, rate, mixture)
+    mix, mix_from, mix_note = _mixture(item, r, rate, mixture)
     length = min(length, mix.shape[0])
     r, mix = r[:, :length], mix[:length].astype(np.float64)
+    silent = [Path(p).name for p, x in zip(item.refs, r) if _silent(x)]
+    if silent:
+        return _skip(out, "silent", f"silent reference{'s' if len(silent) > 1 else ''} "
+                                    f"{', '.join(silent)} (RMS below {SILENT_RMS:g})")
+    if _silent(mix):
+        what = "manifest source" if mix_from == "manifest" else "sum of the references"
+        return _skip(out, "silent", f"silent mixture ({what}, RMS below {SILENT_RMS:g})")
     s = np.stack([x[:length] for x in stems]).astype(np.float64)
     longest = max(x.shape[0] for x in stems + refs)
     st, rt = torch.from_numpy(s)[None], torch.from_numpy(r)[None]
     mix_sdr = float(mixture_sisdr(torch.from_numpy(mix)[None], rt)[0])
     one, omat = best_one_to_one_sisdr(st, rt)
+    if mix_note:
+        out["mixture_note"] = mix_note
     out.update(samples=length, sample_rate=rate, trimmed_samples=longest - length, mixture=mix_from,
                sisdr_mixture=mix_sdr, sisdr_one_to_one=float(one[0]),
                sisdri_one_to_one=float(one[0]) - mix_sdr,
@@ -166,7 +248,10 @@ def summarize(values: list[float]) -> dict:
 def evaluate_separation(pairing: SepPairing, sample_rate: int = 16000, mixture: str = "auto",
                         progress: Callable[[str, int, int], None] | None = None,
                         name: str | None = None) -> dict:
-    """Every item's SI-SDR figures and their mean/median; returns the report as a JSON-able dict."""
+    """Every item's SI-SDR figures and their mean/median; returns the report as a JSON-able dict.
+
+    An item that cannot be read is listed (``pairing.skipped`` with kind ``error``, counted in
+    ``pairing.failed``) and the others are still evaluated; MacsError only when no item is scored."""
     if mixture not in ("auto", "refs", "manifest"):
         raise ConfigError(f"--mixture {mixture}: expected auto, refs or manifest")
     if sample_rate < 1000:
@@ -174,22 +259,30 @@ def evaluate_separation(pairing: SepPairing, sample_rate: int = 16000, mixture: 
     t0 = time.time()
     per_item = []
     for i, item in enumerate(pairing.items):
-        if not item.refs:
-            raise AudioError(f"{item.name}: no reference audio")
-        per_item.append(evaluate_item(item, sample_rate, mixture))
+        try:
+            per_item.append(evaluate_item(item, sample_rate, mixture))
+        except MacsError as exc:
+            per_item.append(_skip({"name": item.name, "stems": len(item.stems),
+                                   "references": len(item.refs),
+                                   "stem_files": [str(p) for p in item.stems],
+                                   "reference_files": [str(p) for p in item.refs]},
+                                  "error", str(exc)))
         if progress:
             progress("separation", i + 1, len(pairing.items))
     scored = [r for r in per_item if "skipped" not in r]
+    skipped = [{"name": r["name"], "kind": r["skip_kind"], "reason": r["skipped"]}
+               for r in per_item if "skipped" in r]
     if not scored:
-        raise MacsError(f"no item could be scored ({per_item[0]['name']}: {per_item[0]['skipped']})")
+        first = skipped[0]
+        more = f"; {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        raise MacsError(f"no item could be scored ({first['name']}: {first['reason']}{more})")
     return {
         "macs_version": __version__,
         "task": "separation",
         "name": name,
         "results": {c: summarize([r.get(c) for r in scored]) for c in SEP_COLUMNS},
-        "pairing": {"items": len(pairing.items), "scored": len(scored),
-                    "skipped": [{"name": r["name"], "reason": r["skipped"]}
-                                for r in per_item if "skipped" in r],
+        "pairing": {"items": len(pairing.items), "scored": len(scored), "skipped": skipped,
+                    "failed": sum(s["kind"] == "error" for s in skipped),
                     "unpaired_pred": pairing.unpaired_pred, "unpaired_ref": pairing.unpaired_ref},
         "settings": {"sample_rate": sample_rate, "mixture": mixture, "std_ddof": 1},
         "timing": {"total_s": round(time.time() - t0, 3)},
