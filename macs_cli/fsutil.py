@@ -75,18 +75,20 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
 
 
 def check_writable_dir(path: Path) -> None:
-    """Raise a one-line MacsError unless ``path`` is (or can be made) a writable folder."""
+    """Raise a one-line MacsError unless ``path`` is a writable folder or could be created as one.
+    Nothing is created: a run that fails before writing leaves no empty output folder behind."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise MacsError(f"{path}: output path exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MacsError(f"{path}: cannot create output folder ({exc.strerror or exc})") from None
-    if not path.is_dir():
-        raise MacsError(f"{path}: output path exists and is not a folder")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise MacsError(f"{path}: output folder is not writable")
+    if path.exists():
+        if not path.is_dir():
+            raise MacsError(f"{path}: output path exists and is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise MacsError(f"{path}: output folder is not writable")
+        return
+    base = next((p for p in path.absolute().parents if p.exists()), None)
+    if base is None or not base.is_dir():
+        raise MacsError(f"{path}: cannot create output folder ({base} is not a folder)")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise MacsError(f"{path}: cannot create output folder ({base} is not writable)")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

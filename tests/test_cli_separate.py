@@ -345,3 +345,13 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_output(tmp_path):
         signal.signal(signal.SIGTERM, before)
         Terminated.received = False
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_writes_nothing_leaves_no_output_folder(tiny_model_path, tmp_path):
+    r = run("separate", tmp_path / "nope.wav", "-o", tmp_path / "out", "--model", tiny_model_path, "-q")
+    assert r.exit_code == 1 and not (tmp_path / "out").exists()
+    r = run("separate", tmp_path / "nope.wav", "-o", tmp_path / "out", "--model", tmp_path / "none.pt", "-q")
+    assert r.exit_code == 1 and not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("x")
+    r = run("separate", tmp_path / "nope.wav", "-o", tmp_path / "file" / "sub", "--model", tiny_model_path, "-q")
+    assert r.exit_code == 1 and "not a folder" in r.output
