@@ -252,6 +252,12 @@ def test_generate_from_embeddings_with_sidecar_and_same_seed_same_image(tiny_sd,
     assert im.shape == (64, 64, 3)
     r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", out, "--seed", 7, *FAST)
     assert r.exit_code == 1 and "already exists" in r.output
+    # a sidecar someone left is not overwritten either; -o x.jpg is refused (PNG only), no folder made
+    (tmp_path / "side.json").write_text("{}")
+    r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "side.png", *FAST)
+    assert r.exit_code == 1 and "side.json: already exists" in r.output and not (tmp_path / "side.png").exists()
+    r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "x.jpg", *FAST)
+    assert r.exit_code == 2 and "PNG" in r.output and not (tmp_path / "x.jpg").exists()
     r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "again.png", "--seed", 7,
             *FAST)
     assert r.exit_code == 0 and np.array_equal(pixels(tmp_path / "again.png"), im)

@@ -148,6 +148,8 @@ def generate(
                 s.plan(num_images, seed)
             planned = [n for s in sets for n in s.names.values()]
         single = output.suffix.lower() == ".png"
+        if output.suffix.lower() in (".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"):
+            fail(f"-o {output}: images are written as PNG: name the output OUT.png, or give a folder", 2)
         if single and len(planned) != 1:
             fail(f"-o {output}: one PNG holds one image but this run writes {len(planned)}: pass a folder", 2)
         if not single and output.exists() and not output.is_dir():
@@ -157,8 +159,9 @@ def generate(
             fail("two inputs have the same file name: run them separately or rename one", 2)
         if not force:
             for t in targets.values():
-                if t.exists():
-                    raise OutputExistsError(f"{t}: already exists (use --force to overwrite)")
+                for f in (t, t.with_suffix(".json")):   # the image and its sidecar
+                    if f.exists():
+                        raise OutputExistsError(f"{f}: already exists (use --force to overwrite)")
 
         # models
         dev = process_device(device)

@@ -304,8 +304,9 @@ class GenTrainer(TrainingRun):
         """Train to ``train.steps`` (or stop after step ``stop_after``, saving, as an interrupted
         run would have); returns a summary."""
         self.start_run_folder()
-        if resume and self.resume():
-            self._say(f"resumed from step {self.step}")
+        if resume:
+            self._say(f"resumed from step {self.step}" if self.resume()
+                      else f"[yellow]no run to resume in {self.run_dir}: starting a new one[/]")
         if self.data is None:
             self.load_data()
         model, self.optimizer = self.accel.prepare(self.model, self.optimizer)

@@ -194,8 +194,9 @@ class Trainer(TrainingRun):
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         self.start_run_folder()
-        if resume and self.resume():
-            self._say(f"resumed from step {self.step}")
+        if resume:
+            self._say(f"resumed from step {self.step}" if self.resume()
+                      else f"[yellow]no run to resume in {self.run_dir}: starting a new one[/]")
         if self.bank is None:
             self.load_data()
         self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
