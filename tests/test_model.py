@@ -112,6 +112,9 @@ def test_garbage_checkpoints(tmp_path):
         load_separator(tmp_path / "junk.pt")
     with pytest.raises(ModelError, match="no such checkpoint"):
         load_separator(tmp_path / "missing.safetensors")
+    (tmp_path / "song.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")   # --model given an audio file
+    with pytest.raises(ModelError, match="not a PyTorch checkpoint"):
+        load_separator(tmp_path / "song.wav")
 
 
 def test_pickled_code_is_refused(tmp_path):

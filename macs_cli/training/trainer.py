@@ -26,11 +26,12 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..evaluation.sisdr import best_grouped_sisdr, best_one_to_one_sisdr, mixture_sisdr
 from ..separation.config import SeparatorConfig
 from ..separation.model import Separator
 from ..weights.separator import save_separator
+from ..weights.statecheck import describe_mismatch
 from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
 from .losses import MixITLoss, MixtureBatch
 from .run import TrainingRun
@@ -173,7 +174,12 @@ class Trainer(TrainingRun):
 
     def resume(self) -> bool:
         def restore(state: dict[str, Any]) -> None:
-            self.accel.unwrap_model(self.model).load_state_dict(state["model"])
+            model = self.accel.unwrap_model(self.model)
+            problem = describe_mismatch(model.state_dict(), state["model"])
+            if problem:
+                raise ModelError(f"{self.checkpoint_path}: cannot resume: the checkpoint's separator does not "
+                                 f"fit model.* in this config ({problem})")
+            model.load_state_dict(state["model"])
             saved = state.get("losses", {})
             for name, module in self.loss_modules.items():
                 if name not in saved:

@@ -64,6 +64,14 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], SeparatorCon
 # -- the official checkpoint --------------------------------------------------------------------
 def _torch_load(path: Path) -> Any:
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, or a pickle
+        raise ModelError(f"{path}: not a PyTorch checkpoint (expected a .pt/.pth file, a .safetensors "
+                         "file or a train-sep run folder)")
+    try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
