@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -36,9 +37,9 @@ def train_gen(
     with one_line_errors():
         sets = list(overrides)
         if data is not None:
-            sets.append(f"data.train={data}")
+            sets.append(f"data.train={json.dumps(str(data))}")  # a path, never a YAML value
         if sd_model is not None:
-            sets.append(f"model.sd_model={sd_model}")
+            sets.append(f"model.sd_model={json.dumps(str(sd_model))}")
         if steps is not None:
             sets.append(f"train.steps={steps}")
         if batch_size is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -27,18 +28,22 @@ def train_sep(
 ) -> None:
     """Train a separator with unsupervised MixIT (mixtures of mixtures)."""
     from ..training.config import load_config
+    from ..training.data import data_kind
     from ..training.trainer import Trainer
 
     with one_line_errors():
         sets = list(overrides)
-        if data is not None:
-            sets.append(f"data.train={data}")
+        if data is not None:  # a path, never a YAML value (a folder called 2024 or yes stays a path)
+            sets.append(f"data.train={json.dumps(str(data))}")
         if steps is not None:
             sets.append(f"train.steps={steps}")
         if batch_size is not None:
             sets.append(f"optim.batch_size={batch_size}")
         cfg = load_config(config, sets)
         dev = resolve_device(device)
+        for key in ("train", "heldout"):   # the data exist and have the right form, before anything is written
+            if cfg["data"][key] is not None:
+                data_kind(cfg["data"][key], cfg["data"]["kind"])
         prepare_run_folder(output, resume, force, Trainer)
         trainer = Trainer(cfg, output, device=dev, console=console, progress=not quiet)
         result = trainer.run(resume=resume)

@@ -112,40 +112,122 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     return cfg
 
 
+# data.kind values train-sep understands (macs_cli/training/data.py)
+DATA_KINDS = ("auto", "folder", "csv", "fsd50k", "npz")
+
+
+def _number(v: Any) -> bool:
+    """A finite int or float (not a bool, not NaN or infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pos_int(v: Any) -> bool:
+    return _integer(v) and v > 0
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _pair(v: Any, item=_number) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(item(x) for x in v)
+
+
+def _formats(template: str) -> bool:
+    try:
+        template.format("label")
+    except (IndexError, KeyError, ValueError):
+        return False
+    return True
+
+
 def validate(cfg: dict[str, Any]) -> None:
+    """Check the type and range of every value, so that a bad one is a one-line ConfigError before
+    anything is written or trained (never a traceback or a silent misbehaviour mid-run)."""
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(f"invalid training config: {msg}")
 
-    def pos_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+    from ..separation.config import SeparatorConfig
 
-    o, t = cfg["optim"], cfg["train"]
-    need(isinstance(o["lr"], (int, float)) and 0 < o["lr"] < 1, f"optim.lr must be in (0, 1) (got {o['lr']!r})")
-    need(isinstance(o["weight_decay"], (int, float)) and o["weight_decay"] >= 0, "optim.weight_decay must be >= 0")
-    need(isinstance(o["warmup"], (int, float)) and 0 <= o["warmup"] < 1, "optim.warmup must be in [0, 1)")
-    need(pos_int(o["grad_accum"]), f"optim.grad_accum must be a positive integer (got {o['grad_accum']!r})")
-    need(pos_int(o["batch_size"]), f"optim.batch_size must be a positive integer (got {o['batch_size']!r})")
-    need(pos_int(t["steps"]), f"train.steps must be a positive integer (got {t['steps']!r})")
-    need(pos_int(t["epochs"]), f"train.epochs must be a positive integer (got {t['epochs']!r})")
+    SeparatorConfig(**cfg["model"], name="macs-trained").validate()
+
+    d = cfg["data"]
+    need(d["train"] is not None, "data.train is required (a folder, .csv, .npz or FSD50K root)")
+    hint = "; write a path that reads as a number or true/false as ./NAME"
+    need(_text(d["train"]), f"data.train must be a path (a folder, .csv, .npz or FSD50K root; "
+         f"got {d['train']!r}{hint if isinstance(d['train'], (bool, int, float)) else ''})")
+    need(d["heldout"] is None or _text(d["heldout"]),
+         f"data.heldout must be a path or null (got {d['heldout']!r}"
+         f"{hint if isinstance(d['heldout'], (bool, int, float)) else ''})")
+    need(d["kind"] in DATA_KINDS, f"data.kind must be one of {', '.join(DATA_KINDS)} (got {d['kind']!r})")
+    need(d["max_seconds"] is None or (_number(d["max_seconds"]) and d["max_seconds"] > 0),
+         f"data.max_seconds must be > 0 (seconds kept per clip) or null for whole clips "
+         f"(got {d['max_seconds']!r})")
+    need(d["max_clips"] is None or _pos_int(d["max_clips"]),
+         f"data.max_clips must be a positive integer or null for all clips (got {d['max_clips']!r})")
+
+    m = cfg["mix"]
+    for key in ("sources_per_mixture", "repeats"):
+        v = m[key]
+        need(_pair(v, _integer) and 1 <= v[0] <= v[1] <= 8,
+             f"mix.{key} must be two integers lo, hi with 1 <= lo <= hi <= 8 (got {v!r})")
+    v = m["gain_db"]
+    need(_pair(v) and -100 <= v[0] <= v[1] <= 100,
+         f"mix.gain_db must be two numbers low, high (dB) with -100 <= low <= high <= 100 (got {v!r})")
+    need(_number(m["loop_prob"]) and 0 <= m["loop_prob"] <= 1,
+         f"mix.loop_prob must be in [0, 1] (got {m['loop_prob']!r})")
+
+    o = cfg["optim"]
+    need(_number(o["lr"]) and 0 < o["lr"] < 1, f"optim.lr must be in (0, 1) (got {o['lr']!r})")
+    need(_number(o["weight_decay"]) and o["weight_decay"] >= 0,
+         f"optim.weight_decay must be >= 0 (got {o['weight_decay']!r})")
+    need(_pair(o["betas"]) and all(0 <= b < 1 for b in o["betas"]),
+         f"optim.betas must be two numbers in [0, 1) (got {o['betas']!r})")
+    need(_number(o["warmup"]) and 0 <= o["warmup"] < 1, f"optim.warmup must be in [0, 1) (got {o['warmup']!r})")
+    need(_pos_int(o["grad_accum"]), f"optim.grad_accum must be a positive integer (got {o['grad_accum']!r})")
+    need(_pos_int(o["batch_size"]), f"optim.batch_size must be a positive integer (got {o['batch_size']!r})")
+    need(_number(o["clip_grad"]) and o["clip_grad"] >= 0,
+         f"optim.clip_grad must be >= 0 (0: no clipping; got {o['clip_grad']!r})")
+
+    t = cfg["train"]
+    need(_pos_int(t["steps"]), f"train.steps must be a positive integer (got {t['steps']!r})")
+    need(_pos_int(t["epochs"]), f"train.epochs must be a positive integer (got {t['epochs']!r})")
+    need(_integer(t["seed"]) and 0 <= t["seed"] < 2 ** 63,
+         f"train.seed must be a non-negative integer (got {t['seed']!r})")
     need(t["precision"] in ("auto", "fp32", "bf16", "fp16"), "train.precision must be auto, fp32, bf16 or fp16")
-    need(pos_int(cfg["checkpoint"]["every"]), "checkpoint.every must be a positive integer")
-    need(pos_int(cfg["validation"]["every"]), "validation.every must be a positive integer")
-    need(isinstance(cfg["validation"]["mixtures"], int) and cfg["validation"]["mixtures"] >= 0,
-         "validation.mixtures must be >= 0")
-    need(cfg["validation"]["sources"] in (2, 3, 4), "validation.sources must be 2, 3 or 4")
-    need(cfg["data"]["train"] is not None, "data.train is required (a folder, .csv, .npz or FSD50K root)")
-    for key in ("sources_per_mixture", "repeats", "gain_db"):
-        v = cfg["mix"][key]
-        need(isinstance(v, (list, tuple)) and len(v) == 2, f"mix.{key} must be a [low, high] pair")
+    need(t["max_minutes"] is None or (_number(t["max_minutes"]) and t["max_minutes"] > 0),
+         f"train.max_minutes must be > 0 or null (no time limit; got {t['max_minutes']!r})")
+    need(isinstance(t["exact_mixit"], bool), f"train.exact_mixit must be true or false (got {t['exact_mixit']!r})")
+    need(t["init"] is None or _text(t["init"]),
+         f"train.init must be default, official, a checkpoint or a run folder, or null (got {t['init']!r})")
+
+    need(_pos_int(cfg["checkpoint"]["every"]),
+         f"checkpoint.every must be a positive integer (got {cfg['checkpoint']['every']!r})")
+    need(_pos_int(cfg["log"]["every"]), f"log.every must be a positive integer (got {cfg['log']['every']!r})")
+
+    v = cfg["validation"]
+    need(_pos_int(v["every"]), f"validation.every must be a positive integer (got {v['every']!r})")
+    need(_integer(v["mixtures"]) and v["mixtures"] >= 0,
+         f"validation.mixtures must be an integer >= 0 (0: no validation; got {v['mixtures']!r})")
+    need(_integer(v["sources"]) and v["sources"] in (2, 3, 4),
+         f"validation.sources must be 2, 3 or 4 (got {v['sources']!r})")
+    need(v["sources"] <= cfg["model"]["num_sources"],
+         f"validation.sources ({v['sources']}) must not exceed model.num_sources ({cfg['model']['num_sources']})")
+    need(_integer(v["seed"]) and 0 <= v["seed"] < 2 ** 63,
+         f"validation.seed must be a non-negative integer (got {v['seed']!r})")
+    need(_number(v["loop_prob"]) and 0 <= v["loop_prob"] <= 1,
+         f"validation.loop_prob must be in [0, 1] (got {v['loop_prob']!r})")
     validate_clap(cfg, need)
 
 
 def validate_clap(cfg: dict[str, Any], need) -> None:
     c = cfg["clap"]
-
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    number = _number
 
     need(isinstance(c["losses"], bool), f"clap.losses must be true or false (got {c['losses']!r})")
     need(c["model"] is None or (isinstance(c["model"], str) and c["model"].strip() != ""),
@@ -164,8 +246,12 @@ def validate_clap(cfg: dict[str, Any], need) -> None:
     need(c["batch_chunk"] is None or (isinstance(c["batch_chunk"], int) and not isinstance(c["batch_chunk"], bool)
                                       and c["batch_chunk"] > 0),
          f"clap.batch_chunk must be a positive integer or null (got {c['batch_chunk']!r})")
-    need(isinstance(c["text_template"], str) and c["text_template"].count("{}") == 1,
-         "clap.text_template must contain one {} for the label")
+    need(c["tokenizer"] is None or _text(c["tokenizer"]),
+         f"clap.tokenizer must be a tokenizer folder or null (got {c['tokenizer']!r})")
+    need(isinstance(c["text_template"], str) and c["text_template"].count("{}") == 1
+         and _formats(c["text_template"]),
+         f"clap.text_template must contain one {{}} for the label and no other braces "
+         f"(got {c['text_template']!r})")
     need(isinstance(c["filler"], str) and c["filler"] != "", "clap.filler must be a non-empty text")
     need(isinstance(c["lowercase"], bool), "clap.lowercase must be true or false")
     need(isinstance(c["download"], bool), "clap.download must be true or false")

@@ -9,7 +9,8 @@ a ``torch.Generator`` makes the stream of batches reproducible (and resumable).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,17 @@ from ..errors import AudioError, ConfigError
 from .losses import MixtureBatch
 
 SPLITS = ("train", "heldout")
+KINDS = ("auto", "folder", "csv", "fsd50k", "npz")
+HELDOUT_FOLDERS = ("heldout", "val", "test")  # clips under a folder of one of these names are held out
+MIN_CLIP_SECONDS = 0.1  # shorter clips are left out of a bank
+
+
+class DataError(ConfigError):
+    """The training data is missing, unreadable or holds no usable clip: an input problem, so it
+    exits with 1 (not ConfigError's 2). It subclasses ConfigError so that callers which catch
+    ConfigError around an optional split (the trainer's held-out set) keep doing so."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -38,13 +50,30 @@ class ClipBank:
     rms: torch.Tensor            # (C,) float32, RMS of each clip
     labels: list[list[str]]
     sample_rate: int
+    # clips left out when the bank was loaded: reason -> count ("missing", "unreadable", "empty",
+    # "non-finite", "too short", "silent"), how many clips were looked at, and one example
+    skipped: dict[str, int] = field(default_factory=dict)
+    considered: int = 0
+    skip_example: str = ""
 
     def __len__(self) -> int:
         return int(self.starts.numel())
 
     def to(self, device: torch.device | str) -> "ClipBank":
         return ClipBank(self.audio.to(device), self.starts.to(device), self.lengths.to(device),
-                        self.rms.to(device), self.labels, self.sample_rate)
+                        self.rms.to(device), self.labels, self.sample_rate, dict(self.skipped),
+                        self.considered, self.skip_example)
+
+    def skip_warning(self) -> str | None:
+        """``warning: skipped 3 of 40 clips (2 unreadable, 1 silent; e.g. ...)``, or None if no
+        clip was left out. Plain text (no console markup)."""
+        n = sum(self.skipped.values())
+        if not n:
+            return None
+        why = ", ".join(f"{count} {reason}" for reason, count in
+                        sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+        example = f"; e.g. {self.skip_example}" if self.skip_example else ""
+        return f"warning: skipped {n} of {self.considered or n + len(self)} clips ({why}{example})"
 
     @property
     def seconds(self) -> float:
@@ -53,7 +82,9 @@ class ClipBank:
     @classmethod
     def from_arrays(cls, clips: list[np.ndarray], labels: list[list[str]], sample_rate: int) -> "ClipBank":
         if not clips:
-            raise ConfigError("no usable clips in the training data")
+            raise DataError("no usable clips in the training data")
+        if any(c.size == 0 for c in clips):
+            raise DataError("a clip of the training data has no samples")
         lengths = torch.tensor([c.size for c in clips], dtype=torch.int64)
         starts = torch.cumsum(lengths, 0) - lengths
         audio = torch.from_numpy(np.concatenate(clips).astype(np.float32))
@@ -68,47 +99,61 @@ def _split_labels(text: str) -> list[str]:
 
 
 def read_manifest_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV manifest; a one-line ConfigError if it cannot be read or is empty."""
+    """The rows of a CSV manifest; a one-line DataError if it cannot be read or is empty."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read manifest ({exc.strerror})") from None
+        raise DataError(f"{path}: cannot read manifest ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a CSV text file ({str(exc).splitlines()[0]})") from None
     if not rows:
-        raise ConfigError(f"{path}: manifest has no rows")
+        raise DataError(f"{path}: manifest has no rows")
     return rows
 
 
+def _cell(row: dict[str, str], key: str | None) -> str:
+    """A CSV cell as text ('' for a missing column or a short row)."""
+    value = row.get(key) if key is not None else None
+    return value.strip() if isinstance(value, str) else ""
+
+
 def clips_from_csv(path: Path) -> list[Clip]:
-    """CSV with a ``path``/``audio``/``file``/``fname`` column, optional ``label(s)``, ``split``."""
+    """CSV with a ``path``/``audio``/``file``/``fname`` column, optional ``label(s)``, ``split``.
+
+    A row without a path becomes a clip with an empty ``path`` (counted as missing on loading)."""
     path = Path(path)
     rows = read_manifest_rows(path)
     col = next((c for c in ("path", "audio", "file", "fname") if c in rows[0]), None)
     if col is None:
-        raise ConfigError(f"{path}: manifest needs a 'path' column (has {', '.join(rows[0])})")
+        raise DataError(f"{path}: manifest needs a 'path' column (has {', '.join(map(str, rows[0]))})")
     lab = next((c for c in ("labels", "label") if c in rows[0]), None)
     clips = []
     for row in rows:
-        p = Path(row[col])
-        if not p.is_absolute():
+        where = _cell(row, col)
+        p = Path(where)
+        if where and not p.is_absolute():
             p = path.parent / p
-        split = (row.get("split") or "train").strip()
+        split = _cell(row, "split") or "train"
         split = "heldout" if split in ("heldout", "val", "valid", "validation", "test", "eval") else "train"
-        clips.append(Clip(str(p), _split_labels(row[lab]) if lab else [], split, row.get("group", "")))
+        clips.append(Clip(str(p) if where else "", _split_labels(_cell(row, lab)), split, _cell(row, "group")))
     return clips
 
 
 def clips_from_folder(root: Path) -> list[Clip]:
     """Every audio file under ``root``; its label is its parent folder's name (if not the root)."""
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder (data.kind=folder)")
     files, problems = find_audio_files([root])
     if problems:
-        raise ConfigError(problems[0])
+        raise DataError(problems[0])
     clips = []
     for f in files:
         rel = f.relative_to(root)
-        label = rel.parent.name.replace("_", " ") if rel.parent != Path(".") else ""
-        split = "heldout" if any(p in ("heldout", "val", "test") for p in rel.parts[:-1]) else "train"
+        split = "heldout" if any(p in HELDOUT_FOLDERS for p in rel.parts[:-1]) else "train"
+        # a file right inside a split folder (heldout/x.wav) has no class label
+        label = rel.parent.name.replace("_", " ") if rel.parent.name not in ("", *HELDOUT_FOLDERS) else ""
         clips.append(Clip(str(f), [label] if label else [], split, str(rel.parent)))
     return clips
 
@@ -144,17 +189,20 @@ def clips_from_fsd50k(root: Path) -> list[Clip]:
     root = Path(root)
     gt = root / "ground_truth"
     if not (gt / "dev.csv").exists():
-        raise ConfigError(f"{root}: not an FSD50K folder (no ground_truth/dev.csv)")
+        raise DataError(f"{root}: not an FSD50K folder (no ground_truth/dev.csv)")
     clips = []
     for name, folder in (("dev", "dev_audio"), ("eval", "eval_audio")):
         table = gt / f"{name}.csv"
         if not table.exists():
             continue
-        with open(table, newline="") as f:
-            for row in csv.DictReader(f):
-                split = "train" if name == "dev" and row.get("split", "train") == "train" else "heldout"
-                labels = fsd50k_labels(row.get("labels", ""))
-                clips.append(Clip(str(root / folder / f"{row['fname']}.wav"), labels, split))
+        rows = read_manifest_rows(table)
+        if "fname" not in rows[0]:
+            raise DataError(f"{table}: FSD50K ground truth needs an 'fname' column")
+        for row in rows:
+            split = "train" if name == "dev" and (_cell(row, "split") or "train") == "train" else "heldout"
+            labels = fsd50k_labels(_cell(row, "labels"))
+            fname = _cell(row, "fname")
+            clips.append(Clip(str(root / folder / f"{fname}.wav") if fname else "", labels, split))
     return clips
 
 
@@ -173,78 +221,193 @@ def mulaw_decode(q: np.ndarray) -> np.ndarray:
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(MU)) / MU).astype(np.float32)
 
 
-def _load_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float) -> ClipBank:
+def _clip_limit(max_seconds: float | None, rate: int) -> int | None:
+    """Samples kept per clip: ``max_seconds`` at ``rate`` (at least one), None for whole clips."""
+    if max_seconds is None:
+        return None
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, numbers.Real) or not max_seconds > 0:
+        raise ConfigError(f"max_seconds must be > 0 or None for whole clips (got {max_seconds!r})")
+    if not np.isfinite(max_seconds):
+        return None
+    return max(1, int(max_seconds * rate))
+
+
+def _clip_problem(x: np.ndarray, rate: int) -> str | None:
+    """Why a decoded clip cannot train (a skip reason), or None if it can."""
+    if x.size == 0:
+        return "empty"
+    if not np.isfinite(x).all():
+        return "non-finite"
+    if x.size < max(1, int(rate * MIN_CLIP_SECONDS)):
+        return "too short"
+    if not np.any(x):
+        return "silent"
+    return None
+
+
+def _read_clip(path: str, rate: int) -> tuple[np.ndarray | None, str | None, str]:
+    """(audio at ``rate``, None, "") or (None, skip reason, a one-line explanation)."""
+    if not path:
+        return None, "missing", "a manifest row without a path"
+    if not Path(path).exists():
+        return None, "missing", f"{path}: no such file"
+    try:
+        x, _ = read_audio(Path(path), rate)
+    except AudioError as exc:
+        msg = str(exc)
+        reason = ("empty" if "empty audio" in msg else "non-finite" if "NaN or infinite" in msg
+                  else "unreadable")
+        return None, reason, msg
+    except (OSError, ValueError, RuntimeError) as exc:  # anything else the decoders may raise
+        why = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        return None, "unreadable", f"{path}: cannot read audio ({why})"
+    reason = _clip_problem(x, rate)
+    if reason is not None:
+        seconds = x.size / rate
+        what = {"too short": f"{seconds:.3f} s, shorter than {MIN_CLIP_SECONDS} s",
+                "silent": "all samples are zero", "empty": "no samples",
+                "non-finite": "NaN or infinite samples"}[reason]
+        return None, reason, f"{path}: {what}"
+    return x, None, ""
+
+
+class _Skips:
+    """Counts of left-out clips per reason, with the first explanation as an example."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.example = ""
+
+    def add(self, reason: str, detail: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self.example = self.example or detail
+
+    def summary(self) -> str:
+        why = ", ".join(f"{n} {r}" for r, n in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return f"{why}; e.g. {self.example}" if self.example else why
+
+    def bank(self, spec: Path, split: str, clips: list[np.ndarray], labels: list[list[str]],
+             rate: int, considered: int) -> ClipBank:
+        if not clips:
+            detail = f" (all {considered} skipped: {self.summary()})" if considered else " (none listed)"
+            raise DataError(f"{spec}: no usable '{split}' clips{detail}")
+        bank = ClipBank.from_arrays(clips, labels, rate)
+        bank.skipped, bank.considered, bank.skip_example = dict(self.counts), considered, self.example
+        return bank
+
+
+def _load_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float | None) -> ClipBank:
     """A compact corpus: ``audio`` (int16, float or uint8 mu-law with ``encoding='mulaw'``) clips
     back to back, ``offsets`` (N + 1), ``labels``, ``splits`` and ``sample_rate``."""
+    import zipfile
+
     try:
         data = np.load(path, allow_pickle=False)
         audio, offsets = data["audio"], data["offsets"]
         labels, splits = data["labels"], data["splits"]
         rate = int(data["sample_rate"])
         encoding = str(data["encoding"]) if "encoding" in data.files else "pcm"
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a macs corpus .npz ({exc})") from None
+    except (OSError, KeyError, ValueError, IndexError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise DataError(f"{path}: not a macs corpus .npz ({why})") from None
+    n = len(offsets) - 1
+    if (audio.ndim != 1 or offsets.ndim != 1 or labels.ndim != 1 or splits.ndim != 1 or n < 0
+            or len(labels) < n or len(splits) < n or rate <= 0 or not np.issubdtype(offsets.dtype, np.integer)):
+        raise DataError(f"{path}: not a macs corpus .npz (audio, offsets, labels, splits or sample_rate "
+                        "have the wrong shape)")
+    if n > 0 and (offsets[0] < 0 or offsets[-1] > audio.size or np.any(np.diff(offsets) < 0)):
+        raise DataError(f"{path}: not a macs corpus .npz (offsets out of order or past the audio)")
     if encoding == "mulaw":
         audio = mulaw_decode(audio)
     scale = 1.0 / 32768.0 if audio.dtype == np.int16 else 1.0
     clips, labs = [], []
-    limit = int(max_seconds * rate) if max_seconds else None
-    for i in range(len(offsets) - 1):
+    skips = _Skips()
+    limit = _clip_limit(max_seconds, rate)
+    considered = 0
+    for i in range(n):
         if str(splits[i]) != split:
             continue
-        c = audio[offsets[i]: offsets[i + 1]][:limit].astype(np.float32) * scale
-        clips.append(c)
+        considered += 1
+        c = audio[offsets[i]: offsets[i + 1]].astype(np.float32) * scale
+        reason = _clip_problem(c, rate)
+        if reason is not None:
+            skips.add(reason, f"{path}: clip {i} is {reason}")
+            continue
+        clips.append(c[:limit] if limit is not None else c)
         labs.append(_split_labels(str(labels[i])))
     if rate != sample_rate:
         from ..audio.io import resample
 
         clips = [resample(c, rate, sample_rate) for c in clips]
-    return ClipBank.from_arrays(clips, labs, sample_rate)
+        clips = [c if c.size else np.zeros(1, np.float32) for c in clips]
+    return skips.bank(path, split, clips, labs, sample_rate, considered)
+
+
+def data_kind(spec: str | Path, kind: str = "auto") -> str:
+    """The kind of a data source (folder, csv, fsd50k or npz), ``auto`` resolved, after cheap checks
+    that it exists and has the right form: a :class:`DataError` (exit 1) if not, a
+    :class:`ConfigError` for an unknown ``kind``. Reads no audio, so a command can call it before
+    it writes anything."""
+    if kind not in KINDS:
+        raise ConfigError(f"data.kind must be one of {', '.join(KINDS)} (got {kind!r})")
+    spec = Path(spec)
+    if not spec.exists():
+        raise DataError(f"{spec}: training data not found (a folder, .csv, .npz or FSD50K root)")
+    if kind == "auto":
+        if spec.is_dir():
+            kind = "fsd50k" if (spec / "ground_truth" / "dev.csv").exists() else "folder"
+        elif spec.suffix.lower() in (".csv", ".npz"):
+            kind = spec.suffix.lower()[1:]
+        else:
+            raise DataError(f"{spec}: not training data (a folder, .csv, .npz or FSD50K root)")
+    if kind in ("folder", "fsd50k") and not spec.is_dir():
+        raise DataError(f"{spec}: not a folder (data.kind={kind})")
+    if kind in ("csv", "npz") and spec.is_dir():
+        raise DataError(f"{spec}: is a folder, not a .{kind} file (data.kind={kind})")
+    return kind
 
 
 def list_clips(spec: str | Path, kind: str = "auto") -> list[Clip]:
+    """The clips listed by a folder, CSV manifest or FSD50K root (``kind``: auto, folder, csv,
+    fsd50k). Data that is missing or unreadable is a :class:`DataError`."""
     spec = Path(spec)
-    if kind == "auto":
-        if spec.suffix == ".csv":
-            kind = "csv"
-        elif (spec / "ground_truth" / "dev.csv").exists():
-            kind = "fsd50k"
-        elif spec.is_dir():
-            kind = "folder"
-        else:
-            raise ConfigError(f"{spec}: training data not found (a folder, .csv, .npz or FSD50K root)")
+    kind = data_kind(spec, kind)
+    if kind == "npz":
+        raise ConfigError(f"{spec}: a .npz corpus is read whole by load_clip_bank, not listed")
     return {"csv": clips_from_csv, "folder": clips_from_folder, "fsd50k": clips_from_fsd50k}[kind](spec)
 
 
-def load_clip_bank(spec: str | Path, split: str, sample_rate: int, max_seconds: float = 10.0,
+def load_clip_bank(spec: str | Path, split: str, sample_rate: int, max_seconds: float | None = 10.0,
                    kind: str = "auto", max_clips: int | None = None, progress=None) -> ClipBank:
-    """Load one split of a clip collection into memory at ``sample_rate``."""
+    """Load one split of a clip collection into memory at ``sample_rate``, each clip cut to
+    ``max_seconds`` (None: whole clips).
+
+    Clips that cannot train are left out: missing files, unreadable or empty files, files with NaN
+    or infinite samples, clips shorter than 0.1 s and silent clips. The bank's ``skipped`` (reason
+    -> count), ``considered`` and :meth:`ClipBank.skip_warning` say how many and why. If no clip
+    is usable, or the data is missing, it is a :class:`DataError` naming ``spec``."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}")
+    limit = _clip_limit(max_seconds, sample_rate)
     spec = Path(spec)
-    if not spec.exists():
-        raise ConfigError(f"{spec}: training data not found")
-    if spec.suffix == ".npz" or kind == "npz":
+    kind = data_kind(spec, kind)
+    if kind == "npz":
         return _load_npz_bank(spec, split, sample_rate, max_seconds)
     clips = [c for c in list_clips(spec, kind) if c.split == split]
     if max_clips:
         clips = clips[:max_clips]
     arrays, labels = [], []
-    limit = int(max_seconds * sample_rate) if max_seconds else None
+    skips = _Skips()
     for clip in clips:
-        try:
-            x, _ = read_audio(Path(clip.path), sample_rate)
-        except AudioError:
-            continue  # unreadable clips are skipped, as a data loader would
-        if x.size < sample_rate // 10 or not np.any(x):
+        x, reason, detail = _read_clip(clip.path, sample_rate)
+        if x is None:
+            skips.add(reason, detail)
             continue
-        arrays.append(x[:limit])
+        arrays.append(x[:limit] if limit is not None else x)
         labels.append(clip.labels)
         if progress is not None:
             progress()
-    if not arrays:
-        raise ConfigError(f"{spec}: no usable '{split}' clips")
-    return ClipBank.from_arrays(arrays, labels, sample_rate)
+    return skips.bank(spec, split, arrays, labels, sample_rate, len(clips))
 
 
 # -- synthesis ------------------------------------------------------------------------------------
@@ -258,14 +421,24 @@ class MixSpec:
     loop_prob: float = 0.0                          # chance that a clip loops through the window
 
     def validate(self) -> "MixSpec":
-        lo, hi = self.sources_per_mixture
-        if not (1 <= lo <= hi <= 8):
-            raise ConfigError("mix.sources_per_mixture must be [lo, hi] with 1 <= lo <= hi <= 8")
-        if not (1 <= self.repeats[0] <= self.repeats[1] <= 8):
-            raise ConfigError("mix.repeats must be [lo, hi] with 1 <= lo <= hi <= 8")
-        if self.gain_db[0] > self.gain_db[1]:
-            raise ConfigError("mix.gain_db must be [low, high]")
-        if not 0.0 <= self.loop_prob <= 1.0:
+        # (no square brackets in these messages: the console would take "[lo, hi]" for markup)
+        def ints(v) -> bool:
+            return (isinstance(v, (list, tuple)) and len(v) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in v))
+
+        def nums(v) -> bool:
+            return (isinstance(v, (list, tuple)) and len(v) == 2
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v))
+
+        spm = self.sources_per_mixture
+        if not (ints(spm) and 1 <= spm[0] <= spm[1] <= 8):
+            raise ConfigError("mix.sources_per_mixture must be two integers lo, hi with 1 <= lo <= hi <= 8")
+        if not (ints(self.repeats) and 1 <= self.repeats[0] <= self.repeats[1] <= 8):
+            raise ConfigError("mix.repeats must be two integers lo, hi with 1 <= lo <= hi <= 8")
+        if not (nums(self.gain_db) and self.gain_db[0] <= self.gain_db[1]):
+            raise ConfigError("mix.gain_db must be two numbers low, high (dB) with low <= high")
+        lp = self.loop_prob
+        if not (isinstance(lp, (int, float)) and not isinstance(lp, bool) and 0.0 <= lp <= 1.0):
             raise ConfigError("mix.loop_prob must be in [0, 1]")
         return self
 
@@ -326,13 +499,18 @@ def fixed_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, se
     mixes, refs = [], []
     spec = MixSpec((1, 1), repeats, gain_db, loop_prob).validate()
     sub = ClipBank(cpu.audio, cpu.starts, cpu.lengths, cpu.rms, cpu.labels, cpu.sample_rate)
+    tries = 0
     while len(mixes) < count:
+        tries += 1
+        if tries > 100 * count + 200:
+            raise DataError(f"cannot draw {count} held-out mixtures of {num_sources} differently labelled "
+                            f"clips from {len(bank)} clip(s) (too few distinct labels?)")
         parts = []
         used: set[str] = set()
         for _ in range(num_sources):
             one = synthesize(sub, 1, length, gen, spec)
             lab = "|".join(one.labels[0][0])
-            if lab in used:
+            if lab and lab in used:  # unlabelled clips cannot be told apart: never a clash
                 break
             used.add(lab)
             parts.append(one.m1[0])
@@ -344,5 +522,5 @@ def fixed_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, se
     return torch.stack(mixes), torch.stack(refs)
 
 
-__all__ = ["ClipBank", "Clip", "MixSpec", "synthesize", "fixed_eval_set", "load_clip_bank",
-           "list_clips", "AUDIO_SUFFIXES"]
+__all__ = ["ClipBank", "Clip", "DataError", "MixSpec", "synthesize", "fixed_eval_set", "load_clip_bank",
+           "data_kind", "list_clips", "AUDIO_SUFFIXES"]

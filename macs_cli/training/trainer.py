@@ -144,6 +144,7 @@ class Trainer(TrainingRun):
         d, sr = self.cfg["data"], self.model_cfg.sample_rate
         self.bank = load_clip_bank(d["train"], "train", sr, d["max_seconds"], d["kind"],
                                    d["max_clips"]).to(self.device)
+        self._warn_skipped(self.bank)
         if self.clap_space is not None:
             unlabelled = sum(1 for labs in self.bank.labels if not labs)
             if unlabelled == len(self.bank):
@@ -157,11 +158,19 @@ class Trainer(TrainingRun):
             try:
                 held = load_clip_bank(d["heldout"] or d["train"], "heldout", sr, d["max_seconds"],
                                       d["kind"], d["max_clips"])
+                self._warn_skipped(held)
                 self.val_set = fixed_eval_set(held, v["mixtures"], v["sources"],
                                               self.model_cfg.window_samples, seed=v["seed"],
                                               loop_prob=v["loop_prob"])
             except ConfigError as exc:
                 self._say(f"[yellow]no validation: {exc}[/]")
+
+    def _warn_skipped(self, bank: ClipBank) -> None:
+        from rich.markup import escape
+
+        msg = bank.skip_warning()
+        if msg:
+            self._say(f"[yellow]{escape(msg)}[/]")
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self) -> None:
