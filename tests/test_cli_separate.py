@@ -355,3 +355,9 @@ def test_a_run_that_writes_nothing_leaves_no_output_folder(tiny_model_path, tmp_
     (tmp_path / "file").write_text("x")
     r = run("separate", tmp_path / "nope.wav", "-o", tmp_path / "file" / "sub", "--model", tiny_model_path, "-q")
     assert r.exit_code == 1 and "not a folder" in r.output
+
+
+def test_a_file_named_twice_is_separated_once(tiny_model_path, wav, tmp_path):
+    r = run("separate", wav, wav, "-o", tmp_path / "out", "--model", tiny_model_path)
+    assert r.exit_code == 0, r.output
+    assert "clashes" not in r.output and "1 separated" in r.output

@@ -145,4 +145,10 @@ def find_audio_files(inputs: list[Path], exclude: Path | None = None) -> tuple[l
             files.append(item)
         else:
             problems.append(f"{item}: no such file")
-    return files, problems
+    unique, seen = [], set()
+    for f in files:                      # a file named twice (or by two routes) is separated once
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
