@@ -361,3 +361,22 @@ def test_a_file_named_twice_is_separated_once(tiny_model_path, wav, tmp_path):
     r = run("separate", wav, wav, "-o", tmp_path / "out", "--model", tiny_model_path)
     assert r.exit_code == 0, r.output
     assert "clashes" not in r.output and "1 separated" in r.output
+
+
+def test_usage_mistakes_are_one_line_errors_from_the_console_command():
+    """`python -m macs_cli` (and the `macs` script) run main(): a missing or unknown option or a value
+    of the wrong type is one `error:` line with exit 2; a verb alone prints its help."""
+    import subprocess
+    import sys
+
+    for args, needle in ((["separate", "x.wav"], "Missing option '-o'"),
+                         (["separate", "x.wav", "-o", "o", "--bogus"], "No such option: --bogus"),
+                         (["separate", "x.wav", "-o", "o", "--overlap", "abc"], "--overlap"),
+                         (["bogusverb"], "No such command")):
+        p = subprocess.run([sys.executable, "-m", "macs_cli", *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, (args, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, p.stderr)
+        assert "--help" in lines[0]
+    p = subprocess.run([sys.executable, "-m", "macs_cli", "separate"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "Usage" in p.stdout + p.stderr

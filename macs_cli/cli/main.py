@@ -12,7 +12,7 @@ from . import rank as _rank
 from . import separate as _separate
 from . import train_gen as _train_gen
 from . import train_sep as _train_sep
-from .common import Terminated, exit_cleanly_on_sigterm
+from .common import Terminated, console, exit_cleanly_on_sigterm
 
 app = typer.Typer(
     name="macs",
@@ -47,10 +47,32 @@ app.command("eval", no_args_is_help=True)(_eval.evaluate)
 
 
 def main() -> None:
+    """Run the CLI. Usage mistakes (a missing or unknown option, a value of the wrong type) are one
+    ``error:`` line with exit 2, like every other bad input; interrupts exit 130, SIGTERM 143."""
+    import sys
+
+    from typer import Abort
+
+    try:   # typer vendors its own click
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        from click.exceptions import NoArgsIsHelpError, UsageError
+
     exit_cleanly_on_sigterm()
     try:
-        app()
-    except SystemExit as exc:  # click reports any interrupt as 130; a SIGTERM exits 128 + 15
-        if Terminated.received and exc.code not in (0, None):
-            raise SystemExit(143) from None
-        raise
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError:
+        app(sys.argv[1:] + ["--help"])        # a verb alone prints its help, as before
+        code = 0
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "macs"
+        console.print(f"[bold red]error:[/] {exc.format_message().rstrip('.')} (see '{where} --help')",
+                      highlight=False, soft_wrap=True)
+        code = 2
+    except Abort:                             # Ctrl-C or SIGTERM outside a verb's own error handling
+        console.print(f"[bold red]error:[/] {'terminated' if Terminated.received else 'interrupted'}",
+                      highlight=False)
+        code = 130
+    if Terminated.received and code not in (0, None):
+        code = 143                            # killed by SIGTERM: 128 + 15
+    sys.exit(code or 0)
