@@ -380,3 +380,19 @@ def test_usage_mistakes_are_one_line_errors_from_the_console_command():
         assert "--help" in lines[0]
     p = subprocess.run([sys.executable, "-m", "macs_cli", "separate"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "Usage" in p.stdout + p.stderr
+
+
+def test_folder_search_follows_linked_folders_and_reports_broken_links(tiny_model_path, wav, tmp_path):
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    (real / "b.wav").write_bytes(Path(wav).read_bytes())
+    src = tmp_path / "songs"
+    src.mkdir()
+    (src / "a.wav").write_bytes(Path(wav).read_bytes())
+    (src / "linked").symlink_to(real, target_is_directory=True)
+    (src / "loop").symlink_to(src, target_is_directory=True)          # a cycle is walked once
+    (src / "gone.wav").symlink_to(tmp_path / "deleted.wav")
+    r = run("separate", src, "-o", tmp_path / "out", "--model", tiny_model_path)
+    assert r.exit_code == 1 and "gone.wav: broken link" in r.output
+    assert (tmp_path / "out" / "a" / "manifest.json").exists()
+    assert (tmp_path / "out" / "linked" / "b" / "manifest.json").exists()

@@ -7,6 +7,7 @@ libsndfile reads); resampling through ``soxr`` (streaming, high quality). Every 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -123,6 +124,22 @@ def write_audio(path: Path, data: np.ndarray, sample_rate: int, subtype: str = "
     sf.write(str(path), np.asarray(data, dtype=np.float32), int(sample_rate), subtype=subtype)
 
 
+def _walk(root: Path, skip: Path | None):
+    """Every non-hidden entry below ``root`` (linked folders followed, each real folder once; the
+    ``skip`` folder and hidden files and folders left out)."""
+    seen: set[Path] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = Path(folder).resolve()
+        if real in seen or (skip is not None and real.is_relative_to(skip)):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if not name.startswith("."):
+                yield Path(folder) / name
+
+
 def find_audio_files(inputs: list[Path], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
     """Expand files and folders (recursively) into audio files; returns (files, problems).
 
@@ -134,11 +151,16 @@ def find_audio_files(inputs: list[Path], exclude: Path | None = None) -> tuple[l
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*")
-                           if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(item).parts)
-                           and not (skip is not None and p.resolve().is_relative_to(skip)))
-            if not found:
+            found, before = [], len(problems)
+            for p in _walk(item, skip):
+                if p.suffix.lower() not in AUDIO_SUFFIXES:
+                    continue
+                if p.is_file():
+                    found.append(p)
+                elif p.is_symlink():
+                    problems.append(f"{p}: broken link")
+            found.sort()
+            if not found and len(problems) == before:
                 problems.append(f"{item}: folder holds no audio files")
             files.extend(found)
         elif item.exists():
