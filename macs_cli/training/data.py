@@ -146,8 +146,8 @@ def clips_from_folder(root: Path) -> list[Clip]:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (data.kind=folder)")
     files, problems = find_audio_files([root])
-    if problems:
-        raise DataError(problems[0])
+    if not files:   # (broken links among usable files are left out, as unreadable clips are)
+        raise DataError(problems[0] if problems else f"{root}: folder holds no audio files")
     clips = []
     for f in files:
         rel = f.relative_to(root)
