@@ -396,3 +396,13 @@ def test_folder_search_follows_linked_folders_and_reports_broken_links(tiny_mode
     assert r.exit_code == 1 and "gone.wav: broken link" in r.output
     assert (tmp_path / "out" / "a" / "manifest.json").exists()
     assert (tmp_path / "out" / "linked" / "b" / "manifest.json").exists()
+
+
+def test_paths_with_brackets_are_printed_as_they_are(tiny_model_path, tmp_path):
+    """Messages are plain text: a path such as `x[/foo]` or `[red]x` is neither markup nor a crash."""
+    for name in ("x[/foo]", "[red]x"):
+        missing = tmp_path / name / "a.wav"
+        r = run("separate", missing, "-o", tmp_path / "out", "--model", tiny_model_path, "-q")
+        assert r.exit_code == 1 and f"error: {missing}: no such file" in r.output, r.output
+    r = run("separate", tmp_path / "[/x].wav", "-o", tmp_path / "out", "--overlap", "0.9", "-q")
+    assert r.exit_code == 2 and r.output.startswith("error:") and "Traceback" not in r.output

@@ -37,8 +37,23 @@ def resolve_device(device: str | None) -> str:
     raise ConfigError(f"--device {device}: expected cpu, cuda or cuda:N")
 
 
+def say_error(message: object) -> None:
+    """``error: <message>`` on stderr, one line; the message is plain text (a path with [brackets]
+    is printed as it is, never read as rich markup)."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
+
+
+def say_warning(message: object) -> None:
+    """``warning: <message>`` on stderr, one line, plain text."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("warning:", "yellow"), " ", str(message)), highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say_error(message)
     raise typer.Exit(code)
 
 

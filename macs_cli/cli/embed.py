@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (DEVICE_HELP, console, fail, my_share, one_line_errors, process_device, shard_note,
-                     threads_for_cpu, world)
+from .common import (DEVICE_HELP, console, fail, my_share, one_line_errors, process_device, say_error,
+                     say_warning, shard_note, threads_for_cpu, world)
 
 CLAP_HELP = ("CLAP model: 'default' (laion-clap 630k-audioset-best, HTSAT-tiny), 'hf' or "
              "'hf:<repo or folder>' (transformers ClapModel), a laion-clap .pt, or an official MACS "
@@ -93,7 +93,7 @@ def embed(
             warnings.simplefilter("always", MissingMixtureWarning)
             sets, problems = expand_stem_sets(list(stems))
         for w in caught:
-            console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            say_warning(f"{w.message}")
         if not sets:
             fail(problems[0] if problems else "nothing to embed")
         single = len(sets) == 1 and output.suffix == ".npy"
@@ -150,7 +150,7 @@ def embed(
                 problems.append(f"{name}: {exc.strerror or exc}")
             progress.advance(task)
     for msg in problems:
-        console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        say_error(f"{msg}")
     if not quiet:
         console.print(f"{done} embedded into {output}" + shard_note(), highlight=False)
     if problems:

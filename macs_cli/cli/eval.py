@@ -15,7 +15,8 @@ from typing import Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device, threads_for_cpu
+from .common import (DEVICE_HELP, console, fail, one_line_errors, resolve_device, say_error, say_warning,
+                     threads_for_cpu)
 
 TASKS = ("images", "separation")
 
@@ -53,7 +54,7 @@ def _report_unpaired(summary: dict, task: str) -> None:
         items = summary.get(key) or []
         if items:
             shown = ", ".join(Path(str(x)).name for x in items[:3]) + (", ..." if len(items) > 3 else "")
-            console.print(f"[yellow]warning:[/] {len(items)} {what} ({shown})", highlight=False)
+            say_warning(f"{len(items)} {what} ({shown})")
 
 
 def evaluate(
@@ -148,11 +149,9 @@ def evaluate(
                                              _stage_callback(progress), name=label)
             for skipped in (report["pairing"].get("skipped") or []) if t == "separation" else []:
                 if skipped.get("kind") == "error":  # report still written; exit 1
-                    console.print(f"[bold red]error:[/] {skipped['name']}: skipped ({skipped['reason']})",
-                                  highlight=False, soft_wrap=True)
+                    say_error(f"{skipped['name']}: skipped ({skipped['reason']})")
                 else:
-                    console.print(f"[yellow]warning:[/] {skipped['name']}: skipped ({skipped['reason']})",
-                                  highlight=False)
+                    say_warning(f"{skipped['name']}: skipped ({skipped['reason']})")
             paths = write_report(output, report, force=force)
         except torch.OutOfMemoryError:
             fail("out of memory on the device (try a smaller --batch-size)")

@@ -12,7 +12,7 @@ from . import rank as _rank
 from . import separate as _separate
 from . import train_gen as _train_gen
 from . import train_sep as _train_sep
-from .common import Terminated, console, exit_cleanly_on_sigterm
+from .common import Terminated, exit_cleanly_on_sigterm, say_error
 
 app = typer.Typer(
     name="macs",
@@ -66,12 +66,10 @@ def main() -> None:
         code = 0
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "macs"
-        console.print(f"[bold red]error:[/] {exc.format_message().rstrip('.')} (see '{where} --help')",
-                      highlight=False, soft_wrap=True)
+        say_error(f"{exc.format_message().rstrip('.')} (see '{where} --help')")
         code = 2
     except Abort:                             # Ctrl-C or SIGTERM outside a verb's own error handling
-        console.print(f"[bold red]error:[/] {'terminated' if Terminated.received else 'interrupted'}",
-                      highlight=False)
+        say_error("terminated" if Terminated.received else "interrupted")
         code = 130
     if Terminated.received and code not in (0, None):
         code = 143                            # killed by SIGTERM: 128 + 15

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device
+from .common import DEVICE_HELP, console, fail, one_line_errors, resolve_device, say_error
 
 
 def rank(
@@ -76,6 +76,6 @@ def rank(
             except MacsError as exc:
                 problems.append(str(exc))
     for msg in problems:
-        console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        say_error(f"{msg}")
     if problems:
         raise typer.Exit(1)

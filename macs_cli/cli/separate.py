@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (DEVICE_HELP, console, fail, my_share, one_line_errors, process_device, shard_note,
-                     threads_for_cpu, world)
+from .common import (DEVICE_HELP, console, fail, my_share, one_line_errors, process_device, say_error,
+                     say_warning, shard_note, threads_for_cpu, world)
 
 
 def _parse_rate(value: str) -> int | str:
@@ -122,7 +122,7 @@ def separate(
                     separate_file(net, f, output, opts, name=name,
                                   on_progress=lambda s: progress.advance(task, s))
                 for w in caught:
-                    console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+                    say_warning(f"{w.message}")
                 done += 1
             except OutputExistsError as exc:
                 failed.append(f"{exc} (or --skip-existing)")
@@ -132,7 +132,7 @@ def separate(
                 failed.append(f"{f}: {exc.strerror or exc}")
             progress.update(task, completed=start + info.duration)
     for msg in failed:
-        console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        say_error(f"{msg}")
     if not quiet:
         console.print(f"{done} separated into {output}" + (f", {len(failed)} failed" if failed else "")
                       + shard_note(), highlight=False)

@@ -163,7 +163,9 @@ class Trainer(TrainingRun):
                                               self.model_cfg.window_samples, seed=v["seed"],
                                               loop_prob=v["loop_prob"])
             except ConfigError as exc:
-                self._say(f"[yellow]no validation: {exc}[/]")
+                from rich.markup import escape
+
+                self._say(f"[yellow]no validation: {escape(str(exc))}[/]")
 
     def _warn_skipped(self, bank: ClipBank) -> None:
         from rich.markup import escape
