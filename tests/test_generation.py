@@ -382,3 +382,45 @@ def test_generate_from_audio_with_tiny_separator_and_clap(adapter_file, tiny_mod
     assert inp["kind"] == "audio" and inp["ranked"] is True and len(inp["order"]) == 3
     assert inp["separator"] == str(tiny_model_path) and len(inp["separator_sha256"]) == 64
     assert inp["stems_used"] == 3 and pixels(tmp_path / "out" / "mix.png").shape == (64, 64, 3)
+
+
+def test_generate_output_safety(tiny_sd, adapter_file, emb_files, tmp_path):
+    """Nothing is lost or half-written: same-name inputs, a later bad input, attention files, seeds."""
+    twin = gf.write_embeddings(tmp_path / "other" / "a.npy", gf.random_embeddings(4, seed=9), {"order": [0, 1, 2, 3]})
+    out = tmp_path / "out"
+    r = run("generate", "-e", emb_files["a"], "-e", twin, "--adapter", adapter_file, "-o", out, *FAST)
+    assert r.exit_code == 2 and "same file name" in r.output and not out.exists()
+    # the second input does not fit the adapter (6 stems > 4): refused before the first image is written
+    r = run("generate", "-e", emb_files["a"], "-e", emb_files["six"], "--adapter", adapter_file, "-o", out, *FAST)
+    assert r.exit_code == 2 and "six.npy" in r.output and not out.exists()
+    # attention files are outputs too: not overwritten without --force
+    out.mkdir()
+    (out / "a_attention.png").write_bytes(b"mine")
+    r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", out, "--attention-maps", *FAST)
+    assert r.exit_code == 1 and "a_attention.png: already exists" in r.output
+    assert (out / "a_attention.png").read_bytes() == b"mine" and not (out / "a.png").exists()
+    # seeds: image k uses seed + k, which must stay a valid seed
+    r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "s", "--seed",
+            2 ** 63 - 1, "-n", 2, *FAST)
+    assert r.exit_code == 2 and "--seed" in r.output
+    # bad --dtype and a .npz given as embeddings: one line each
+    r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "d.png", "--dtype", "fp8",
+            *FAST)
+    assert r.exit_code == 2 and "--dtype fp8" in r.output
+    np.savez(tmp_path / "z.npz", x=np.zeros((4, 512)))
+    r = run("generate", "-e", tmp_path / "z.npz", "--adapter", adapter_file, "-o", tmp_path / "z.png", *FAST)
+    assert r.exit_code == 1 and ".npz archive" in r.output and "Traceback" not in r.output
+
+
+def test_attention_titles_follow_the_ranking(emb_files, tmp_path):
+    """`macs embed` output ranked inside generate: each stem keeps its own label."""
+    from macs_cli.cli.generate import _labels_of, _load_embeddings
+
+    e = gf.random_embeddings(3, seed=5)
+    mix = e[2] * 2 + e[1]                                  # stem 2 most like the mixture, then 1, then 0
+    labels = [[{"label": f"STEM{i}", "score": 1.0, "cosine": 0.1}] for i in range(3)]
+    f = gf.write_embeddings(tmp_path / "emb.npy", e, {"mixture_embedding": mix.tolist(), "labels": labels})
+    _, meta, record = _load_embeddings(f)
+    assert record["order"] == [2, 1, 0]
+    assert _labels_of(meta, 3) == ["#1 STEM2", "#2 STEM1", "#3 STEM0"]
+    assert _labels_of({"labels": "dog"}, 2) == ["#1", "#2"]           # a hand-edited sidecar: no crash

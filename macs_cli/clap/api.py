@@ -191,6 +191,9 @@ def read_npy_with_sidecar(path: Path) -> tuple[np.ndarray, dict]:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise MacsError(f"{path}: not a .npy array ({str(exc).splitlines()[0]})") from None
+    if not isinstance(arr, np.ndarray):   # np.load opens a .npz archive too
+        arr.close()
+        raise MacsError(f"{path}: not a .npy array (a .npz archive; save one array with numpy.save)")
     side = path.with_suffix(".json")
     meta = {}
     if side.exists():

@@ -57,17 +57,24 @@ def _load_embeddings(path: Path) -> tuple[Any, dict, dict]:
             raise ConfigError(f"{path}: {exc}") from None
         arr = r.embeddings
         record.update(ranked_here=True, order=r.order)
+        labels = meta.get("labels")
+        if isinstance(labels, list) and len(labels) == len(r.order):   # keep titles with their stems
+            meta = {**meta, "labels": [labels[i] for i in r.order]}
     else:
         record["ranked_here"] = False
     return as_batch(arr, str(path)), meta, record
 
 
 def _labels_of(meta: dict, k: int) -> list[str]:
-    labels = meta.get("labels") or []
+    """Titles for the attention maps: rank and best label of each stem (labels as `macs embed`
+    writes them; anything else in a hand-edited sidecar is ignored)."""
+    labels = meta.get("labels")
+    labels = labels if isinstance(labels, list) else []
     out = []
     for i in range(k):
-        best = labels[i][0]["label"] if i < len(labels) and labels[i] else None
-        out.append(f"#{i + 1} {best}" if best else f"#{i + 1}")
+        row = labels[i] if i < len(labels) else None
+        best = row[0].get("label") if isinstance(row, list) and row and isinstance(row[0], dict) else None
+        out.append(f"#{i + 1} {best}" if isinstance(best, str) and best else f"#{i + 1}")
     return out
 
 
@@ -154,17 +161,22 @@ def generate(
             fail(f"-o {output}: one PNG holds one image but this run writes {len(planned)}: pass a folder", 2)
         if not single and output.exists() and not output.is_dir():
             fail(f"{output}: exists and is not a folder")
-        targets = {n: output if single else output / f"{n}.png" for n in planned}
-        if len(set(targets.values())) != len(targets):
+        if len(set(planned)) != len(planned):
             fail("two inputs have the same file name: run them separately or rename one", 2)
+        targets = {n: output if single else output / f"{n}.png" for n in planned}
         if not force:
             for t in targets.values():
-                for f in (t, t.with_suffix(".json")):   # the image and its sidecar
+                extra = [t.with_name(f"{t.stem}_attention.png"), t.with_name(f"{t.stem}_attention.npy")] \
+                    if attention_maps else []
+                for f in (t, t.with_suffix(".json"), *extra):   # the image, its sidecar, its maps
                     if f.exists():
                         raise OutputExistsError(f"{f}: already exists (use --force to overwrite)")
 
         # models
         dev = process_device(device)
+        from ..generation.backbone import resolve_dtype
+
+        resolve_dtype(dtype, dev)             # a bad --dtype is an option error, before anything loads
         if dev == "cpu":
             threads_for_cpu()
         if audio:
@@ -178,6 +190,12 @@ def generate(
                 s.record.update(embedder.describe(), **rank_info)
         gen = MacsGenerator.load(sd_model, adapter, adapter_mlp, adapter_unet, device=dev, dtype=dtype,
                                  allow_download=allow_download)
+        if interpolate is None:
+            for s in sets:                    # every input fits the adapter before the first image is written
+                try:
+                    gen.prepare(s.array, top_k)
+                except ConfigError as exc:
+                    raise ConfigError(f"{s.record.get('file', s.name)}: {exc}") from None
         common = {"settings": {k: v for k, v in settings.to_dict().items() if k not in ("seed", "num_images")},
                   **gen.describe(), "command": "macs " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 
 SD_V14 = "CompVis/stable-diffusion-v1-4"
 SD_V15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -52,9 +52,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -
     table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
              "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if name not in table:
-        raise ModelError(f"unknown dtype {dtype!r} (auto, fp32, fp16 or bf16)")
+        raise ConfigError(f"--dtype {dtype}: expected auto, fp32, fp16 or bf16")
     if torch.device(device).type == "cpu" and table[name] == torch.float16:
-        raise ModelError("fp16 is not supported on the CPU (use fp32 or bf16)")
+        raise ConfigError("--dtype fp16 is not supported on the CPU (use fp32 or bf16)")
     return table[name]
 
 

@@ -62,6 +62,8 @@ class GenerationSettings:
         need(np.isfinite(self.audio_scale), f"--audio-scale must be a number (got {self.audio_scale})")
         need(isinstance(self.seed, int) and 0 <= self.seed < 2 ** 63, f"--seed must be in 0..2^63-1 (got {self.seed})")
         need(self.num_images >= 1, f"--num-images must be >= 1 (got {self.num_images})")
+        need(self.seed + self.num_images - 1 < 2 ** 63,
+             f"--seed + --num-images - 1 must be below 2^63 (image k uses seed + k; got {self.seed})")
         need(self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})")
         need(self.top_k is None or self.top_k >= 1, f"--top-k must be >= 1 (got {self.top_k})")
         return self
@@ -86,6 +88,8 @@ def as_batch(embeddings: np.ndarray | torch.Tensor, source: str = "embeddings") 
         e = e[None]
     if e.ndim != 3 or e.shape[1] < 1 or e.shape[0] < 1:
         raise ConfigError(f"{source}: expected an (M, 512) or (N, M, 512) array, got shape {tuple(e.shape)}")
+    if not (np.issubdtype(e.dtype, np.floating) or np.issubdtype(e.dtype, np.integer)):
+        raise ConfigError(f"{source}: expected real numbers, got {e.dtype} values")
     if not np.all(np.isfinite(e)):
         raise ConfigError(f"{source}: holds non-finite values")
     return e.astype(np.float32)
