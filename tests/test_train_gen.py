@@ -238,3 +238,26 @@ def test_force_clears_only_the_runs_own_files(tmp_path):
                                       "adapter.json", "samples"])
     assert sorted(p.name for p in run.iterdir()) == ["data", "mine.txt"]
     assert GenTrainer.clear_run(run) == []          # nothing left to remove: no error
+
+
+def test_a_run_that_fails_before_training_leaves_the_old_run_intact(tiny_sd, landscape, tiny_model_path, tiny_clap,
+                                                                    tmp_path):
+    out = tmp_path / "run"
+    common = ["--sd-model", tiny_sd, "--device", "cpu", "-q",
+              "--set", f"data.separator={tiny_model_path}", "--set", f"data.clap={tiny_clap}",
+              "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.num_tokens=4",
+              "--set", "model.hidden_dim=64", "--set", "data.resolution=[64, 64]", "--set", "sample.every=0",
+              "--set", "optim.grad_accum=1", "--set", "optim.batch_size=2"]
+    assert run("train-gen", "-o", out, "--data", landscape, "--steps", 2, *common).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # --force with a mistyped --data: an error, and the trained run is still there, untouched
+    r = run("train-gen", "-o", out, "--data", tmp_path / "typo", "--steps", 2, "--force", *common)
+    assert r.exit_code != 0 and r.output.startswith("error:")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # a resume that cannot load the checkpoint does not rewrite config.yaml
+    r = run("train-gen", "-o", out, "--data", landscape, "--steps", 3, "--resume", *common,
+            "--set", "model.hidden_dim=32")
+    assert r.exit_code == 1 and (out / "config.yaml").read_bytes() == before["config.yaml"]
+    # a resume with changed settings says which
+    r = run("train-gen", "-o", out, "--data", landscape, "--steps", 3, "--resume", *common, "--set", "optim.lr=5e-5")
+    assert r.exit_code == 0 and "changed settings: optim.lr (0.0001 -> 5e-05)" in r.output, r.output

@@ -138,10 +138,11 @@ def shard_note() -> str:
     return f" [process {rank + 1}/{size}]" if size > 1 else ""
 
 
-def prepare_run_folder(output, resume: bool, force: bool, trainer_cls) -> None:
+def prepare_run_folder(output, resume: bool, force: bool) -> None:
     """The checks ``train-sep`` and ``train-gen`` make on their output folder before training: a
     run already there needs ``--resume`` or ``--force``; ``--force`` removes only that run's own
-    files (``trainer_cls.run_files``), never anything else in the folder."""
+    files (the trainer's ``run_files``), never anything else in the folder, and only once training
+    starts (the trainer's ``run(fresh=True)``), so a run that fails before then leaves it intact."""
     from pathlib import Path
 
     output = Path(output)
@@ -151,6 +152,4 @@ def prepare_run_folder(output, resume: bool, force: bool, trainer_cls) -> None:
         fail(f"{output}: exists and is not a folder")
     if (output / "checkpoint.pt").exists() and not (resume or force):
         fail(f"{output}: already holds a run (use --resume to continue or --force to restart)")
-    if force and output.is_dir():
-        trainer_cls.clear_run(output)
 

@@ -48,11 +48,11 @@ def train_gen(
             sets += ["model.allow_download=true", "data.clap_download=true"]
         cfg = load_gen_config(config, sets)
         dev = resolve_device(device)
-        prepare_run_folder(output, resume, force, GenTrainer)
+        prepare_run_folder(output, resume, force)
         trainer = GenTrainer(cfg, output, device=dev, console=console, progress=not quiet)
         with gpu_memory_errors("try a smaller optim.batch_size with a larger optim.grad_accum, or "
                                "--set train.gradient_checkpointing=true"):
-            result = trainer.run(resume=resume)
+            result = trainer.run(resume=resume, fresh=force)
     if not trainer.accel.is_main_process:
         return
     msg = f"trained to step {result['step']}; adapter: {output / 'adapter.safetensors'}"

@@ -44,9 +44,9 @@ def train_sep(
         for key in ("train", "heldout"):   # the data exist and have the right form, before anything is written
             if cfg["data"][key] is not None:
                 data_kind(cfg["data"][key], cfg["data"]["kind"])
-        prepare_run_folder(output, resume, force, Trainer)
+        prepare_run_folder(output, resume, force)
         trainer = Trainer(cfg, output, device=dev, console=console, progress=not quiet)
-        result = trainer.run(resume=resume)
+        result = trainer.run(resume=resume, fresh=force)
     if not trainer.accel.is_main_process:
         return
     val = result.get("validation") or {}

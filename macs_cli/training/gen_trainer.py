@@ -300,15 +300,15 @@ class GenTrainer(TrainingRun):
     COLUMNS = ["step", "epoch", "lr", "loss", "seconds"]
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    def run(self, resume: bool = False, stop_after: int | None = None, fresh: bool = False) -> dict[str, Any]:
         """Train to ``train.steps`` (or stop after step ``stop_after``, saving, as an interrupted
         run would have); returns a summary."""
-        self.start_run_folder()
         if resume:
             self._say(f"resumed from step {self.step}" if self.resume()
                       else f"[yellow]no run to resume in {self.run_dir}: starting a new one[/]")
         if self.data is None:
             self.load_data()
+        self.start_run_folder(fresh)
         model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
         t, o = self.cfg["train"], self.cfg["optim"]
         total, accum, bsz = self.total_steps, o["grad_accum"], o["batch_size"]

@@ -25,6 +25,30 @@ from .schedule import mixed_precision
 FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
 
 
+def config_changes(saved_yaml: str | None, cfg: dict[str, Any]) -> list[str]:
+    """``key (old -> new)`` for every setting that differs from the checkpoint's configuration,
+    except those a resume is expected to change (the step budget, time budget, logging cadence)."""
+    if not saved_yaml:
+        return []
+    try:
+        saved = yaml.safe_load(saved_yaml)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(saved, dict):
+        return []
+
+    def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    expected = ("train.steps", "train.epochs", "train.max_minutes", "checkpoint.", "log.", "sample.")
+    old, new = flat(saved), flat(cfg)
+    return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and not k.startswith(expected)]
+
+
 class TrainingRun:
     """Base of the two trainers. Subclasses set ``optimizer`` and ``scheduler`` and implement
     :meth:`save` (via :meth:`save_state`) and :meth:`resume` (via :meth:`load_state`)."""
@@ -84,12 +108,17 @@ class TrainingRun:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
-    def start_run_folder(self) -> None:
-        """Create the run folder and write the resolved configuration (main process only)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def start_run_folder(self, fresh: bool = False) -> None:
+        """Create the run folder and write the resolved configuration (main process only); with
+        ``fresh`` (``--force``) first remove an earlier run's files. Called once the data and any
+        checkpoint have loaded, so a run that fails before training leaves the folder as it was."""
         if self.accel.is_main_process:
+            if fresh:
+                self.clear_run(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.run_dir / "config.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        self.accel.wait_for_everyone()
 
     def save_state(self, state: dict[str, Any]) -> bool:
         """Write ``checkpoint.pt`` atomically: ``state`` (the trainer's tensors) plus the optimiser,
@@ -125,6 +154,12 @@ class TrainingRun:
         except Exception as exc:
             raise ModelError(f"{self.checkpoint_path}: cannot resume ({str(exc).splitlines()[0]})") from None
         self.step = int(state["step"])
+        changed = config_changes(state.get("config"), self.cfg)
+        if changed:
+            from rich.markup import escape
+
+            self._say(f"[yellow]warning: resuming with changed settings: {escape(', '.join(changed))} "
+                      "(the run goes on with the new values)[/]")
         return True
 
     def open_log(self, columns: list[str]):

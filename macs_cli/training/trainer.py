@@ -209,13 +209,13 @@ class Trainer(TrainingRun):
         t = self.cfg["train"]
         return min(t["epochs"] - 1, step * t["epochs"] // t["steps"])
 
-    def run(self, resume: bool = False) -> dict[str, Any]:
-        self.start_run_folder()
+    def run(self, resume: bool = False, fresh: bool = False) -> dict[str, Any]:
         if resume:
             self._say(f"resumed from step {self.step}" if self.resume()
                       else f"[yellow]no run to resume in {self.run_dir}: starting a new one[/]")
         if self.bank is None:
             self.load_data()
+        self.start_run_folder(fresh)
         self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
         t, o = self.cfg["train"], self.cfg["optim"]
         total, accum = t["steps"], o["grad_accum"]
