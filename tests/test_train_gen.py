@@ -261,3 +261,26 @@ def test_a_run_that_fails_before_training_leaves_the_old_run_intact(tiny_sd, lan
     # a resume with changed settings says which
     r = run("train-gen", "-o", out, "--data", landscape, "--steps", 3, "--resume", *common, "--set", "optim.lr=5e-5")
     assert r.exit_code == 0 and "changed settings: optim.lr (0.0001 -> 5e-05)" in r.output, r.output
+
+
+@pytest.mark.parametrize("value", ["optim.betas=[x,y]", "optim.betas=[2,0.9]", "sample.guidance=abc",
+                                   "train.seed=100000000000000000000000", "data.split=5", "sample.every=true",
+                                   "data.cache_dir=7"])
+def test_train_gen_bad_values_are_one_line_config_errors(value, tmp_path):
+    r = run("train-gen", "-o", tmp_path / "r", "--data", tmp_path / "pairs.csv", "--set", value, "-q")
+    assert r.exit_code == 2 and r.output.startswith("error: invalid train-gen config"), (value, r.output)
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped_and_nan_embeddings_refused(tmp_path):
+    from PIL import Image
+
+    from macs_cli.training.gen_data import Clip, _precomputed, load_image
+
+    ramp = np.linspace(1, 65529, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    x = load_image(tmp_path / "g16.png", (64, 64))
+    assert x.shape == (3, 64, 64) and float((x > 0.99).float().mean()) < 0.01 and abs(float(x.mean())) < 0.02
+    np.save(tmp_path / "nan.npy", np.full((4, 512), np.nan, np.float32))
+    with pytest.raises(ConfigError, match="NaN"):
+        _precomputed(Clip(str(tmp_path / "a.wav"), embedding=str(tmp_path / "nan.npy")))

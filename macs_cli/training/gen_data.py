@@ -193,6 +193,8 @@ def _precomputed(clip: Clip) -> tuple[np.ndarray, np.ndarray | None]:
     arr, meta = read_npy_with_sidecar(Path(clip.embedding))
     if arr.ndim != 2:
         raise ConfigError(f"{clip.embedding}: expected an (M, 512) array, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) and np.all(np.isfinite(arr))):
+        raise ConfigError(f"{clip.embedding}: holds NaN, infinite or non-numeric values")
     mix = meta.get("mixture_embedding")
     already_ranked = "order" in meta
     return arr.astype(np.float32), (None if mix is None or already_ranked else np.asarray(mix, np.float32))
@@ -254,6 +256,10 @@ def load_image(path: str | Path, size: tuple[int, int], flip: bool = False) -> t
     h, w = size
     try:
         with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):   # 16/32-bit grey: scale to 8 bits, not clip
+                grey = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
+                im = Image.fromarray(np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
             im = im.convert("RGB")
             scale = max(h / im.height, w / im.width)
             nh, nw = max(h, round(im.height * scale)), max(w, round(im.width * scale))

@@ -96,7 +96,9 @@ def validate_gen(cfg: dict[str, Any]) -> None:
     need(num(o["lr"]) and 0 < o["lr"] < 1, f"optim.lr must be in (0, 1) (got {o['lr']!r})")
     need(num(o["weight_decay"]) and o["weight_decay"] >= 0, "optim.weight_decay must be >= 0")
     need(num(o["warmup"]) and 0 <= o["warmup"] < 1, "optim.warmup must be in [0, 1)")
-    need(isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2, "optim.betas must be a pair")
+    need(isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2
+         and all(num(b) and 0 <= b < 1 for b in o["betas"]),
+         f"optim.betas must be two numbers in [0, 1) (got {o['betas']!r})")
     need(pos_int(o["batch_size"]), "optim.batch_size must be a positive integer")
     need(pos_int(o["grad_accum"]), "optim.grad_accum must be a positive integer")
     need(num(o["clip_grad"]) and o["clip_grad"] >= 0, "optim.clip_grad must be >= 0 (0: off)")
@@ -110,12 +112,22 @@ def validate_gen(cfg: dict[str, Any]) -> None:
     need(t["max_minutes"] is None or (num(t["max_minutes"]) and t["max_minutes"] > 0),
          "train.max_minutes must be > 0 or null")
     need(isinstance(t["gradient_checkpointing"], bool), "train.gradient_checkpointing must be true or false")
-    need(isinstance(t["seed"], int) and not isinstance(t["seed"], bool) and t["seed"] >= 0,
-         "train.seed must be a non-negative integer")
+    need(isinstance(t["seed"], int) and not isinstance(t["seed"], bool) and 0 <= t["seed"] < 2 ** 62,
+         f"train.seed must be a non-negative integer below 2^62 (got {t['seed']!r})")
     need(pos_int(cfg["checkpoint"]["every"]), "checkpoint.every must be a positive integer")
-    need(isinstance(s["every"], int) and s["every"] >= 0, "sample.every must be >= 0 (0: no samples)")
-    need(isinstance(s["count"], int) and s["count"] >= 0, "sample.count must be >= 0")
+    need(isinstance(s["every"], int) and not isinstance(s["every"], bool) and s["every"] >= 0,
+         "sample.every must be an integer >= 0 (0: no samples)")
+    need(isinstance(s["count"], int) and not isinstance(s["count"], bool) and s["count"] >= 0,
+         "sample.count must be an integer >= 0")
     need(pos_int(s["steps"]), "sample.steps must be a positive integer")
+    need(num(s["guidance"]) and s["guidance"] >= 0, f"sample.guidance must be a number >= 0 (got {s['guidance']!r})")
+    need(isinstance(s["seed"], int) and not isinstance(s["seed"], bool) and 0 <= s["seed"] < 2 ** 63,
+         f"sample.seed must be a non-negative integer (got {s['seed']!r})")
+    need(isinstance(d["split"], str) and d["split"].strip() != "",
+         f"data.split must be a folder name (got {d['split']!r})")
+    for key in ("cache_dir", "separator", "clap"):
+        need(d[key] is None or (isinstance(d[key], str) and d[key].strip() != ""),
+             f"data.{key} must be a path or name (got {d[key]!r})")
     for key in ("height", "width"):
         need(s[key] is None or (pos_int(s[key]) and s[key] % 8 == 0), f"sample.{key} must be a multiple of 8 or null")
     need(pos_int(cfg["log"]["every"]), "log.every must be a positive integer")
