@@ -242,3 +242,17 @@ def test_embed_when_the_mixture_has_moved(separated, clap_models, tmp_path):
     (tmp_path / "empty" / "manifest.json").write_text(json.dumps({**manifest, "stems": []}))
     r = run("embed", tmp_path / "empty", "-o", tmp_path / "e2.npy", "--clap", clap_models["laion"], "-q")
     assert r.exit_code == 1 and "empty: no stems to embed" in r.output
+
+
+def test_embed_output_names_never_collide(separated, clap_models, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(separated / "clip1", other / "clip1")
+    clap = clap_models["laion"]
+    r = run("embed", separated / "clip1", other / "clip1", "-o", tmp_path / "both", "--clap", clap, "-q")
+    assert r.exit_code == 1 and "clashes" in r.output and len(list((tmp_path / "both").glob("*.npy"))) == 1
+    r = run("embed", separated, "-o", tmp_path / "multi.npy", "--clap", clap, "-q")     # 3 sets, one .npy
+    assert r.exit_code == 2 and "need an output folder" in r.output and not (tmp_path / "multi.npy").exists()
+    r = run("embed", separated / "clip1", "-o", tmp_path / "upper.NPY", "--clap", clap, "-q")
+    assert r.exit_code == 0 and (tmp_path / "upper.NPY").is_file()

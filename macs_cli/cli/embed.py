@@ -96,7 +96,10 @@ def embed(
             say_warning(f"{w.message}")
         if not sets:
             fail(problems[0] if problems else "nothing to embed")
-        single = len(sets) == 1 and output.suffix == ".npy"
+        is_npy = output.suffix.lower() == ".npy"
+        if is_npy and len(sets) > 1:
+            fail(f"-o {output}: {len(sets)} stem sets need an output folder, not one .npy file", 2)
+        single = len(sets) == 1 and is_npy
         targets = [output if single else output / f"{name}.npy" for name, _, _ in sets]
         if not single and output.exists() and not output.is_dir():
             fail(f"{output}: exists and is not a folder" + (" (several stem sets need an output folder)"
@@ -109,8 +112,14 @@ def embed(
         dev = process_device(device)
         if dev == "cpu":
             threads_for_cpu()
-        jobs = []
+        jobs, claimed = [], {}
         for (name, files, mix), target in zip(sets, targets):
+            where = Path(files[0]).parent if files else name
+            if target in claimed:
+                problems.append(f"{where}: its output {target} clashes with that of {claimed[target]} "
+                                "(embed them into separate folders)")
+                continue
+            claimed[target] = where
             if target.exists() and not force:
                 if skip_existing:
                     continue
