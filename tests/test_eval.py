@@ -676,3 +676,11 @@ def test_separation_silent_references_and_mixtures_are_excluded(tmp_path):
     assert "4 silent reference or mixture" in (out / "report.md").read_text()
     assert SILENT_RMS == 1e-5
 
+
+
+@pytest.mark.parametrize("seed", [-5, 2 ** 32])
+def test_kid_seed_out_of_range_is_an_option_error(seed):
+    from macs_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--seed"):
+        ImageEvalOptions(metrics=["kid"], kid_seed=seed).validate()

@@ -76,6 +76,8 @@ class ImageEvalOptions:
             raise ConfigError(f"--workers {self.num_workers}: must be 0 or more")
         if self.folds < 1:
             raise ConfigError(f"--folds {self.folds}: must be at least 1")
+        if not 0 <= self.kid_seed < 2 ** 32:   # numpy's RandomState range, used for KID's subsets
+            raise ConfigError(f"--seed {self.kid_seed}: must be in 0..2^32-1")
         return self
 
 
