@@ -284,3 +284,18 @@ def test_sixteen_bit_images_are_scaled_not_clipped_and_nan_embeddings_refused(tm
     np.save(tmp_path / "nan.npy", np.full((4, 512), np.nan, np.float32))
     with pytest.raises(ConfigError, match="NaN"):
         _precomputed(Clip(str(tmp_path / "a.wav"), embedding=str(tmp_path / "nan.npy")))
+
+
+def test_csv_rows_with_their_own_embeddings_stay_separate_clips(tmp_path):
+    from macs_cli.training.gen_data import pairs_from_csv
+
+    for i in range(3):
+        np.save(tmp_path / f"e{i}.npy", np.random.default_rng(i).standard_normal((4, 512)).astype(np.float32))
+    (tmp_path / "p.csv").write_text("audio,image,embedding\n,a.jpg,e0.npy\n,b.jpg,e1.npy\nsame.wav,c.jpg,e2.npy\n"
+                                    "same.wav,d.jpg,e2.npy\n")
+    data = pairs_from_csv(tmp_path / "p.csv")
+    assert len(data.clips) == 3 and [p.clip for p in data.pairs] == [0, 1, 2, 2]
+    assert [Path(c.embedding).name for c in data.clips] == ["e0.npy", "e1.npy", "e2.npy"]
+    (tmp_path / "bad.csv").write_text("audio,image\n,a.jpg\n")
+    with pytest.raises(ConfigError, match="line 2: no audio file and no precomputed embedding"):
+        pairs_from_csv(tmp_path / "bad.csv")

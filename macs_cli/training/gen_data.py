@@ -38,7 +38,7 @@ import torch
 from ..errors import ConfigError, MacsError
 from ..fsutil import atomic_path
 from ..fsutil import file_sha256
-from .data import _split_labels, read_manifest_rows
+from .data import DataError, _split_labels, read_manifest_rows
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 AUDIO_SUFFIXES_LAYOUT = (".wav", ".flac", ".mp3", ".ogg")
@@ -83,15 +83,21 @@ def pairs_from_csv(path: Path) -> PairedData:
         return str(q if q.is_absolute() else path.parent / q)
 
     clips: list[Clip] = []
-    index: dict[str, int] = {}
+    index: dict[tuple[str, str | None], int] = {}
     pairs = []
-    for row in rows:
-        audio = resolve(row[a_col])
-        if audio not in index:
-            index[audio] = len(clips)
-            emb = row.get("embedding") or None
-            clips.append(Clip(audio, _split_labels(row.get("labels") or row.get("label") or ""), resolve(emb) if emb else None))
-        pairs.append(Pair(resolve(row[i_col]), index[audio]))
+    for n, row in enumerate(rows, start=2):        # line numbers as a spreadsheet shows them
+        emb = (row.get("embedding") or "").strip() or None
+        raw_audio = (row.get(a_col) or "").strip()
+        if not raw_audio and not emb:
+            raise DataError(f"{path}, line {n}: no audio file and no precomputed embedding")
+        if not (row.get(i_col) or "").strip():
+            raise DataError(f"{path}, line {n}: no image file")
+        audio = resolve(raw_audio) if raw_audio else ""
+        key = (audio, resolve(emb) if emb else None)   # one clip per (audio, embedding): rows with
+        if key not in index:                           # their own embeddings stay apart
+            index[key] = len(clips)
+            clips.append(Clip(audio, _split_labels(row.get("labels") or row.get("label") or ""), key[1]))
+        pairs.append(Pair(resolve(row[i_col]), index[key]))
     return PairedData(clips, pairs, str(path))
 
 
@@ -128,7 +134,7 @@ def pairs_from_layout(root: Path, split: str = "train") -> PairedData:
 def list_pairs(spec: str | Path, kind: str = "auto", split: str = "train", max_items: int | None = None) -> PairedData:
     spec = Path(spec)
     if not spec.exists():
-        raise ConfigError(f"{spec}: training data not found")
+        raise DataError(f"{spec}: training data not found")
     if kind == "auto":
         kind = "csv" if spec.suffix.lower() == ".csv" else "landscape"
     if kind == "csv":
@@ -221,7 +227,7 @@ def clip_embeddings(data: PairedData, embedder_factory: Callable[[], Any] | None
                 embedder = embedder_factory()
             audio = Path(clip.audio)
             if not audio.is_file():
-                raise ConfigError(f"{audio}: no such audio file")
+                raise DataError(f"{audio}: no such audio file")
             key = cache.key(file_sha256(audio), embedder.model_ids())
             hit = cache.get(key)
             if hit is None:

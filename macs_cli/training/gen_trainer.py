@@ -304,7 +304,7 @@ class GenTrainer(TrainingRun):
                     prompt=self.cfg["model"]["prompt"]))
         finally:
             self.adapter.train()
-        names = [Path(self.data.clips[i].audio).stem[:20] for i in range(n)]
+        names = [Path(self.data.clips[i].audio or self.data.clips[i].embedding or "").stem[:20] for i in range(n)]
         path = self.run_dir / "samples" / f"step_{self.step:06d}.png"
         save_png(contact_sheet([it.image for it in items], names, columns=min(n, 4)), path)
         return path
