@@ -353,6 +353,11 @@ def test_interpolation_frames_and_contact_sheet(adapter_file, emb_files, tmp_pat
         r = run("generate", "-e", end, "--adapter", adapter_file, "-o", tmp_path / f"end_{name}", "--seed", 4, *FAST)
         assert r.exit_code == 0, r.output
         assert np.array_equal(pixels(tmp_path / f"end_{name}"), pixels(out / name))
+    # options that do not apply to a path are refused, not silently ignored
+    for extra in (["-n", 2], ["--attention-maps"]):
+        r = run("generate", "--interpolate", emb_files["a"], emb_files["b"], "--adapter", adapter_file,
+                "-o", tmp_path / "x", *extra, *FAST)
+        assert r.exit_code == 2 and "do not apply" in r.output
 
 
 def test_attention_maps(adapter_file, emb_files, tmp_path):

@@ -123,7 +123,7 @@ def generate(
     """Generate images from ranked stem embeddings or mixture audio (MACS stage 2)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..errors import ConfigError, OutputExistsError
+    from ..errors import ConfigError, MacsError, OutputExistsError
     from ..generation.pipeline import GenerationSettings, MacsGenerator
 
     with one_line_errors():
@@ -136,6 +136,9 @@ def generate(
                                       num_images=num_images, batch_size=batch_size, top_k=top_k).validate()
         if interpolate is not None and frames < 2:
             raise ConfigError(f"--frames must be >= 2 (got {frames})")
+        if interpolate is not None and (num_images != 1 or attention_maps):
+            fail("--interpolate makes one image per frame from one seed: --num-images and --attention-maps "
+                 "do not apply", 2)
 
         # inputs and output names, checked before any model is loaded
         sets: list[InputSet] = []
@@ -144,7 +147,7 @@ def generate(
             sets.append(InputSet(path.stem, arr, meta, rec))
         for path in audio:
             if not path.is_file():
-                raise ConfigError(f"{path}: no such audio file")
+                raise MacsError(f"{path}: no such audio file")
             record = {"file": str(path.resolve()), "sha256": file_sha256(path), "kind": "audio"}
             sets.append(InputSet(path.stem, None, {}, record, audio=path))
         if interpolate is not None:
