@@ -327,6 +327,7 @@ def test_folds_deterministic_balanced_by_clip():
 def test_parse_metrics():
     assert parse_metrics(None) == ["fid", "kid", "clip-fid", "ais", "iis"]
     assert parse_metrics("IIS-z, fid") == ["fid", "iis"]
+    assert parse_metrics("all, kid") == ["fid", "kid", "clip-fid", "ais", "iis"]
     with pytest.raises(ConfigError, match="unknown metric 'lpips'"):
         parse_metrics("fid,lpips")
 

@@ -48,6 +48,8 @@ def parse_metrics(text: str | None) -> list[str]:
         m = raw.strip().lower()
         if not m:
             continue
+        if m == "all":                  # "all" among others: all of them
+            return list(METRICS)
         m = _ALIASES.get(m, m)
         if m not in METRICS:
             raise ConfigError(f"--metrics: unknown metric '{raw.strip()}' "
