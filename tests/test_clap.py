@@ -266,7 +266,8 @@ def test_laion_checkpoint_errors(tmp_path, laion_net, tok_dir):
         return msg
 
     assert "no such" in err(tmp_path / "missing.pt")
-    (tmp_path / "garbage.pt").write_bytes(os.urandom(4096))
+    # deterministic garbage (random bytes start with a pickle's 0x80 one time in 256)
+    (tmp_path / "garbage.pt").write_bytes(bytes(range(1, 256)) * 16)
     assert "not a PyTorch checkpoint" in err(tmp_path / "garbage.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
     assert "not a PyTorch checkpoint" in err(tmp_path / "empty.pt")
