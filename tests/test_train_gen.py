@@ -299,3 +299,25 @@ def test_csv_rows_with_their_own_embeddings_stay_separate_clips(tmp_path):
     (tmp_path / "bad.csv").write_text("audio,image\n,a.jpg\n")
     with pytest.raises(ConfigError, match="line 2: no audio file and no precomputed embedding"):
         pairs_from_csv(tmp_path / "bad.csv")
+
+
+def test_pairs_with_unreadable_images_are_dropped_up_front(manifest, tmp_path):
+    from macs_cli.training.gen_data import drop_unreadable_images, list_pairs
+
+    d = tmp_path / "m"
+    d.mkdir()
+    text = manifest.read_text().replace("e0.npy", str(manifest.parent / "e0.npy")).replace(
+        "e1.npy", str(manifest.parent / "e1.npy")).replace("e2.npy", str(manifest.parent / "e2.npy"))
+    text = text.replace("img/", str(manifest.parent / "img") + "/")
+    (d / "garbage.png").write_bytes(b"not an image")
+    (d / "empty.jpg").write_bytes(b"")
+    text += f"x.wav,{d / 'garbage.png'},dog,{manifest.parent / 'e0.npy'}\n"
+    text += f"y.wav,{d / 'empty.jpg'},dog,{manifest.parent / 'e1.npy'}\n"
+    text += f"z.wav,{d / 'missing.png'},dog,{manifest.parent / 'e2.npy'}\n"
+    (d / "pairs.csv").write_text(text)
+    data, dropped = drop_unreadable_images(list_pairs(d / "pairs.csv"))
+    assert len(data) == 6 and len(dropped) == 3 and len(data.clips) == 3
+    assert all(p.clip < len(data.clips) for p in data.pairs)
+    (d / "bad.csv").write_text(f"audio,image,embedding\nx.wav,{d / 'garbage.png'},{manifest.parent / 'e0.npy'}\n")
+    with pytest.raises(ConfigError, match="no readable image"):
+        drop_unreadable_images(list_pairs(d / "bad.csv"))

@@ -131,6 +131,31 @@ def pairs_from_layout(root: Path, split: str = "train") -> PairedData:
     return PairedData(clips, pairs, str(base))
 
 
+def drop_unreadable_images(data: PairedData) -> tuple[PairedData, list[str]]:
+    """Pairs whose image cannot be opened (missing, empty, not an image: PIL reads the header
+    only, so this is quick) are dropped before training rather than stopping it at their batch;
+    returns the data and one reason per dropped pair. Clips left without a pair are dropped too."""
+    from PIL import Image, UnidentifiedImageError
+
+    keep, dropped = [], []
+    for p in data.pairs:
+        try:
+            with Image.open(p.image) as im:
+                if im.width < 1 or im.height < 1:
+                    raise OSError("empty image")
+            keep.append(p)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            dropped.append(f"{p.image}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    if not keep:
+        raise DataError(f"{data.source}: no readable image among {len(data.pairs)} pairs "
+                        f"(e.g. {dropped[0] if dropped else '?'})")
+    if dropped:
+        used = sorted({p.clip for p in keep})
+        remap = {old: new for new, old in enumerate(used)}
+        data = PairedData([data.clips[i] for i in used], [Pair(p.image, remap[p.clip]) for p in keep], data.source)
+    return data, dropped
+
+
 def list_pairs(spec: str | Path, kind: str = "auto", split: str = "train", max_items: int | None = None) -> PairedData:
     spec = Path(spec)
     if not spec.exists():

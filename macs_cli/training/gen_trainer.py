@@ -214,10 +214,15 @@ class GenTrainer(TrainingRun):
     # -- data -----------------------------------------------------------------------------------
     def load_data(self) -> None:
         from ..generation.audio import AudioEmbedder
-        from .gen_data import EmbeddingCache, clip_embeddings, default_cache_dir, list_pairs
+        from .gen_data import EmbeddingCache, clip_embeddings, default_cache_dir, drop_unreadable_images, list_pairs
 
         d = self.cfg["data"]
-        self.data = list_pairs(d["train"], d["kind"], d["split"], d["max_items"])
+        self.data, dropped = drop_unreadable_images(list_pairs(d["train"], d["kind"], d["split"], d["max_items"]))
+        if dropped:
+            from rich.markup import escape
+
+            self._say(f"[yellow]warning: skipped {len(dropped)} of {len(dropped) + len(self.data)} pairs whose "
+                      f"image cannot be read (e.g. {escape(dropped[0])})[/]")
         cache = EmbeddingCache(Path(d["cache_dir"]) if d["cache_dir"] else default_cache_dir())
 
         def factory():
