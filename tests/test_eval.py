@@ -454,6 +454,13 @@ def test_cli_images_without_audio_skips_ais_by_default(llp, tmp_path, tiny):
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     assert rep["results"]["AIS"] is None and rep["results"]["IIS"] is not None
     assert not (tmp_path / "r" / "cache").exists()
+    assert "no audio found" in r.output
+    # an --audio folder whose names match nothing: the note says so instead of "pass --audio"
+    (tmp_path / "aud").mkdir()
+    sf.write(tmp_path / "aud" / "unrelated.wav", np.zeros(16000, np.float32), 16000)
+    r = run("--dataset", "llp-multi", "--pred", pred, "--gt", gt, "--audio", tmp_path / "aud", "-o", tmp_path / "r3",
+            "--no-cache", "--device", "cpu", "-q")
+    assert r.exit_code == 0 and "none of the 1 audio files" in r.output, r.output
     one_line_error(run("--dataset", "llp-multi", "--pred", pred, "--gt", gt, "--metrics", "ais",
                        "-o", tmp_path / "r2", "--device", "cpu", "-q"), "AIS needs audio")
     assert not (tmp_path / "r2").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from .common import (DEVICE_HELP, console, fail, one_line_errors, resolve_device, say_error, say_warning,
                      threads_for_cpu)
@@ -134,8 +135,12 @@ def evaluate(
                                         num_workers=workers, kid_seed=seed).validate()
                 pairing = pair_files(ds, pred, gt, audio, want_audio="ais" in chosen)
                 if metrics is None and "ais" in chosen and not any(p.audio for p in pairing.pairs):
-                    console.print("[yellow]note:[/] no audio found, AIS skipped (pass --audio DIR)",
-                                  highlight=False)
+                    if audio is not None and pairing.unpaired_audio:
+                        console.print(f"[yellow]note:[/] none of the {len(pairing.unpaired_audio)} audio files in "
+                                      f"{escape(str(audio))} matches an image's name, AIS skipped", highlight=False)
+                    else:
+                        console.print("[yellow]note:[/] no audio found, AIS skipped (pass --audio DIR)",
+                                      highlight=False)
                     opts.metrics = [m for m in chosen if m != "ais"]
                     pairing.without_audio = []
                 _report_unpaired(pairing.summary(), t)
