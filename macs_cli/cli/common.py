@@ -153,3 +153,17 @@ def prepare_run_folder(output, resume: bool, force: bool) -> None:
     if (output / "checkpoint.pt").exists() and not (resume or force):
         fail(f"{output}: already holds a run (use --resume to continue or --force to restart)")
 
+
+def with_shortcuts(overrides: list[str], shortcuts: dict) -> list[str]:
+    """``--set`` overrides plus a verb's shortcut options (``--data``, ``--steps`` ...) as
+    ``key=value`` entries; values are written as JSON, so a path stays a string (a folder called
+    ``2024`` or ``yes`` is not read as a number or a boolean). ``None`` (option not given) is left out."""
+    import json
+    from pathlib import PurePath
+
+    out = list(overrides)
+    for key, value in shortcuts.items():
+        if value is not None:
+            out.append(f"{key}={json.dumps(str(value) if isinstance(value, PurePath) else value)}")
+    return out
+

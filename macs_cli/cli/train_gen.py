@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, one_line_errors, prepare_run_folder, resolve_device
+from .common import DEVICE_HELP, console, one_line_errors, prepare_run_folder, resolve_device, with_shortcuts
 from .generate import gpu_memory_errors
 
 
@@ -35,17 +34,10 @@ def train_gen(
     from ..training.gen_trainer import GenTrainer, load_gen_config
 
     with one_line_errors():
-        sets = list(overrides)
-        if data is not None:
-            sets.append(f"data.train={json.dumps(str(data))}")  # a path, never a YAML value
-        if sd_model is not None:
-            sets.append(f"model.sd_model={json.dumps(str(sd_model))}")
-        if steps is not None:
-            sets.append(f"train.steps={steps}")
-        if batch_size is not None:
-            sets.append(f"optim.batch_size={batch_size}")
-        if allow_download:
-            sets += ["model.allow_download=true", "data.clap_download=true"]
+        download = True if allow_download else None
+        sets = with_shortcuts(overrides, {"data.train": data, "model.sd_model": sd_model, "train.steps": steps,
+                                          "optim.batch_size": batch_size, "model.allow_download": download,
+                                          "data.clap_download": download})
         cfg = load_gen_config(config, sets)
         dev = resolve_device(device)
         prepare_run_folder(output, resume, force)

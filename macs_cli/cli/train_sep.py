@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, one_line_errors, prepare_run_folder, resolve_device
+from .common import DEVICE_HELP, console, one_line_errors, prepare_run_folder, resolve_device, with_shortcuts
 
 
 def train_sep(
@@ -32,13 +31,7 @@ def train_sep(
     from ..training.trainer import Trainer
 
     with one_line_errors():
-        sets = list(overrides)
-        if data is not None:  # a path, never a YAML value (a folder called 2024 or yes stays a path)
-            sets.append(f"data.train={json.dumps(str(data))}")
-        if steps is not None:
-            sets.append(f"train.steps={steps}")
-        if batch_size is not None:
-            sets.append(f"optim.batch_size={batch_size}")
+        sets = with_shortcuts(overrides, {"data.train": data, "train.steps": steps, "optim.batch_size": batch_size})
         cfg = load_config(config, sets)
         dev = resolve_device(device)
         for key in ("train", "heldout"):   # the data exist and have the right form, before anything is written
