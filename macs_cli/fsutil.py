@@ -1,17 +1,46 @@
-"""Atomic file placement: write to a temporary name beside the target, then rename."""
+"""Placing outputs without losing anything a user has.
+
+Every output is written under a temporary name beside its target and moved into place at the
+end. The rules, which every verb follows through this module:
+
+- The final move never replaces what appeared meanwhile (``renameat2(RENAME_NOREPLACE)``, or a
+  link / an empty-folder claim where that is not available): two runs writing the same output
+  at once cannot silently replace each other's result; the later one reports the clash.
+- ``--force`` replaces only a previous output of the same kind (an :class:`OutputKind` says how
+  to recognise one: a stems folder with our manifest, an embeddings file with our sidecar...);
+  anything else at the target is refused, with or without ``--force``.
+- Temporaries are named ``.<target>.<pid>-<random>.macs-tmp[suffix]`` and locked (``flock``) by
+  the process that writes them. One left behind by a killed process is unlocked: the next
+  start on the same target removes it (only ours, recognised by that name, unlocked, and older
+  than a few seconds; leftovers of macs 0.1 without a lock only when older than a day).
+- Files, and the folders holding them, are fsync'ed before they are moved into place, so a crash
+  leaves either the old output or the complete new one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import stat
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import MacsError, OutputExistsError
 
+TMP_MARK = ".macs-tmp"     # in every temporary name we create
+STALE_AFTER_S = 10.0       # an unlocked temporary younger than this may be one being created
+LEGACY_STALE_AFTER_S = 86400.0   # macs 0.1's temporaries had no lock: removed only after a day
 
+
+# -- modes, sync ---------------------------------------------------------------------------------
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -19,59 +48,446 @@ def _umask() -> int:
 
 
 def publish_mode(path: Path, directory: bool) -> None:
-    """Give a temporary file/folder the mode a plain open()/mkdir() would have given it (mkstemp and
-    mkdtemp create them owner-only, which would make every output private on a shared disk)."""
+    """Give a temporary file/folder the mode a plain open()/mkdir() would have given it (our
+    temporaries are created owner-only, which would make every output private on a shared disk)."""
     with contextlib.suppress(OSError):
         os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success rename it onto ``target``."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix,
-                               dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's contents to disk (best effort where the OS refuses folders)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if Path(path).is_dir() else 0)
     try:
-        yield tmp_path
-        publish_mode(tmp_path, directory=False)
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-@contextlib.contextmanager
-def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it replaces ``target``.
-
-    An existing ``target`` is an error unless ``force``; it is only removed once the new
-    content is complete, so a failure leaves whatever the user had untouched.
-    """
-    target = Path(target)
-    if target.exists() and not force:
-        raise OutputExistsError(f"{target}: already exists (use --force to overwrite)")
-    parent = target.parent
+        fd = os.open(path, flags)
+    except OSError:
+        return
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+        os.fsync(fd)
     except OSError as exc:
-        raise MacsError(f"{parent}: cannot write output ({exc.strerror or exc})") from None
-    try:
-        yield tmp
-        publish_mode(tmp, directory=True)
-        if target.exists():
-            old = parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            os.replace(tmp, target)
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):  # folders on some file systems
+            raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every regular file below ``root`` and every folder, deepest first."""
+    root = Path(root)
+    for folder, _, names in os.walk(root, topdown=False):
+        for name in names:
+            p = Path(folder) / name
+            if p.is_file() and not p.is_symlink():
+                fsync_path(p)
+        fsync_path(Path(folder))
+
+
+# -- regular files -----------------------------------------------------------------------------
+def require_regular_file(path: Path, what: str = "file") -> Path:
+    """``path`` if it names a regular file (links followed); else a one-line MacsError.
+
+    FIFOs, sockets and devices are refused: opening a FIFO blocks until something writes to it,
+    and ``/dev/zero`` never ends."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise MacsError(f"{path}: broken link (its target {os.readlink(path)} does not exist)") from None
+        raise MacsError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise MacsError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise MacsError(f"{path}: is a folder, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a pipe" if stat.S_ISFIFO(st.st_mode) else "a device" \
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" \
+            if stat.S_ISSOCK(st.st_mode) else "special"
+        raise MacsError(f"{path}: not a regular file ({kind}); save the data to a file first")
+    return path
+
+
+# -- what --force may replace ------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of output and how to recognise a previous one of it (the only thing ``--force``
+    may replace)."""
+
+    label: str                          # "macs separate output"
+    owns: Callable[[Path], bool]        # True if the path holds an output of this kind
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from a small regular file, or None (missing, not JSON, not an object, huge)."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 64 << 20:
+            return None
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def json_kind(label: str, formats: tuple[str, ...], legacy_keys: tuple[str, ...] = ()) -> OutputKind:
+    """A JSON file of ours: its ``format`` (``<family>-v<N>``) has one of the families in
+    ``formats``, or (written before formats were recorded) it holds every one of ``legacy_keys``."""
+
+    def owns(path: Path) -> bool:
+        data = read_json(path)
+        if data is None:
+            return False
+        fmt = data.get("format")
+        if isinstance(fmt, str):
+            return re.sub(r"-v\d+$", "", fmt) in formats
+        return bool(legacy_keys) and all(k in data for k in legacy_keys)
+
+    return OutputKind(label, owns)
+
+
+def sibling_kind(label: str, sidecar: Callable[[Path], Path], kind: OutputKind,
+                 magic: bytes | None = None) -> OutputKind:
+    """A file that belongs to an output whose sidecar (``sidecar(path)``) is of ``kind``, and
+    (if given) starts with ``magic``."""
+
+    def owns(path: Path) -> bool:
+        try:
+            if not Path(path).is_file():
+                return False
+            if magic is not None:
+                with open(path, "rb") as f:
+                    if f.read(len(magic)) != magic:
+                        return False
+        except OSError:
+            return False
+        return kind.owns(sidecar(Path(path)))
+
+    return OutputKind(label, owns)
+
+
+# -- temporaries -------------------------------------------------------------------------------
+_OURS = re.compile(rf"^\..+\.\d+-[0-9a-f]{{8}}{re.escape(TMP_MARK)}(-old)?(\..*)?$")
+# macs 0.1's mkstemp/mkdtemp names: ".<name>.<8 chars>.tmp<name's suffix>" and ".<name>.old-<pid>"
+_LEGACY = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?|old-\d+)$")
+_swept: set[str] = set()
+
+
+def _lock(fd: int, block: bool = True) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        return True
+    except OSError:   # held by another process (or a file system without locks: never swept)
+        return False
+
+
+def _open_for_lock(path: Path) -> int:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    if path.is_dir():
+        flags |= getattr(os, "O_DIRECTORY", 0)
+    return os.open(path, flags)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _legacy(name: str) -> bool:
+    m = _LEGACY.match(name)
+    return bool(m) and (m.group("suffix") or "") == (Path(m.group("name")).suffix if m.group("suffix") else "")
+
+
+def sweep_stale(target: Path) -> list[Path]:
+    """Remove temporaries that killed processes left beside ``target`` (ours only: named as we
+    name them, not locked by a live process, not just created; macs 0.1's unlocked ones only
+    when a day old). Each folder is swept once per process; returns what was removed."""
+    parent = Path(target).parent
+    key = os.path.abspath(parent)
+    if key in _swept or not parent.is_dir():
+        return []
+    _swept.add(key)
+    removed = []
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(".")]
+    except OSError:
+        return []
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if entry.is_symlink():
+                continue
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if _OURS.match(entry.name):
+            if age < STALE_AFTER_S:
+                continue
+            try:
+                fd = _open_for_lock(path)
+            except OSError:
+                continue
+            try:
+                if _lock(fd, block=False):
+                    _remove(path)
+                    removed.append(path)
+            finally:
+                os.close(fd)
+        elif age > LEGACY_STALE_AFTER_S and _legacy(entry.name):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+class _Temp:
+    """A locked temporary file or folder beside ``target``."""
+
+    def __init__(self, target: Path, directory: bool, suffix: str = ""):
+        self.target = Path(target)
+        self.directory = directory
+        parent = self.target.parent
+        for _ in range(100):
+            name = f".{self.target.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}{suffix}"
+            path = parent / name
+            try:
+                if directory:
+                    os.mkdir(path, 0o700)
+                    self.fd = _open_for_lock(path)
+                else:
+                    self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                                      0o600)
+            except FileExistsError:
+                continue
+            break
+        else:  # pragma: no cover
+            raise MacsError(f"{parent}: cannot create a temporary name")
+        self.path = path
+        _lock(self.fd)
+
+    def release(self) -> None:
+        """Remove the temporary if it is still there, and unlock."""
+        try:
+            if os.path.lexists(self.path):
+                _remove(self.path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+# -- moving into place -------------------------------------------------------------------------
+_RENAME_NOREPLACE = 1
+_renameat2 = None
+
+
+def _renameat2_fn():
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            _renameat2 = fn
+        except (AttributeError, OSError):
+            _renameat2 = False
+    return _renameat2
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` unless something is at ``dst`` (FileExistsError then, and
+    ``src`` stays where it is). Atomic: no moment exists where a concurrent writer's ``dst``
+    could be replaced."""
+    src, dst = Path(src), Path(dst)
+    fn = _renameat2_fn()
+    if fn:
+        at_fdcwd = -100
+        if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "already exists", str(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(dst))
+    # no renameat2 (or a file system without the flag)
+    if src.is_dir() and not src.is_symlink():
+        os.mkdir(dst)          # the claim: fails if anything is there
+        try:
+            os.rename(src, dst)  # replaces only the empty folder just made
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.rmdir(dst)
+            raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(dst)) from None
+    else:
+        os.link(src, dst)      # fails if anything is there
+        os.unlink(src)
+
+
+class OutputSet:
+    """Outputs written together and placed together: all of them, or none.
+
+    ``path(target, kind)`` gives a temporary path to write each target to (``directory=True``: a
+    folder); on success the set checks every target first (nothing there; or, with ``force``, a
+    previous output of the same kind), then moves them into place in the order given; if one
+    cannot be placed, those already placed by this set are taken back out and the error says why.
+    ``overwrite=True`` on a target marks a file of the caller's own (a checkpoint, a cache entry):
+    it is replaced whatever is there.
+    """
+
+    def __init__(self, force: bool = False):
+        self.force = force
+        self._items: list[tuple[Path, _Temp, OutputKind | None, bool]] = []
+
+    def path(self, target: Path, kind: OutputKind | None = None, directory: bool = False,
+             overwrite: bool = False) -> Path:
+        target = Path(target)
+        parent = target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MacsError(f"{parent}: cannot write output ({exc.strerror or exc})") from None
+        if not overwrite:
+            check_target(target, kind, self.force)
+        sweep_stale(target)
+        try:
+            tmp = _Temp(target, directory, "" if directory else target.suffix)
+        except OSError as exc:
+            raise MacsError(f"{parent}: cannot write output ({exc.strerror or exc})") from None
+        self._items.append((target, tmp, kind, overwrite))
+        return tmp.path
+
+    def commit(self) -> list[Path]:
+        for target, tmp, kind, overwrite in self._items:
+            if not overwrite:
+                check_target(target, kind, self.force, meanwhile=True)
+        for _, tmp, _, _ in self._items:
+            publish_mode(tmp.path, tmp.directory)
+            fsync_tree(tmp.path) if tmp.directory else fsync_path(tmp.path)
+        _test_hold()
+        placed: list[Path] = []
+        try:
+            for target, tmp, kind, overwrite in self._items:
+                _place(tmp, target, kind, self.force or overwrite, overwrite)
+                placed.append(target)
+            for parent in {t.parent for t, *_ in self._items}:
+                fsync_path(parent)
+        except BaseException:
+            for target in placed:   # ours a moment ago: take them back out
+                _remove(target)
+            raise
+        return [t for t, *_ in self._items]
+
+    def abort(self) -> None:
+        for _, tmp, _, _ in self._items:
+            tmp.release()
+        self._items = []
+
+    def __enter__(self) -> "OutputSet":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+        finally:
+            self.abort()
+
+
+HOLD_ENV = "MACS_TEST_HOLD_BEFORE_PLACE"   # testing hook: pause before outputs are placed
+
+
+def _test_hold() -> None:
+    """With $MACS_TEST_HOLD_BEFORE_PLACE=F: create F.ready, then wait (up to 60 s) for F to exist,
+    so that a test can let another process write the same output between the checks and the
+    placement."""
+    flag = os.environ.get(HOLD_ENV)
+    if not flag:
+        return
+    Path(flag + ".ready").touch()
+    deadline = time.time() + 60
+    while not os.path.exists(flag) and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def check_target(target: Path, kind: OutputKind | None, force: bool, meanwhile: bool = False) -> None:
+    """Raise OutputExistsError unless ``target`` may be written: nothing is there, or ``force``
+    and what is there is a previous output of ``kind``."""
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    if meanwhile and not force:
+        raise OutputExistsError(f"{target}: appeared while this run was writing it (another run writing "
+                                "the same output?); left as it is, this result was not placed")
+    if kind is not None and (target.is_symlink() or not kind.owns(target)):
+        raise OutputExistsError(f"{target}: exists and is not a {kind.label}, so it is never replaced, "
+                                "not even with --force (move it away or choose another output)")
+    if not force:
+        raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
+    if kind is None:
+        raise OutputExistsError(f"{target}: exists and is not an output of this command, so it is never "
+                                "replaced (move it away or choose another output)")
+
+
+def output_state(parts: list[tuple[Path, OutputKind]]) -> tuple[str, Path | None]:
+    """The state of an output made of several files (an array and its sidecar...):
+    ``("absent", None)``, ``("complete", None)`` (every part there and ours), ``("partial", None)``
+    (some parts there, all ours: an interrupted write) or ``("foreign", path)`` (``path`` is
+    something else, which is never replaced)."""
+    present = [(p, k) for p, k in parts if os.path.lexists(p)]
+    for p, k in present:
+        if Path(p).is_symlink() or not k.owns(Path(p)):
+            return "foreign", Path(p)
+    if not present:
+        return "absent", None
+    return ("complete" if len(present) == len(parts) else "partial"), None
+
+
+def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, overwrite: bool) -> None:
+    try:
+        rename_noreplace(tmp.path, target)
+        return
+    except FileExistsError:
+        if not replace:
+            raise OutputExistsError(f"{target}: appeared while this run was writing it (another run writing the "
+                                    "same output?); left as it is, this result was not placed") from None
+    if not overwrite:
+        check_target(target, kind, True)
+    if not tmp.directory:
+        os.replace(tmp.path, target)
+        return
+    aside = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}-old"
+    os.rename(target, aside)
+    try:
+        rename_noreplace(tmp.path, target)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            rename_noreplace(aside, target)
+        raise OutputExistsError(f"{target}: appeared while this run was replacing it; left as it is") from None
+    _remove(aside)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path, kind: OutputKind | None = None, force: bool = False,
+                overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success move it onto ``target`` (see
+    :class:`OutputSet`: never over something that is not a previous output of ``kind``, never
+    over something that appeared meanwhile unless ``force``). ``overwrite``: a file of the
+    caller's own, replaced whatever is there."""
+    with OutputSet(force) as out:
+        yield out.path(target, kind, overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, kind: OutputKind | None = None, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it becomes ``target``. An existing
+    ``target`` is an error unless ``force`` and it is a previous output of ``kind``; it is only
+    removed once the new content is complete, so a failure leaves what the user had untouched."""
+    with OutputSet(force) as out:
+        yield out.path(target, kind, directory=True)
 
 
 def check_writable_dir(path: Path) -> None:
@@ -91,6 +507,14 @@ def check_writable_dir(path: Path) -> None:
         raise MacsError(f"{path}: cannot create output folder ({base} is not writable)")
 
 
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (OSError if it cannot be read)."""
     import hashlib
@@ -100,3 +524,16 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def describe_os_error(exc: OSError, where: object | None = None) -> str:
+    """``<file>: <reason>`` for an OSError, e.g. 'out/x/stem_00.wav: no space left on device'."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif exc.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    elif exc.errno == errno.EFBIG:
+        reason = "file too large for the file system or the process's file-size limit"
+    name = where if where is not None else getattr(exc, "filename", None)
+    return f"{name}: {reason[0].lower() + reason[1:] if reason else reason}" if name else reason
