@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -36,11 +36,16 @@ class AudioInfo:
 def _open(path: Path):
     import soundfile as sf
 
+    from ..errors import MacsError
+    from ..fsutil import require_regular_file
+
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a folder, not an audio file")
+    try:
+        require_regular_file(path, "audio file")
+    except AudioError:
+        raise
+    except MacsError as exc:
+        raise AudioError(str(exc)) from None
     try:
         return sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -117,16 +122,11 @@ def read_audio(path: Path, sample_rate: int | None = None, mono: bool = True) ->
     return data, rate
 
 
-def write_audio(path: Path, data: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """Write (n,) or (n, channels) float audio. Callers handle atomic placement."""
-    import soundfile as sf
-
-    sf.write(str(path), np.asarray(data, dtype=np.float32), int(sample_rate), subtype=subtype)
-
-
-def _walk(root: Path, skip: Path | None):
+def _walk(root: Path, skip: Path | None, prune: Callable[[Path], bool] | None = None,
+          pruned: list[Path] | None = None):
     """Every non-hidden entry below ``root`` (linked folders followed, each real folder once; the
-    ``skip`` folder and hidden files and folders left out)."""
+    ``skip`` folder, hidden files and folders, and folders for which ``prune`` is true left out;
+    those are appended to ``pruned``)."""
     seen: set[Path] = set()
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = Path(folder).resolve()
@@ -134,39 +134,74 @@ def _walk(root: Path, skip: Path | None):
             dirs[:] = []
             continue
         seen.add(real)
+        if prune is not None and Path(folder) != Path(root) and prune(Path(folder)):
+            dirs[:] = []
+            if pruned is not None:
+                pruned.append(Path(folder))
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             if not name.startswith("."):
                 yield Path(folder) / name
 
 
-def find_audio_files(inputs: list[Path], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
+def _entry_problem(p: Path) -> str | None:
+    """Why a found entry with an audio suffix cannot be read, or None if it is a regular file."""
+    from ..errors import MacsError
+    from ..fsutil import require_regular_file
+
+    try:
+        require_regular_file(p, "audio file")
+    except MacsError as exc:
+        return str(exc)
+    return None
+
+
+def find_audio_files(inputs: list[Path], exclude: Path | None = None, skip_outputs: bool = False,
+                     notes: list[str] | None = None) -> tuple[list[Path], list[str]]:
     """Expand files and folders (recursively) into audio files; returns (files, problems).
 
-    Files below ``exclude`` (the output folder, when it lies inside an input folder) are not
-    searched, so a rerun does not take earlier results for inputs."""
+    Files below ``exclude`` are not searched. With ``skip_outputs``, folders that are ``macs
+    separate`` outputs (they hold our manifest) are not searched either, so separating a folder
+    again does not take earlier results for inputs; ``notes`` gets one line saying how many were
+    left out. Entries that are not regular files (FIFOs, devices, broken links) are problems."""
+    from ..formats import STEMS
+
     files: list[Path] = []
     problems: list[str] = []
     skip = Path(exclude).resolve() if exclude is not None else None
+    pruned: list[Path] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
+            if skip_outputs and STEMS.owns(item):
+                problems.append(f"{item}: is a macs separate output (its stems were not separated again; "
+                                "give the stem files themselves to do that)")
+                continue
             found, before = [], len(problems)
-            for p in _walk(item, skip):
+            for p in _walk(item, skip, STEMS.owns if skip_outputs else None, pruned):
                 if p.suffix.lower() not in AUDIO_SUFFIXES:
                     continue
-                if p.is_file():
+                problem = _entry_problem(p)
+                if problem is None:
                     found.append(p)
-                elif p.is_symlink():
-                    problems.append(f"{p}: broken link")
+                else:
+                    problems.append(problem)
             found.sort()
             if not found and len(problems) == before:
                 problems.append(f"{item}: folder holds no audio files")
             files.extend(found)
-        elif item.exists():
-            files.append(item)
+        elif os.path.lexists(item):
+            problem = _entry_problem(item)
+            if problem is None:
+                files.append(item)
+            else:
+                problems.append(problem)
         else:
             problems.append(f"{item}: no such file")
+    if pruned and notes is not None:
+        notes.append(f"left out {len(pruned)} folder(s) holding macs separate output "
+                     f"(e.g. {pruned[0]}): earlier results are not inputs")
     unique, seen = [], set()
     for f in files:                      # a file named twice (or by two routes) is separated once
         key = f.resolve()

@@ -97,16 +97,90 @@ def one_line_errors() -> Iterator[None]:
         fail(f"{where}{exc.strerror or exc}")
 
 
+def say_note(message: object) -> None:
+    """``note: <message>`` on stderr, one line, plain text (silenced by --quiet at the caller)."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("note:", "cyan"), " ", str(message)), highlight=False, soft_wrap=True)
+
+
+JSON_HELP = "On stdout, one JSON record per output instead of its path."
+
+
+class Emitter:
+    """What a verb writes on stdout: one line per output (its path), or with ``--json`` one JSON
+    record per output, flushed at once so that a pipeline can start on it. Everything else goes
+    to stderr."""
+
+    def __init__(self, as_json: bool = False):
+        self.as_json = as_json
+        self.count = 0
+
+    def __call__(self, path, **record) -> None:
+        import json
+
+        line = json.dumps({"path": str(path), **record}, default=str) if self.as_json else str(path)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        self.count += 1
+
+
+@contextmanager
+def report_interrupt(finished: list, total: int) -> Iterator[None]:
+    """Ctrl-C / SIGTERM inside a batch loop: ``error: interrupted`` (or ``terminated``) with the
+    inputs that were finished, exit 130 (143). Use outside the progress bar, so the line stays."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        word = "terminated" if Terminated.received else "interrupted"
+        names = [str(f) for f in finished]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        say_error(f"{word}: {len(names)} of {total} input(s) finished" + (f" ({shown})" if names else "")
+                  + "; the one in progress left nothing behind")
+        raise typer.Exit(143 if Terminated.received else 130) from None
+
+
+def plan_output(parts: list, force: bool, skip_existing: bool | None = None) -> tuple[str, bool]:
+    """What to do with an output made of ``parts`` ([(path, OutputKind)], the main file first):
+    ``("write", force_flag)`` or ``("skip", False)`` (complete, ``--skip-existing``). Raises
+    OutputExistsError when it exists and may not be replaced: something that is not ours is never
+    replaced; ours needs ``--force``, except that an interrupted write's leftover (some parts
+    missing) is redone by ``--skip-existing`` too. ``skip_existing=None``: the verb has no such
+    option."""
+    from ..errors import OutputExistsError
+    from ..fsutil import output_state
+
+    state, where = output_state(parts)
+    main = parts[0][0]
+    if state == "absent":
+        return "write", force
+    if state == "foreign":
+        kind = dict((str(p), k) for p, k in parts)[str(where)]
+        hint = ""
+        if where == main and len(parts) > 1 and not os.path.lexists(parts[1][0]):
+            hint = (f" (its sidecar {parts[1][0].name} is missing: left by an interrupted run of an older "
+                    "macs? remove it)")
+        raise OutputExistsError(f"{where}: exists and is not a {kind.label}, so it is never replaced, not even "
+                                f"with --force{hint or ' (move it away or choose another output)'}")
+    if state == "complete":
+        if skip_existing:
+            return "skip", False
+        if force:
+            return "write", True
+        raise OutputExistsError(f"{main}: already exists (use --force to replace it"
+                                + (", or --skip-existing to keep it)" if skip_existing is not None else ")"))
+    if force or skip_existing:            # partial: an interrupted write of ours
+        return "write", True
+    raise OutputExistsError(f"{main}: an incomplete earlier output is there (use --force or --skip-existing to "
+                            "write it again)")
+
+
 def threads_for_cpu() -> None:
     """Use every core for CPU inference unless the user pinned a number."""
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()
 
 
 # -- several processes (accelerate launch / torchrun) ----------------------------------------------
@@ -138,20 +212,14 @@ def shard_note() -> str:
     return f" [process {rank + 1}/{size}]" if size > 1 else ""
 
 
-def prepare_run_folder(output, resume: bool, force: bool) -> None:
-    """The checks ``train-sep`` and ``train-gen`` make on their output folder before training: a
-    run already there needs ``--resume`` or ``--force``; ``--force`` removes only that run's own
-    files (the trainer's ``run_files``), never anything else in the folder, and only once training
-    starts (the trainer's ``run(fresh=True)``), so a run that fails before then leaves it intact."""
+def run_config(output, config, resume: bool):
+    """The recipe a trainer starts from: ``--config``, or with ``--resume`` and no ``--config``
+    the run's own ``config.yaml`` (so nothing needs repeating)."""
     from pathlib import Path
 
-    output = Path(output)
-    if resume and force:
-        fail("--resume and --force contradict each other", 2)
-    if output.exists() and not output.is_dir():
-        fail(f"{output}: exists and is not a folder")
-    if (output / "checkpoint.pt").exists() and not (resume or force):
-        fail(f"{output}: already holds a run (use --resume to continue or --force to restart)")
+    if config is None and resume and (Path(output) / "config.yaml").is_file():
+        return Path(output) / "config.yaml"
+    return config
 
 
 def with_shortcuts(overrides: list[str], shortcuts: dict) -> list[str]:

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (DEVICE_HELP, console, fail, my_share, one_line_errors, process_device, say_error,
-                     say_warning, shard_note, threads_for_cpu, world)
+from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, my_share, one_line_errors, process_device,
+                     report_interrupt, say_error, say_note, say_warning, shard_note, threads_for_cpu, world)
 
 
 def _parse_rate(value: str) -> int | str:
@@ -60,17 +60,22 @@ def separate(
                                       help="Also write spectrograms.png (mixture and each stem)."),
     allow_download: bool = typer.Option(False, "--allow-download",
                                         help="Fetch --model official from the Hugging Face hub if not cached."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or skip lines."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Separate audio into stems: OUTDIR/<name>/stem_00.wav ... + manifest.json."""
+    """Separate audio into stems: OUTDIR/<name>/stem_00.wav ... + manifest.json.
+
+    Prints each output folder on stdout (--json: one record each)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..audio.io import find_audio_files, probe
     from ..errors import MacsError, OutputExistsError
-    from ..fsutil import check_writable_dir
+    from ..formats import STEMS
+    from ..fsutil import check_writable_dir, is_inside
     from ..separation.api import SeparateOptions, SilentInputWarning, separate_file
     from ..weights.separator import load_separator
 
+    emit = Emitter(as_json)
     with one_line_errors():
         if force and skip_existing:
             fail("--force and --skip-existing contradict each other", 2)
@@ -79,17 +84,27 @@ def separate(
                                drop_silent=drop_silent, force=force, align=not no_align,
                                spectrograms=spectrograms)
         dev = process_device(device)
-        files, problems = find_audio_files(list(inputs), exclude=output)
+        notes: list[str] = []
+        files, problems = find_audio_files(list(inputs), skip_outputs=True, notes=notes)
         check_writable_dir(output)
         net = load_separator(model, device=dev, allow_download=allow_download)
         opts.validate(net.config.num_sources)
         if dev == "cpu":
             threads_for_cpu()
+    first = world()[0] == 0   # notes and input problems are reported once, not by every process
+    given = {Path(i).resolve() for i in inputs}
+    inside = [f for f in files if f.resolve() not in given and is_inside(f, output)]   # found by a folder search
+    if first and not quiet:
+        for n in notes:
+            say_note(n)
+    if first and inside:
+        say_warning(f"{len(inside)} file(s) found inside the output folder {output} (e.g. {inside[0]}) "
+                    "are separated like the other inputs")
     names = _output_names(list(inputs), files)
     mine = set(my_share(files))  # under accelerate/torchrun each process takes its share
     seen: dict[str, Path] = {}
     jobs = []
-    failed = list(problems) if world()[0] == 0 else []  # reported once, not by every process
+    failed = list(problems) if first else []
     for f in files:
         name = names[f]
         if name in seen:
@@ -103,15 +118,18 @@ def separate(
         except MacsError as exc:
             failed.append(str(exc))
             continue
-        if (output / name).exists() and skip_existing:
-            console.print(f"skip {f} (output exists)", highlight=False)
+        if skip_existing and STEMS.owns(output / name):
+            if not quiet:
+                say_note(f"skip {f} (output exists)")
+            emit(output / name, input=str(f), skipped=True)
             continue
         jobs.append((f, name, info))
     total = sum(i.duration for _, _, i in jobs)
-    done = 0
-    with Progress(TextColumn("[bold]separate[/] {task.fields[file]}"), BarColumn(),
-                  TextColumn("{task.completed:.1f}/{task.total:.1f} s of audio"),
-                  TimeRemainingColumn(), console=console, disable=quiet, transient=False) as progress:
+    done: list[Path] = []
+    with report_interrupt(done, len(jobs)), \
+            Progress(TextColumn("[bold]separate[/] {task.fields[file]}"), BarColumn(),
+                     TextColumn("{task.completed:.1f}/{task.total:.1f} s of audio"),
+                     TimeRemainingColumn(), console=console, disable=quiet, transient=False) as progress:
         task = progress.add_task("audio", total=max(total, 1e-9), file="")
         for f, name, info in jobs:
             progress.update(task, file=f.name)
@@ -119,13 +137,17 @@ def separate(
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", SilentInputWarning)
-                    separate_file(net, f, output, opts, name=name,
-                                  on_progress=lambda s: progress.advance(task, s))
+                    manifest = separate_file(net, f, output, opts, name=name,
+                                             on_progress=lambda s: progress.advance(task, s))
                 for w in caught:
                     say_warning(f"{w.message}")
-                done += 1
+                done.append(f)
+                emit(output / name, input=str(f), skipped=False,
+                     stems=[str(output / name / s["file"]) for s in manifest["stems"]],
+                     manifest=str(output / name / "manifest.json"))
             except OutputExistsError as exc:
-                failed.append(f"{exc} (or --skip-existing)")
+                failed.append(str(exc).replace("(use --force to replace it)",
+                                               "(use --force to replace it, or --skip-existing to keep it)"))
             except MacsError as exc:
                 failed.append(str(exc))
             except OSError as exc:
@@ -134,7 +156,7 @@ def separate(
     for msg in failed:
         say_error(f"{msg}")
     if not quiet:
-        console.print(f"{done} separated into {output}" + (f", {len(failed)} failed" if failed else "")
+        console.print(f"{len(done)} separated into {output}" + (f", {len(failed)} failed" if failed else "")
                       + shard_note(), highlight=False)
     if failed:
         raise typer.Exit(1)

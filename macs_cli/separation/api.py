@@ -13,9 +13,10 @@ memory does not grow with the file's length.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +27,8 @@ from .. import __version__
 from ..audio.chunking import OverlapAdd
 from ..audio.io import AudioInfo, StreamResampler, iter_blocks, probe
 from ..errors import ConfigError, MacsError
-from ..fsutil import atomic_dir, atomic_path
+from ..formats import STEMS, STEMS_FORMAT
+from ..fsutil import atomic_dir, describe_os_error, is_inside
 from .model import Separator
 
 FRAME_SECONDS = 0.1      # envelope resolution for activity and grouping
@@ -173,98 +175,146 @@ def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: 
     """Separate one file into ``outdir/<name>/``; returns the manifest (also written as JSON).
 
     ``on_progress(seconds)`` is called with the seconds of input audio consumed since the last call.
+    A full disk (or any failed write) is a one-line MacsError; nothing half-written stays.
     """
-    import soundfile as sf
-
     path = Path(path)
     cfg = model.config
     opts.validate(cfg.num_sources)
     info = probe(path)
     name = output_name(Path(name) if name else Path(path.name))
     target = Path(outdir) / name
+    if is_inside(path, target):
+        where = "the input itself" if path.resolve() == target.resolve() else "the folder that holds it"
+        raise MacsError(f"{path}: its output {target} would replace {where}; choose another output folder")
+    try:
+        return _separate_into(model, path, info, target, opts, on_progress)
+    except OSError as exc:   # placing the finished folder (fsync, rename)
+        raise MacsError(f"{path} -> {describe_os_error(exc, target)}") from None
+
+
+def sf_errors() -> tuple[type[BaseException], ...]:
+    """libsndfile's errors: a failed write comes without errno, so :func:`write_failure` diagnoses it."""
+    import soundfile as sf
+
+    return (sf.LibsndfileError,)
+
+
+def write_failure(where: Path, exc: BaseException) -> str:
+    """One line for a failed audio write: 'no space left on device' when the disk is full."""
+    import errno
+    import resource
+
+    folder = Path(where)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        st = os.statvfs(folder)
+        free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    except OSError:
+        free = None
+    if free is not None and free < (1 << 20):
+        return describe_os_error(OSError(errno.ENOSPC, "No space left on device"), where)
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        return describe_os_error(OSError(errno.EFBIG, "File too large"), where)
+    detail = str(exc).strip() or "system error"
+    return f"{where}: cannot write audio ({detail})"
+
+
+def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, opts: SeparateOptions,
+                   on_progress: Callable[[float], None] | None) -> dict:
+    import soundfile as sf
+
+    cfg = model.config
     out_rate = output_rate(opts, info, cfg.sample_rate)
     window = cfg.window_samples
     overlap = int(round(window * opts.overlap))
     t0 = time.time()
-    with atomic_dir(target, force=opts.force) as tmp:
-        m = cfg.num_sources
-        raw_paths = [tmp / f".raw_{i:02d}.wav" for i in range(m)]
-        writers = [sf.SoundFile(str(p), "w", cfg.sample_rate, 1, subtype="FLOAT") for p in raw_paths]
-        stats = _StemStats(m, cfg.sample_rate)
-        ola = OverlapAdd(model_window_fn(model), window, overlap, opts.batch_size, opts.align)
-        to_model = StreamResampler(info.sample_rate, cfg.sample_rate)
-
-        def sink(blocks):
-            for stems in blocks:
-                stats.add(stems)
-                for w, s in zip(writers, stems):
-                    w.write(s)
-
+    with atomic_dir(target, STEMS, force=opts.force) as tmp:
         try:
-            for block in iter_blocks(path, block_frames=max(4096, info.sample_rate)):
-                sink(ola.push(to_model(block)))
-                if on_progress:
-                    on_progress(block.shape[0] / info.sample_rate)
-            tail = to_model(np.zeros(0, dtype=np.float32), last=True)
-            sink(ola.push(tail))
-            sink(ola.finish())
-        finally:
-            for w in writers:
-                w.close()
-        env = stats.finish()
-        activity = stem_activity(env)
-        rms = np.sqrt(stats.sumsq / max(stats.count, 1))
-        silent_input = stats.peak < 1e-6
-        if silent_input:
-            warnings.warn(f"{path}: input is silent; the stems are silent", SilentInputWarning,
-                          stacklevel=2)
-        groups = group_stems(env, opts.num_sources) if opts.num_sources else [[i] for i in range(m)]
-        mix_energy = stats.mix_sumsq / max(stats.count, 1)
-        group_rms = [float(np.sqrt(np.square(rms[g]).sum())) for g in groups]
-        # a group is active if any of its stems is
-        group_act = [float(activity[g].max()) for g in groups]
-        active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
-                  for a, r in zip(group_act, group_rms)]
-        keep = [i for i in range(len(groups)) if active[i] or not opts.drop_silent]
-        _write_outputs(tmp, raw_paths, groups, keep, path, info, cfg.sample_rate, out_rate, opts)
-        for p in raw_paths:
-            p.unlink(missing_ok=True)
-        seconds = time.time() - t0
-        manifest = {
-            "macs_version": __version__,
-            "source": str(path.resolve()),
-            "source_sample_rate": info.sample_rate,
-            "source_channels": info.channels,
-            "source_frames": info.frames,
-            "duration_s": info.duration,
-            "sample_rate": out_rate,
-            "model_sample_rate": cfg.sample_rate,
-            "model": {"source": getattr(model, "source", "in-memory"), "name": cfg.name,
-                      "num_sources": cfg.num_sources, "channels": cfg.channels,
-                      "window_seconds": cfg.window_seconds},
-            "settings": {**asdict(opts), "device": str(next(model.parameters()).device)},
-            "silent_input": bool(silent_input),
-            "stems": [],
-            "dropped": [],
-            "timing": {"seconds": round(seconds, 3),
-                       "real_time_factor": round(seconds / max(info.duration, 1e-9), 4)},
-        }
-        written = 0
-        for gi, g in enumerate(groups):
-            entry = {"model_stems": g, "rms": group_rms[gi], "rms_db": _db(group_rms[gi] ** 2),
-                     "activity": group_act[gi], "active": bool(active[gi])}
-            if gi in keep:
-                entry = {"file": f"stem_{written:02d}.wav", "index": written, **entry}
-                manifest["stems"].append(entry)
-                written += 1
-            else:
-                manifest["dropped"].append(entry)
-        if opts.spectrograms:
-            from .plots import plot_separation
+            m = cfg.num_sources
+            raw_paths = [tmp / f".raw_{i:02d}.wav" for i in range(m)]
+            writers = [sf.SoundFile(str(p), "w", cfg.sample_rate, 1, subtype="FLOAT") for p in raw_paths]
+            stats = _StemStats(m, cfg.sample_rate)
+            ola = OverlapAdd(model_window_fn(model), window, overlap, opts.batch_size, opts.align)
+            to_model = StreamResampler(info.sample_rate, cfg.sample_rate)
 
-            plot_separation(tmp, manifest)
-        with atomic_path(tmp / "manifest.json") as mtmp:
-            mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
+            def sink(blocks):
+                for stems in blocks:
+                    stats.add(stems)
+                    for w, s in zip(writers, stems):
+                        w.write(s)
+
+            try:
+                for block in iter_blocks(path, block_frames=max(4096, info.sample_rate)):
+                    sink(ola.push(to_model(block)))
+                    if on_progress:
+                        on_progress(block.shape[0] / info.sample_rate)
+                tail = to_model(np.zeros(0, dtype=np.float32), last=True)
+                sink(ola.push(tail))
+                sink(ola.finish())
+            finally:
+                for w in writers:
+                    w.close()
+            env = stats.finish()
+            activity = stem_activity(env)
+            rms = np.sqrt(stats.sumsq / max(stats.count, 1))
+            silent_input = stats.peak < 1e-6
+            if silent_input:
+                warnings.warn(f"{path}: input is silent; the stems are silent", SilentInputWarning,
+                              stacklevel=2)
+            groups = group_stems(env, opts.num_sources) if opts.num_sources else [[i] for i in range(m)]
+            mix_energy = stats.mix_sumsq / max(stats.count, 1)
+            group_rms = [float(np.sqrt(np.square(rms[g]).sum())) for g in groups]
+            # a group is active if any of its stems is
+            group_act = [float(activity[g].max()) for g in groups]
+            active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
+                      for a, r in zip(group_act, group_rms)]
+            keep = [i for i in range(len(groups)) if active[i] or not opts.drop_silent]
+            _write_outputs(tmp, raw_paths, groups, keep, path, info, cfg.sample_rate, out_rate, opts)
+            for p in raw_paths:
+                p.unlink(missing_ok=True)
+            seconds = time.time() - t0
+            manifest = {
+                "format": STEMS_FORMAT,
+                "macs_version": __version__,
+                "source": str(path.resolve()),
+                "source_sample_rate": info.sample_rate,
+                "source_channels": info.channels,
+                "source_frames": info.frames,
+                "duration_s": info.duration,
+                "sample_rate": out_rate,
+                "model_sample_rate": cfg.sample_rate,
+                "model": {"source": getattr(model, "source", "in-memory"), "name": cfg.name,
+                          "num_sources": cfg.num_sources, "channels": cfg.channels,
+                          "window_seconds": cfg.window_seconds},
+                "settings": {**asdict(opts), "device": str(next(model.parameters()).device)},
+                "silent_input": bool(silent_input),
+                "stems": [],
+                "dropped": [],
+                "timing": {"seconds": round(seconds, 3),
+                           "real_time_factor": round(seconds / max(info.duration, 1e-9), 4)},
+            }
+            written = 0
+            for gi, g in enumerate(groups):
+                entry = {"model_stems": g, "rms": group_rms[gi], "rms_db": _db(group_rms[gi] ** 2),
+                         "activity": group_act[gi], "active": bool(active[gi])}
+                if gi in keep:
+                    entry = {"file": f"stem_{written:02d}.wav", "index": written, **entry}
+                    manifest["stems"].append(entry)
+                    written += 1
+                else:
+                    manifest["dropped"].append(entry)
+            if opts.spectrograms:
+                from .plots import plot_separation
+
+                plot_separation(tmp, manifest)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")  # inside the temporary folder
+        except sf_errors() as exc:   # diagnosed while the temporary still fills the disk
+            raise MacsError(f"{path} -> {write_failure(target, exc)}") from None
+        except OSError as exc:
+            raise MacsError(f"{path} -> {describe_os_error(exc, target)}") from None
+
     return manifest
 
 
@@ -318,12 +368,5 @@ def _write_outputs(tmp: Path, raw_paths: list[Path], groups: list[list[int]], ke
             r.close()
 
 
-@dataclass
-class BatchReport:
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-__all__ = ["SeparateOptions", "separate_file", "group_stems", "stem_activity", "BatchReport",
+__all__ = ["SeparateOptions", "separate_file", "group_stems", "stem_activity",
            "SilentInputWarning", "MacsError"]

@@ -52,6 +52,14 @@ class SeparatorConfig:
                  f"{key} must be a positive integer (got {v!r})")
         need(2 <= self.num_sources <= 16, f"num_sources must be in 2..16 (got {self.num_sources})")
         need(1 <= self.depth <= 8, f"depth must be in 1..8 (got {self.depth})")
+        # generous bounds (the paper's model: NC = 64, n_fft = 400 at 16 kHz): a file's metadata can
+        # never ask for a network or a spectrogram larger than any real one
+        need(self.channels <= 512, f"channels must be in 1..512 (got {self.channels})")
+        need(self.channels * 2 ** (self.depth - 1) <= 8192,
+             f"channels x 2^(depth - 1) (the innermost width) must be at most 8192 (got "
+             f"{self.channels * 2 ** (self.depth - 1)})")
+        need(8000 <= self.sample_rate <= 192000, f"sample_rate must be in 8000..192000 (got {self.sample_rate})")
+        need(self.n_fft <= 8192, f"n_fft must be at most 8192 (got {self.n_fft})")
         need(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
              f"dropout must be in [0, 1) (got {self.dropout!r})")
         need(isinstance(self.window_seconds, (int, float)) and 0.1 <= self.window_seconds <= 60,

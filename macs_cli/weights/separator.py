@@ -18,7 +18,6 @@ import torch
 from ..errors import ConfigError, MacsError, ModelError
 from ..separation.config import NAMED_CONFIGS, SeparatorConfig
 from ..separation.model import Separator
-from ..fsutil import atomic_path
 from .statecheck import describe_mismatch, read_safetensors
 
 DEFAULT_DIR = Path(__file__).parent / "default"
@@ -29,9 +28,14 @@ OFFICIAL_PREFIX = "model.unet."
 
 
 # -- our format ---------------------------------------------------------------------------------
-def save_separator(model: Separator, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``path`` (.safetensors) and its ``.json`` config atomically."""
+def save_separator(model: Separator, path: Path, metadata: dict[str, str] | None = None,
+                   force: bool = False) -> Path:
+    """Write ``path`` (.safetensors) and its ``.json`` config together. An existing file there is
+    replaced only with ``force`` and only if it is a macs separator checkpoint."""
     from safetensors.torch import save_file
+
+    from ..formats import SEPARATOR_FILE, SEPARATOR_JSON
+    from ..fsutil import OutputSet
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -39,10 +43,11 @@ def save_separator(model: Separator, path: Path, metadata: dict[str, str] | None
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {"macs_config": json.dumps(model.config.to_dict()), "format": "macs-separator-v1"}
     meta.update(metadata or {})
-    with atomic_path(path) as tmp:
+    with OutputSet(force) as out:
+        tmp = out.path(path, SEPARATOR_FILE)
+        side = out.path(path.with_suffix(".json"), SEPARATOR_JSON)
         save_file(state, str(tmp), metadata=meta)
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        model.config.save(tmp)
+        model.config.save(side)
     return path
 
 
@@ -71,11 +76,9 @@ def _torch_load(path: Path) -> Any:
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, or a pickle
         raise ModelError(f"{path}: not a PyTorch checkpoint (expected a .pt/.pth file, a .safetensors "
                          "file or a train-sep run folder)")
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load checkpoint safely ({first})") from None
+    from .safeload import torch_load_safely
+
+    return torch_load_safely(path, mmap=False)
 
 
 def _find_state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -133,10 +136,15 @@ def _load_torch_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], Separat
 
 # -- building a model ---------------------------------------------------------------------------
 def build_from_state(state: dict[str, torch.Tensor], config: SeparatorConfig, source: str) -> Separator:
-    model = Separator(config)
-    problem = describe_mismatch(model.state_dict(), state)
+    """A separator from a state dict and the config that came with it. The config is checked
+    against the tensors on the ``meta`` device first (no memory is allocated), so a file whose
+    metadata asks for a huge model is refused before anything is built."""
+    with torch.device("meta"):
+        shapes = Separator(config).state_dict()
+    problem = describe_mismatch(shapes, state)
     if problem:
-        raise ModelError(f"{source}: checkpoint does not fit the separator ({problem})")
+        raise ModelError(f"{source}: checkpoint does not fit the separator its config describes ({problem})")
+    model = Separator(config)
     model.load_state_dict(state)
     model.eval()
     return model
