@@ -15,6 +15,7 @@ of their 10 s chunks), float32, in stem order.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..audio.io import AUDIO_SUFFIXES, read_audio
 from ..errors import AudioError, ConfigError, MacsError
-from ..fsutil import atomic_path
+from ..fsutil import require_regular_file
 from .preprocess import CLAP_SAMPLE_RATE
 
 
@@ -50,9 +51,10 @@ def stems_of(folder: Path) -> tuple[list[Path], Path | list[Path] | None]:
     manifest = folder / "manifest.json"
     if manifest.exists():
         try:
+            require_regular_file(manifest, "manifest")
             m = json.loads(manifest.read_text())
-            files = [folder / s["file"] for s in m["stems"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            files = [_stem_file(folder, s["file"], manifest) for s in m["stems"]]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise MacsError(f"{manifest}: not a macs separate manifest ({exc})") from None
         source = Path(m["source"]) if m.get("source") else None
         if source is not None and not source.exists():
@@ -68,6 +70,18 @@ def stems_of(folder: Path) -> tuple[list[Path], Path | list[Path] | None]:
     if not files:
         raise AudioError(f"{folder}: holds no manifest.json and no audio files")
     return files, None
+
+
+def _stem_file(folder: Path, name: object, manifest: Path) -> Path:
+    """A stem named by a manifest: a plain relative name that stays inside the stems folder (a
+    manifest can never make ``embed`` read some other file on the disk)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a stem's file is {name!r}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or not (folder / rel).resolve().is_relative_to(folder.resolve()):
+        raise MacsError(f"{manifest}: stem file {name!r} lies outside its folder; stems must be inside "
+                        f"{folder}")
+    return folder / rel
 
 
 def _read(path: Path) -> np.ndarray:
@@ -173,33 +187,46 @@ def rank_embeddings(embeddings: np.ndarray, mixture: np.ndarray, top_k: int | No
 
 
 # -- files -----------------------------------------------------------------------------------------
-def write_npy_with_sidecar(out: Path, array: np.ndarray, sidecar: dict) -> None:
-    """``out`` (.npy) and ``out`` with .json, each written atomically."""
+def write_npy_with_sidecar(out: Path, array: np.ndarray, sidecar: dict, kind: str = "embeddings",
+                           force: bool = False) -> list[Path]:
+    """``out`` (.npy) and its ``.json`` sidecar, written together: both are complete under
+    temporary names before either is placed, the sidecar first, so no ``.npy`` ever stands
+    without its sidecar. ``kind`` (``embeddings`` or ``ranked``) sets the format tag and what
+    ``force`` may replace: only a previous output of the same kind."""
+    from ..formats import (EMBED_SIDECAR, EMBEDDINGS, EMBEDDINGS_FORMAT, RANK_SIDECAR, RANKED,
+                           RANKED_FORMAT)
+    from ..fsutil import OutputSet
+
+    kinds = {"embeddings": (EMBEDDINGS, EMBED_SIDECAR, EMBEDDINGS_FORMAT),
+             "ranked": (RANKED, RANK_SIDECAR, RANKED_FORMAT)}
+    npy_kind, side_kind, fmt = kinds[kind]
     out = Path(out)
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as f:
+    with OutputSet(force) as outputs:
+        side_tmp = outputs.path(out.with_suffix(".json"), side_kind)
+        npy_tmp = outputs.path(out, npy_kind)
+        side_tmp.write_text(json.dumps({"format": fmt, **sidecar}, indent=2) + "\n")
+        with open(npy_tmp, "wb") as f:
             np.save(f, np.asarray(array, dtype=np.float32))
-    with atomic_path(out.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return [out, out.with_suffix(".json")]
 
 
 def read_npy_with_sidecar(path: Path) -> tuple[np.ndarray, dict]:
     path = Path(path)
-    if not path.exists():
-        raise MacsError(f"{path}: no such file")
+    require_regular_file(path, "file")
     try:
         arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise MacsError(f"{path}: not a .npy array ({str(exc).splitlines()[0]})") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise MacsError(f"{path}: not a .npy array ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
     if not isinstance(arr, np.ndarray):   # np.load opens a .npz archive too
         arr.close()
         raise MacsError(f"{path}: not a .npy array (a .npz archive; save one array with numpy.save)")
     side = path.with_suffix(".json")
     meta = {}
-    if side.exists():
+    if os.path.lexists(side):
+        require_regular_file(side, "sidecar")
         try:
             meta = json.loads(side.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MacsError(f"{side}: not JSON ({exc})") from None
         if not isinstance(meta, dict):
             raise MacsError(f"{side}: not a sidecar (a JSON object is expected, found {type(meta).__name__})")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -58,27 +57,9 @@ def read_checkpoint(path: Path) -> Any:
             return load_file(str(path))
         except Exception as exc:
             raise ModelError(f"{path}: not a readable safetensors checkpoint ({_first_line(exc)})") from None
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        pass  # not a zip-format checkpoint (mmap needs one), or unreadable: retry plainly
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"{path}: {_load_failure(exc)}") from None
+    from ..weights.safeload import torch_load_safely
 
-
-def _load_failure(exc: BaseException) -> str:
-    """A short reason for a failed ``torch.load(weights_only=True)`` (torch's own is a page long)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if found:
-        return (f"cannot load checkpoint safely (it holds a pickled Python object, {found.group(1)}, "
-                "which weights-only loading refuses to run)")
-    if isinstance(exc, EOFError) or re.search(r"Unsupported operand|invalid load key|zip archive|"
-                                              r"central directory|magic number", text):
-        return "not a PyTorch checkpoint (corrupt, truncated or another kind of file)"
-    return f"cannot load checkpoint safely ({_first_line(exc)})"
+    return torch_load_safely(path)
 
 
 def extract_laion_state(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:

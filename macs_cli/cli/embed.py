@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -9,8 +10,9 @@ from typing import List, Optional
 
 import typer
 
-from .common import (DEVICE_HELP, console, fail, my_share, one_line_errors, process_device, say_error,
-                     say_warning, shard_note, threads_for_cpu, world)
+from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, my_share, one_line_errors, plan_output,
+                     process_device, report_interrupt, say_error, say_note, say_warning, shard_note,
+                     threads_for_cpu, world)
 
 CLAP_HELP = ("CLAP model: 'default' (laion-clap 630k-audioset-best, HTSAT-tiny), 'hf' or "
              "'hf:<repo or folder>' (transformers ClapModel), a laion-clap .pt, or an official MACS "
@@ -49,6 +51,13 @@ def expand_stem_sets(inputs: list[Path]) -> tuple[list[tuple[str, list[Path], Pa
                 sets.append((item.name, files, mix))
             else:
                 problems.append(f"{item}: holds no stems (no manifest.json and no audio files)")
+        elif os.path.lexists(item):
+            from ..fsutil import require_regular_file
+
+            try:
+                require_regular_file(item, "stem file")
+            except MacsError as exc:
+                problems.append(str(exc))
         else:
             problems.append(f"{item}: no such file or folder")
     if loose:
@@ -72,15 +81,21 @@ def embed(
                                         "from the Hugging Face hub into its cache."),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip sets whose .npy exists."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or skip lines."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Embed stems with CLAP: OUT.npy (M x 512, stem order) + OUT.json."""
+    """Embed stems with CLAP: OUT.npy (M x 512, stem order) + OUT.json.
+
+    Prints each .npy written on stdout (--json: one record each)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..clap import load_clap
     from ..clap.api import MissingMixtureWarning, embed_stems, write_npy_with_sidecar
-    from ..fsutil import file_sha256
     from ..errors import MacsError
+    from ..formats import EMBED_SIDECAR, EMBEDDINGS
+    from ..fsutil import describe_os_error, file_sha256
+
+    emit = Emitter(as_json)
 
     with one_line_errors():
         if force and skip_existing:
@@ -113,6 +128,9 @@ def embed(
         if dev == "cpu":
             threads_for_cpu()
         jobs, claimed = [], {}
+        inputs_used = {Path(p).resolve() for _, files, mix in sets for p in
+                       [*files, *(mix if isinstance(mix, list) else [mix] if mix else [])]}
+        inputs_used |= {Path(files[0]).parent.resolve() / "manifest.json" for _, files, _ in sets if files}
         for (name, files, mix), target in zip(sets, targets):
             where = Path(files[0]).parent if files else name
             if target in claimed:
@@ -120,21 +138,33 @@ def embed(
                                 "(embed them into separate folders)")
                 continue
             claimed[target] = where
-            if target.exists() and not force:
-                if skip_existing:
-                    continue
-                problems.append(f"{target}: already exists (use --force to overwrite or --skip-existing)")
+            side = target.with_suffix(".json")
+            clash = next((p for p in (target, side) if p.resolve() in inputs_used), None)
+            if clash is not None:
+                problems.append(f"{where}: its output {clash} is one of the inputs (choose another -o)")
                 continue
-            jobs.append((name, files, mix, target))
+            try:
+                action, job_force = plan_output([(target, EMBEDDINGS), (side, EMBED_SIDECAR)], force, skip_existing)
+            except MacsError as exc:
+                problems.append(str(exc))
+                continue
+            if action == "skip":
+                if not quiet:
+                    say_note(f"skip {where} ({target} exists)")
+                emit(target, input=str(where), sidecar=str(side), skipped=True)
+                continue
+            jobs.append((name, files, mix, target, job_force))
         jobs = my_share(jobs)
         if world()[0] != 0:
             problems = []
         encoder = load_clap(clap, device=dev, allow_download=allow_download) if jobs else None
     done = 0
-    with Progress(TextColumn("[bold]embed[/] {task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, disable=quiet) as progress:
+    finished: list[str] = []
+    with report_interrupt(finished, len(jobs)), \
+            Progress(TextColumn("[bold]embed[/] {task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
+                     TimeRemainingColumn(), console=console, disable=quiet) as progress:
         task = progress.add_task("sets", total=len(jobs), name="")
-        for name, files, mix, target in jobs:
+        for name, files, mix, target, job_force in jobs:
             progress.update(task, name=name)
             t0 = time.time()
             try:
@@ -151,12 +181,15 @@ def embed(
                         "seconds": round(time.time() - t0, 3)}
                 if res.labels is not None:
                     side["labels"] = res.labels
-                write_npy_with_sidecar(target, res.embeddings, side)
+                write_npy_with_sidecar(target, res.embeddings, side, "embeddings", force=job_force)
                 done += 1
+                finished.append(name)
+                emit(target, input=str(Path(files[0]).parent), sidecar=str(target.with_suffix(".json")),
+                     skipped=False, shape=list(res.embeddings.shape))
             except MacsError as exc:
                 problems.append(str(exc))
             except OSError as exc:
-                problems.append(f"{name}: {exc.strerror or exc}")
+                problems.append(describe_os_error(exc, target))
             progress.advance(task)
     for msg in problems:
         say_error(f"{msg}")
