@@ -16,7 +16,8 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import (DEVICE_HELP, console, fail, one_line_errors, resolve_device, say_error, say_warning,
+from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, one_line_errors, resolve_device, say_error,
+                     say_warning,
                      threads_for_cpu)
 
 TASKS = ("images", "separation")
@@ -98,6 +99,7 @@ def evaluate(
                                                           "references), refs or manifest."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Evaluate generated images against ground-truth frames (and audio), or separated stems."""
     import torch
@@ -160,6 +162,9 @@ def evaluate(
             paths = write_report(output, report, force=force)
         except torch.OutOfMemoryError:
             fail("out of memory on the device (try a smaller --batch-size)")
+    emit = Emitter(as_json)
+    for name, path in paths.items():
+        emit(path, kind=name.split(".")[1], task=report["task"])
     if not quiet:
         _print_summary(report, paths["report.md"])
     if report["pairing"].get("failed"):

@@ -15,7 +15,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 import typer
 
 from ..fsutil import file_sha256
-from .common import DEVICE_HELP, console, fail, one_line_errors, process_device, threads_for_cpu
+from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, one_line_errors, plan_output, process_device,
+                     threads_for_cpu)
 
 SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v1-4, "
            "stable-diffusion-v1-5/stable-diffusion-v1-5), read from the Hugging Face cache, or a local "
@@ -119,12 +120,18 @@ def generate(
                                         "Face hub into its cache."),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Generate images from ranked stem embeddings or mixture audio (MACS stage 2)."""
+    """Generate images from ranked stem embeddings or mixture audio (MACS stage 2).
+
+    Prints each image written on stdout (--json: one record each)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..errors import ConfigError, MacsError, OutputExistsError
+    from ..errors import ConfigError, MacsError
+    from ..formats import PICTURE
     from ..generation.pipeline import GenerationSettings, MacsGenerator
+
+    emit = Emitter(as_json)
 
     with one_line_errors():
         if sum([bool(embeddings), bool(audio), interpolate is not None]) != 1:
@@ -167,13 +174,14 @@ def generate(
         if len(set(planned)) != len(planned):
             fail("two inputs have the same file name: run them separately or rename one", 2)
         targets = {n: output if single else output / f"{n}.png" for n in planned}
-        if not force:
-            for t in targets.values():
-                extra = [t.with_name(f"{t.stem}_attention.png"), t.with_name(f"{t.stem}_attention.npy")] \
-                    if attention_maps else []
-                for f in (t, t.with_suffix(".json"), *extra):   # the image, its sidecar, its maps
-                    if f.exists():
-                        raise OutputExistsError(f"{f}: already exists (use --force to overwrite)")
+        inputs_used = {Path(p).resolve() for p in [*embeddings, *(interpolate or ()), *audio]}
+        inputs_used |= {p.with_suffix(".json") for p in inputs_used}
+        for n, t in targets.items():      # nothing there, or (with --force) a previous image of ours
+            parts = [(t, PICTURE)] if n == "contact_sheet" else image_parts(t, attention_maps)
+            clash = next((p for p, _ in parts if p.resolve() in inputs_used), None)
+            if clash is not None:
+                raise MacsError(f"{clash}: is one of the inputs; choose another -o")
+            plan_output(parts, force)
 
         # models
         dev = process_device(device)
@@ -212,8 +220,10 @@ def generate(
             output.mkdir(parents=True, exist_ok=True)
 
         def write(item, name: str, record: dict, titles: list[str] | None = None) -> None:
-            _write_image(targets[name], item, {**record, **common}, titles)
+            files = _write_image(targets[name], item, {**record, **common}, titles, force)
             written.append(targets[name])
+            emit(targets[name], sidecar=str(files[1]), seed=item.seed,
+                 **({"attention": [str(f) for f in files[2:]]} if len(files) > 2 else {}))
             progress.advance(task)
 
         if interpolate is not None:
@@ -228,8 +238,10 @@ def generate(
             images, t = gen.interpolate(a.array, b.array, frames, settings, on_image=on_frame)
             from ..generation.visual import contact_sheet, save_png
 
-            save_png(contact_sheet([im.image for im in images], [f"t={x:.2f}" for x in t]), targets["contact_sheet"])
+            save_png(contact_sheet([im.image for im in images], [f"t={x:.2f}" for x in t]), targets["contact_sheet"],
+                     force=force)
             written.append(targets["contact_sheet"])
+            emit(targets["contact_sheet"], kind="contact_sheet", frames=frames)
         else:
             for s in sets:
                 k = min(s.array.shape[1], top_k or s.array.shape[1])
@@ -264,19 +276,38 @@ class InputSet:
                 self.names[(row, seed + k)] = "_".join(parts)
 
 
-def _write_image(path: Path, item, record: dict, titles: list[str] | None) -> None:
-    """PNG + JSON sidecar (+ attention grid and maps when the item has them), each atomically."""
+def image_parts(path: Path, attention_maps: bool) -> list:
+    """The files of one image record with their kinds: the PNG, its sidecar, its attention maps."""
+    from ..formats import ATTENTION_NPY, ATTENTION_PNG, IMAGE, IMAGE_SIDECAR
+
+    parts = [(path, IMAGE), (path.with_suffix(".json"), IMAGE_SIDECAR)]
+    if attention_maps:
+        parts += [(path.with_name(f"{path.stem}_attention.png"), ATTENTION_PNG),
+                  (path.with_name(f"{path.stem}_attention.npy"), ATTENTION_NPY)]
+    return parts
+
+
+def _write_image(path: Path, item, record: dict, titles: list[str] | None, force: bool = False) -> list[Path]:
+    """PNG + JSON sidecar (+ attention grid and maps when the item has them), written together:
+    all complete under temporary names, then placed (the sidecar first); returns the files."""
     import numpy as np
 
-    from ..fsutil import atomic_path
-    from ..generation.visual import attention_grid, save_png
+    from ..formats import IMAGE_FORMAT
+    from ..fsutil import OutputSet
+    from ..generation.visual import attention_grid, write_png
 
-    side = {"image": path.name, **record, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    save_png(item.image, path, {"macs": json.dumps({"seed": item.seed, "sidecar": path.with_suffix(".json").name})})
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(side, indent=2, default=str) + "\n")
-    if item.attention is not None:
-        attention_grid(item.image, item.attention, titles or [], path.with_name(f"{path.stem}_attention.png"))
-        with atomic_path(path.with_name(f"{path.stem}_attention.npy")) as tmp:
-            with open(tmp, "wb") as f:
+    side = {"format": IMAGE_FORMAT, "image": path.name, **record, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    parts = image_parts(path, item.attention is not None)
+    with OutputSet(force) as out:
+        tmp = [None] * len(parts)
+        for i in [1, 0, *range(2, len(parts))]:      # the sidecar is placed first: it makes the rest ours
+            tmp[i] = out.path(*parts[i])
+        tmp = dict(zip([p for p, _ in parts], tmp))
+        mark = {"macs": json.dumps({"seed": item.seed, "sidecar": path.with_suffix(".json").name})}
+        write_png(item.image, tmp[path], mark)
+        tmp[path.with_suffix(".json")].write_text(json.dumps(side, indent=2, default=str) + "\n")
+        if item.attention is not None:
+            attention_grid(item.image, item.attention, titles or [], tmp[parts[2][0]])
+            with open(tmp[parts[3][0]], "wb") as f:
                 np.save(f, item.attention.astype(np.float32))
+    return [p for p, _ in parts]

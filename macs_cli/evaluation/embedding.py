@@ -57,7 +57,7 @@ class EmbeddingCache:
         if self.root is None:
             return
         p = self._path(key, digest)
-        with atomic_path(p) as tmp:
+        with atomic_path(p, overwrite=True) as tmp:   # a cache entry: ours, same content
             with open(tmp, "wb") as f:
                 np.save(f, np.asarray(value), allow_pickle=False)
 

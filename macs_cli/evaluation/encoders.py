@@ -249,7 +249,9 @@ def load_clip(path: Path, device: str) -> CleanFidImageEncoder:
         try:  # the released file is a TorchScript archive
             state = torch.jit.load(str(path), map_location="cpu").eval().state_dict()
         except RuntimeError:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            from ..weights.safeload import torch_load_safely
+
+            state = torch_load_safely(path, mmap=False)
         model = build_model(dict(state)).to(device)
         if str(device) == "cpu":
             model.float()
@@ -257,7 +259,8 @@ def load_clip(path: Path, device: str) -> CleanFidImageEncoder:
         fx.model = model.eval()
         fx.name = "clip_vit_b_32"
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{path}: cannot load the CLIP weights ({_first_line(exc)})") from None
+        reason = getattr(exc, "reason", None) or _first_line(exc)
+        raise ModelError(f"{path}: cannot load the CLIP weights ({reason})") from None
     dtype = next(fx.model.parameters()).dtype
     key = f"clip-cleanfid-{_file_tag(path)}-{str(dtype).replace('torch.', '')}"
     return CleanFidImageEncoder(key, fx, mode="clean", fn_resize=img_preprocess_clip)
@@ -270,10 +273,13 @@ def load_wav2clip(path: Path, device: str) -> ModuleAudioEncoder:
     path = Path(path)
     try:
         # never unpickle arbitrary objects: a checkpoint that needs more than tensors is refused
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        from ..weights.safeload import torch_load_safely
+
+        checkpoint = torch_load_safely(path, mmap=False)
         model = ResNetExtractor(checkpoint=checkpoint, scenario="frozen", transform=True)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{path}: cannot load the Wav2CLIP weights ({_first_line(exc)})") from None
+        reason = getattr(exc, "reason", None) or _first_line(exc)
+        raise ModelError(f"{path}: cannot load the Wav2CLIP weights ({reason})") from None
     return ModuleAudioEncoder(f"wav2clip-{_file_tag(path)}", model, WAV2CLIP_RATE).to(device)
 
 

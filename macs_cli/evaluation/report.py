@@ -9,11 +9,9 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from ..errors import OutputExistsError
-from ..fsutil import publish_mode
 
 REPORT_FILES = ("report.json", "report.md", "report.png")
 # decimals of each column, as in the paper's table
@@ -158,7 +156,7 @@ def images_plot(report: dict) -> bytes:
     fig.suptitle(f"{report.get('name') or 'generated'} on {report['dataset_label']} ({how})")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, metadata={"macs": "1"})
     plt.close(fig)
     return buf.getvalue()
 
@@ -186,42 +184,48 @@ def separation_plot(report: dict) -> bytes:
     fig.suptitle(f"Separation: {report.get('name') or 'stems'}")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, metadata={"macs": "1"})
     plt.close(fig)
     return buf.getvalue()
 
 
-def check_report_dir(out: Path, force: bool) -> None:
-    """An existing report in ``out`` is an error unless ``force`` (checked before any work)."""
-    existing = [n for n in REPORT_FILES if (Path(out) / n).exists()]
-    if existing and not force:
-        raise OutputExistsError(f"{Path(out) / existing[0]}: already exists (use --force to overwrite)")
+def report_parts(out: Path) -> list:
+    from ..formats import REPORT_JSON, REPORT_PART
+
+    out = Path(out)
+    return [(out / "report.json", REPORT_JSON), (out / "report.md", REPORT_PART), (out / "report.png", REPORT_PART)]
+
+
+def check_report_dir(out: Path, force: bool = False) -> None:
+    """An existing report in ``out`` is an error unless ``force`` and it is a previous ``macs eval``
+    report (checked before any work); anything else there is never replaced."""
+    from ..fsutil import output_state
+
+    state, where = output_state(report_parts(out))
+    if state == "foreign":
+        raise OutputExistsError(f"{where}: exists and is not part of a macs eval report, so it is never "
+                                "replaced, not even with --force (move it away or choose another -o)")
+    if state != "absent" and not force:
+        existing = next(p for p, _ in report_parts(out) if os.path.lexists(p))
+        raise OutputExistsError(f"{existing}: already exists (use --force to replace it)")
 
 
 def write_report(out: Path, report: dict, force: bool = False) -> dict[str, Path]:
-    """Render the three files, then move them into ``out`` (created if needed)."""
+    """Render the three files, then move them into ``out`` (created if needed): all complete
+    under temporary names first, report.json placed first."""
+    from ..formats import REPORT_FORMAT
+    from ..fsutil import OutputSet
+
     out = Path(out)
     check_report_dir(out, force)
-    report = clean_json(report)
+    report = {"format": REPORT_FORMAT, **clean_json(report)}
     if report["task"] == "separation":
         md, png = separation_markdown(report), separation_plot(report)
     else:
         md, png = images_markdown(report), images_plot(report)
     blobs = {"report.json": (json.dumps(report, indent=2) + "\n").encode(),
              "report.md": md.encode(), "report.png": png}
-    out.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, Path] = {}
-    try:
-        for name, data in blobs.items():  # render everything first ...
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            staged[name] = Path(tmp)
-            publish_mode(staged[name], directory=False)
-        for name, tmp in staged.items():  # ... then move into place
-            os.replace(tmp, out / name)
-    finally:
-        for tmp in staged.values():
-            if tmp.exists():
-                tmp.unlink()
+    with OutputSet(force) as staged:
+        for (path, kind), data in zip(report_parts(out), blobs.values()):
+            staged.path(path, kind).write_bytes(data)
     return {name: out / name for name in blobs}

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, ModelError
-from ..fsutil import atomic_path
 from ..weights.statecheck import read_safetensors
 from .adapter import AdapterConfig, MacsAdapter, config_from_state, trainable_keys
 
@@ -53,8 +52,13 @@ class AdapterSource:
 
 # -- ours -------------------------------------------------------------------------------------------
 def save_adapter(adapter: MacsAdapter, path: str | os.PathLike, sd_model: str | None = None,
-                 text_tokens: int | None = None, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``path`` (.safetensors) and its ``.json`` sidecar atomically; returns the path."""
+                 text_tokens: int | None = None, metadata: dict[str, str] | None = None,
+                 force: bool = False) -> Path:
+    """Write ``path`` (.safetensors) and its ``.json`` sidecar together; returns the path. An
+    existing file there is replaced only with ``force`` and only if it is a macs adapter."""
+    from ..formats import ADAPTER_FILE, ADAPTER_JSON
+    from ..fsutil import OutputSet
+
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -67,10 +71,11 @@ def save_adapter(adapter: MacsAdapter, path: str | os.PathLike, sd_model: str | 
               "layers": len(adapter.processors)}
     meta = {"format": FORMAT, "macs_config": json.dumps(config)}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
-    with atomic_path(path) as tmp:
+    with OutputSet(force) as out:
+        tmp = out.path(path, ADAPTER_FILE)
+        side = out.path(path.with_suffix(".json"), ADAPTER_JSON)
         save_file(state, str(tmp), metadata=meta)
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"format": FORMAT, **config, **(metadata or {})}, indent=2) + "\n")
+        side.write_text(json.dumps({"format": FORMAT, **config, **(metadata or {})}, indent=2) + "\n")
     return path
 
 
@@ -103,14 +108,9 @@ def read_adapter_file(path: Path) -> AdapterSource:
 
 # -- official -------------------------------------------------------------------------------------
 def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        pass  # not a zip-format checkpoint (mmap needs one): retry plainly
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot load checkpoint safely ({_first_line(exc)})") from None
+    from ..weights.safeload import torch_load_safely
+
+    return torch_load_safely(path)
 
 
 def _state_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -27,11 +27,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, MacsError, ModelError
 from ..weights.statecheck import describe_mismatch
 from .adapter import AdapterConfig, AttentionRecorder, MacsAdapter, install_adapter
 from .backbone import DEFAULT_SD_MODEL, OFFICIAL_SD_MODEL, load_backbone
 from .checkpoints import AdapterSource, resolve_adapter
+
+
+MAX_GUIDANCE = 100.0     # CFG scales in use stay far below (7.5 is the paper's); larger ones only overflow
+MAX_SIDE = 4096          # pixels; SD v1.x works at 512 (a 4096 x 4096 image needs tens of GB already)
+MAX_AUDIO_SCALE = 100.0
 
 
 @dataclass
@@ -54,12 +59,14 @@ class GenerationSettings:
                 raise ConfigError(msg)
 
         need(isinstance(self.steps, int) and 1 <= self.steps <= 1000, f"--steps must be in 1..1000 (got {self.steps})")
-        need(np.isfinite(self.guidance) and self.guidance >= 0, f"--guidance must be >= 0 (got {self.guidance})")
+        need(np.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE,
+             f"--guidance must be in 0..{MAX_GUIDANCE:g} (got {self.guidance})")
         for name in ("height", "width"):
             v = getattr(self, name)
-            need(isinstance(v, int) and v >= 64 and v % 8 == 0,
-                 f"--{name} must be a multiple of 8 and at least 64 (got {v})")
-        need(np.isfinite(self.audio_scale), f"--audio-scale must be a number (got {self.audio_scale})")
+            need(isinstance(v, int) and 64 <= v <= MAX_SIDE and v % 8 == 0,
+                 f"--{name} must be a multiple of 8 in 64..{MAX_SIDE} (got {v})")
+        need(np.isfinite(self.audio_scale) and abs(self.audio_scale) <= MAX_AUDIO_SCALE,
+             f"--audio-scale must be in -{MAX_AUDIO_SCALE:g}..{MAX_AUDIO_SCALE:g} (got {self.audio_scale})")
         need(isinstance(self.seed, int) and 0 <= self.seed < 2 ** 63, f"--seed must be in 0..2^63-1 (got {self.seed})")
         need(self.num_images >= 1, f"--num-images must be >= 1 (got {self.num_images})")
         need(self.seed + self.num_images - 1 < 2 ** 63,
@@ -70,6 +77,10 @@ class GenerationSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class NonFiniteImageError(MacsError):
+    """The denoising produced NaN or infinite values (an image of them would be written as black)."""
 
 
 @dataclass
@@ -226,11 +237,18 @@ class MacsGenerator:
                     result = self.infer_pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative,
                                              num_inference_steps=s.steps, guidance_scale=s.guidance,
                                              height=s.height, width=s.width, generator=generators,
-                                             output_type="pil")
+                                             output_type="np")
+                pixels = np.asarray(result.images)
+                if not np.all(np.isfinite(pixels)):
+                    raise NonFiniteImageError(
+                        f"the denoising produced NaN or infinite values (seed {batch[0][1]}, guidance "
+                        f"{s.guidance:g}, {str(self.pipe.unet.dtype).replace('torch.', '')}); no image written: "
+                        "try a lower --guidance or --audio-scale, or --dtype fp32")
+                images = self.infer_pipe.numpy_to_pil(pixels)
                 maps = None
                 if recorder is not None and recorder.result() is not None:
                     maps = recorder.result().numpy()[-b:]  # the conditional half comes second
-                for i, ((row, seed), image) in enumerate(zip(batch, result.images)):
+                for i, ((row, seed), image) in enumerate(zip(batch, images)):
                     item = GeneratedImage(image, seed, row, None if maps is None else maps[i])
                     out.append(item)
                     if on_image is not None:

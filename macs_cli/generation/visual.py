@@ -7,20 +7,28 @@ from typing import Sequence
 
 import numpy as np
 
+from ..formats import PICTURE, PNG_MARK
 from ..fsutil import atomic_path
 
 
-def save_png(image, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a PIL image as PNG atomically (with optional text chunks)."""
+def write_png(image, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a PIL image as PNG at ``path`` (no placement logic), with our text chunk
+    (``macs``: what recognises it as ours) and any others given."""
     from PIL.PngImagePlugin import PngInfo
 
-    info = None
-    if metadata:
-        info = PngInfo()
-        for k, v in metadata.items():
-            info.add_text(k, v)
-    with atomic_path(Path(path)) as tmp:
-        image.save(tmp, format="PNG", pnginfo=info)
+    info = PngInfo()
+    for k, v in {PNG_MARK: "1", **(metadata or {})}.items():
+        info.add_text(k, v)
+    image.save(path, format="PNG", pnginfo=info)
+
+
+def save_png(image, path: Path, metadata: dict[str, str] | None = None, force: bool = False,
+             overwrite: bool = False) -> None:
+    """Write a PIL image as PNG atomically: never over anything but a picture macs wrote, and
+    over that only with ``force`` (``overwrite``: a file of the caller's own, such as a
+    training run's samples)."""
+    with atomic_path(Path(path), PICTURE, force=force, overwrite=overwrite) as tmp:
+        write_png(image, tmp, metadata)
 
 
 def contact_sheet(images: Sequence, captions: Sequence[str], columns: int | None = None, pad: int = 4):
@@ -46,7 +54,8 @@ def contact_sheet(images: Sequence, captions: Sequence[str], columns: int | None
 
 
 def attention_grid(image, maps: np.ndarray, titles: Sequence[str], path: Path, alpha: float = 0.55) -> None:
-    """The image and one heat-map overlay per stem (maps: (K, h, w), any positive scale) as a PNG.
+    """The image and one heat-map overlay per stem (maps: (K, h, w), any positive scale) as a PNG
+    at ``path`` (written there directly: the caller places it).
 
     Each map is shown min-max normalised over the whole set, so stems compare by colour.
     """
@@ -72,6 +81,7 @@ def attention_grid(image, maps: np.ndarray, titles: Sequence[str], path: Path, a
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100, format="png", metadata={PNG_MARK: "1"})
+    finally:
+        plt.close(fig)
