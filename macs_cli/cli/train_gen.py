@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, one_line_errors, prepare_run_folder, resolve_device, with_shortcuts
+from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, one_line_errors, resolve_device, run_config,
+                     with_shortcuts)
 from .generate import gpu_memory_errors
 
 
@@ -29,6 +30,7 @@ def train_gen(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder."),
     force: bool = typer.Option(False, "--force", help="Start afresh, deleting the run in the output folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Train MACS's audio adapter (MLP, positional encoding, audio key/value projections) on a frozen SD v1.x."""
     from ..training.gen_trainer import GenTrainer, load_gen_config
@@ -38,15 +40,17 @@ def train_gen(
         sets = with_shortcuts(overrides, {"data.train": data, "model.sd_model": sd_model, "train.steps": steps,
                                           "optim.batch_size": batch_size, "model.allow_download": download,
                                           "data.clap_download": download})
-        cfg = load_gen_config(config, sets)
+        GenTrainer.check_run_folder(output, resume, force)    # before anything loads
+        cfg = load_gen_config(run_config(output, config, resume), sets)
         dev = resolve_device(device)
-        prepare_run_folder(output, resume, force)
         trainer = GenTrainer(cfg, output, device=dev, console=console, progress=not quiet)
         with gpu_memory_errors("try a smaller optim.batch_size with a larger optim.grad_accum, or "
                                "--set train.gradient_checkpointing=true"):
             result = trainer.run(resume=resume, fresh=force)
     if not trainer.accel.is_main_process:
         return
+    Emitter(as_json)(output / "adapter.safetensors", run=str(output), step=result["step"],
+                     **({"validation": result.get("validation")} if result.get("validation") else {}))
     msg = f"trained to step {result['step']}; adapter: {output / 'adapter.safetensors'}"
     if result.get("sample"):
         msg += f"; samples: {result['sample']}"

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, console, one_line_errors, prepare_run_folder, resolve_device, with_shortcuts
+from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, one_line_errors, resolve_device, run_config,
+                     with_shortcuts)
 
 
 def train_sep(
@@ -24,6 +25,7 @@ def train_sep(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder."),
     force: bool = typer.Option(False, "--force", help="Start afresh, deleting the run in the output folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Train a separator with unsupervised MixIT (mixtures of mixtures)."""
     from ..training.config import load_config
@@ -31,17 +33,19 @@ def train_sep(
     from ..training.trainer import Trainer
 
     with one_line_errors():
+        Trainer.check_run_folder(output, resume, force)    # before anything loads
         sets = with_shortcuts(overrides, {"data.train": data, "train.steps": steps, "optim.batch_size": batch_size})
-        cfg = load_config(config, sets)
+        cfg = load_config(run_config(output, config, resume), sets)
         dev = resolve_device(device)
         for key in ("train", "heldout"):   # the data exist and have the right form, before anything is written
             if cfg["data"][key] is not None:
                 data_kind(cfg["data"][key], cfg["data"]["kind"])
-        prepare_run_folder(output, resume, force)
         trainer = Trainer(cfg, output, device=dev, console=console, progress=not quiet)
         result = trainer.run(resume=resume, fresh=force)
     if not trainer.accel.is_main_process:
         return
+    Emitter(as_json)(output / "separator.safetensors", run=str(output), step=result["step"],
+                     **({"validation": result.get("validation")} if result.get("validation") else {}))
     val = result.get("validation") or {}
     msg = f"trained to step {result['step']}; model: {output / 'separator.safetensors'}"
     if val:

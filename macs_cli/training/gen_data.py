@@ -36,8 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MacsError
-from ..fsutil import atomic_path
-from ..fsutil import file_sha256
+from ..fsutil import atomic_path, file_sha256, require_regular_file
 from .data import DataError, _split_labels, read_manifest_rows
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -140,6 +139,11 @@ def drop_unreadable_images(data: PairedData) -> tuple[PairedData, list[str]]:
     keep, dropped = [], []
     for p in data.pairs:
         try:
+            try:
+                require_regular_file(Path(p.image), "image")   # a FIFO would block PIL forever
+            except MacsError as exc:
+                dropped.append(str(exc))
+                continue
             with Image.open(p.image) as im:
                 if im.width < 1 or im.height < 1:
                     raise OSError("empty image")
@@ -214,7 +218,7 @@ class EmbeddingCache:
         np.savez(buf, stems=stems.astype(np.float32), mixture=mixture.astype(np.float32),
                  info=np.array(json.dumps(info)))
         p = self.path(key)
-        with atomic_path(p) as tmp:
+        with atomic_path(p, overwrite=True) as tmp:   # a cache entry: ours, same content
             tmp.write_bytes(buf.getvalue())
 
 
@@ -251,8 +255,10 @@ def clip_embeddings(data: PairedData, embedder_factory: Callable[[], Any] | None
                     raise ConfigError(f"{clip.audio}: no precomputed embedding and no separator/CLAP configured")
                 embedder = embedder_factory()
             audio = Path(clip.audio)
-            if not audio.is_file():
-                raise DataError(f"{audio}: no such audio file")
+            try:
+                require_regular_file(audio, "audio file")
+            except MacsError as exc:
+                raise DataError(str(exc)) from None
             key = cache.key(file_sha256(audio), embedder.model_ids())
             hit = cache.get(key)
             if hit is None:
@@ -285,6 +291,7 @@ def load_image(path: str | Path, size: tuple[int, int], flip: bool = False) -> t
     from PIL import Image, UnidentifiedImageError
 
     h, w = size
+    require_regular_file(Path(path), "image")
     try:
         with Image.open(path) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):   # 16/32-bit grey: scale to 8 bits, not clip

@@ -68,6 +68,8 @@ def load_gen_config(path: Path | None = None, overrides: list[str] | None = None
 
 
 def validate_gen(cfg: dict[str, Any]) -> None:
+    from ..generation.pipeline import MAX_GUIDANCE, MAX_SIDE
+
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(f"invalid train-gen config: {msg}")
@@ -88,8 +90,9 @@ def validate_gen(cfg: dict[str, Any]) -> None:
     need(d["train"] is not None, "data.train is required (a CSV manifest or a Landscape/LLP-multi folder)")
     need(d["kind"] in ("auto", "csv", "landscape", "llp"), "data.kind must be auto, csv, landscape or llp")
     r = d["resolution"]
-    need(isinstance(r, (list, tuple)) and len(r) == 2 and all(pos_int(v) and v % 8 == 0 and v >= 64 for v in r),
-         f"data.resolution must be [height, width], multiples of 8 and >= 64 (got {r!r})")
+    need(isinstance(r, (list, tuple)) and len(r) == 2 and all(pos_int(v) and v % 8 == 0 and 64 <= v <= MAX_SIDE
+                                                              for v in r),
+         f"data.resolution must be [height, width], multiples of 8 in 64..{MAX_SIDE} (got {r!r})")
     need(isinstance(d["flip"], bool) and isinstance(d["rank"], bool), "data.flip and data.rank must be true or false")
     need(d["top_k"] is None or pos_int(d["top_k"]), "data.top_k must be a positive integer or null")
     need(d["max_items"] is None or pos_int(d["max_items"]), "data.max_items must be a positive integer or null")
@@ -120,7 +123,8 @@ def validate_gen(cfg: dict[str, Any]) -> None:
     need(isinstance(s["count"], int) and not isinstance(s["count"], bool) and s["count"] >= 0,
          "sample.count must be an integer >= 0")
     need(pos_int(s["steps"]), "sample.steps must be a positive integer")
-    need(num(s["guidance"]) and s["guidance"] >= 0, f"sample.guidance must be a number >= 0 (got {s['guidance']!r})")
+    need(num(s["guidance"]) and 0 <= s["guidance"] <= MAX_GUIDANCE,
+         f"sample.guidance must be a number in 0..{MAX_GUIDANCE:g} (got {s['guidance']!r})")
     need(isinstance(s["seed"], int) and not isinstance(s["seed"], bool) and 0 <= s["seed"] < 2 ** 63,
          f"sample.seed must be a non-negative integer (got {s['seed']!r})")
     need(isinstance(d["split"], str) and d["split"].strip() != "",
@@ -129,7 +133,8 @@ def validate_gen(cfg: dict[str, Any]) -> None:
         need(d[key] is None or (isinstance(d[key], str) and d[key].strip() != ""),
              f"data.{key} must be a path or name (got {d[key]!r})")
     for key in ("height", "width"):
-        need(s[key] is None or (pos_int(s[key]) and s[key] % 8 == 0), f"sample.{key} must be a multiple of 8 or null")
+        need(s[key] is None or (pos_int(s[key]) and s[key] % 8 == 0 and 64 <= s[key] <= MAX_SIDE),
+             f"sample.{key} must be a multiple of 8 in 64..{MAX_SIDE}, or null")
     need(pos_int(cfg["log"]["every"]), "log.every must be a positive integer")
 
 
@@ -153,6 +158,8 @@ class AdapterTrainingModel(torch.nn.Module):
 class GenTrainer(TrainingRun):
     label = "train-gen"
     run_files = TrainingRun.run_files + ("adapter.safetensors", "adapter.json", "samples")
+    config_sections = frozenset(DEFAULTS)
+    path_keys = ("data.train", "data.cache_dir", "data.separator", "data.clap", "model.sd_model", "model.init")
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None, console=None,
                  progress: bool = True, pipe=None):
@@ -282,7 +289,7 @@ class GenTrainer(TrainingRun):
         state = {"adapter": {k: v.detach().cpu().clone() for k, v in self.adapter.state_dict().items()}}
         if self.save_state(state):
             save_adapter(self.adapter, self.run_dir / "adapter.safetensors", sd_model=self.sd_model,
-                         text_tokens=self.text_tokens, metadata={"step": str(self.step)})
+                         text_tokens=self.text_tokens, metadata={"step": str(self.step)}, force=True)
 
     def resume(self) -> bool:
         return self.load_state(lambda state: self.adapter.load_state_dict(state["adapter"],
@@ -291,7 +298,7 @@ class GenTrainer(TrainingRun):
     # -- samples --------------------------------------------------------------------------------
     def sample(self) -> Path | None:
         """A grid of images from the first ``sample.count`` clips' embeddings, fixed seeds."""
-        from ..generation.pipeline import GenerationSettings, MacsGenerator
+        from ..generation.pipeline import GenerationSettings, MacsGenerator, NonFiniteImageError
         from ..generation.visual import contact_sheet, save_png
 
         s = self.cfg["sample"]
@@ -307,11 +314,16 @@ class GenTrainer(TrainingRun):
                 items = gen.generate(self.embeddings[:n].numpy(), GenerationSettings(
                     steps=s["steps"], guidance=float(s["guidance"]), height=h, width=w, seed=s["seed"],
                     prompt=self.cfg["model"]["prompt"]))
+        except NonFiniteImageError as exc:   # a bad sample is worth a warning, not the run
+            from rich.markup import escape
+
+            self._say(f"[yellow]warning: no samples at step {self.step}: {escape(str(exc))}[/]")
+            return None
         finally:
             self.adapter.train()
         names = [Path(self.data.clips[i].audio or self.data.clips[i].embedding or "").stem[:20] for i in range(n)]
         path = self.run_dir / "samples" / f"step_{self.step:06d}.png"
-        save_png(contact_sheet([it.image for it in items], names, columns=min(n, 4)), path)
+        save_png(contact_sheet([it.image for it in items], names, columns=min(n, 4)), path, overwrite=True)
         return path
 
     COLUMNS = ["step", "epoch", "lr", "loss", "seconds"]
@@ -320,6 +332,8 @@ class GenTrainer(TrainingRun):
     def run(self, resume: bool = False, stop_after: int | None = None, fresh: bool = False) -> dict[str, Any]:
         """Train to ``train.steps`` (or stop after step ``stop_after``, saving, as an interrupted
         run would have); returns a summary."""
+        if self.accel.is_main_process:   # the others would find the main process's first files
+            self.check_run_folder(self.run_dir, resume, fresh)
         if resume:
             self._say(f"resumed from step {self.step}" if self.resume()
                       else f"[yellow]no run to resume in {self.run_dir}: starting a new one[/]")

@@ -23,6 +23,38 @@ from ..fsutil import atomic_path
 from .schedule import mixed_precision
 
 FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
+# ("log": right after metrics.csv has been opened, before the first step)
+
+
+RESERVED_NAMES = ("default", "official", "hf")   # model names that are not paths, even where a folder has that name
+
+
+def absolute_paths(cfg: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``cfg`` with the paths under ``keys`` (``section.key``) made absolute, so that the run's
+    ``config.yaml`` means the same from any folder and a resume that names the same file another
+    way changes nothing. Values that are not existing paths (hub ids, built-in names) stay."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    for dotted in keys:
+        section, key = dotted.split(".")
+        value = out.get(section, {}).get(key)
+        if not isinstance(value, str) or not value.strip() or value in RESERVED_NAMES \
+                or value.startswith(("hf:", "official:")):
+            continue
+        path = os.path.expanduser(value)
+        if os.path.lexists(path):
+            out[section][key] = os.path.abspath(path)
+    return out
+
+
+def _same_setting(old: Any, new: Any) -> bool:
+    if old == new:
+        return True
+    if isinstance(old, str) and isinstance(new, str) and old not in RESERVED_NAMES:
+        return os.path.lexists(os.path.expanduser(new)) and \
+            os.path.abspath(os.path.expanduser(old)) == os.path.abspath(os.path.expanduser(new))
+    return False
 
 
 def config_changes(saved_yaml: str | None, cfg: dict[str, Any]) -> list[str]:
@@ -46,7 +78,14 @@ def config_changes(saved_yaml: str | None, cfg: dict[str, Any]) -> list[str]:
     expected = ("train.steps", "train.epochs", "train.max_minutes", "checkpoint.", "log.", "sample.")
     old, new = flat(saved), flat(cfg)
     return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and not k.startswith(expected)]
+            if not _same_setting(old.get(k), new.get(k)) and not k.startswith(expected)]
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
 
 
 class TrainingRun:
@@ -56,29 +95,68 @@ class TrainingRun:
     label = "train"
     # what a run writes into its folder: all that --force removes (the user's other files stay)
     run_files: tuple[str, ...] = ("config.yaml", "checkpoint.pt", "metrics.csv", "curves.png")
+    config_sections: frozenset[str] = frozenset()   # the top-level keys of this trainer's config
+    path_keys: tuple[str, ...] = ()                  # config values that are file or folder paths
+
+    @classmethod
+    def file_kinds(cls) -> dict[str, Any]:
+        from ..formats import run_file_kinds
+
+        kinds = run_file_kinds(f"macs {cls.label} run's", cls.config_sections)
+        return {name: kinds[name] for name in cls.run_files}
+
+    @classmethod
+    def check_run_folder(cls, run_dir: Path, resume: bool, force: bool) -> None:
+        """The checks made before anything is loaded or written. Any of the run's own files in
+        ``run_dir`` means a run is there: it needs ``--resume`` (which needs its checkpoint) or
+        ``--force``; ``--force`` may remove only files recognised as this kind of run's, so a
+        folder holding anything else under those names is refused."""
+        from ..errors import MacsError
+
+        run_dir = Path(run_dir)
+        if resume and force:
+            raise ConfigError("--resume and --force contradict each other")
+        if os.path.lexists(run_dir) and not run_dir.is_dir():
+            raise MacsError(f"{run_dir}: exists and is not a folder")
+        present = [n for n in cls.run_files if os.path.lexists(run_dir / n)]
+        if not present:
+            return
+        if not (resume or force):
+            raise MacsError(f"{run_dir}: already holds a run ({', '.join(present)}): use --resume to continue "
+                            "it or --force to start afresh")
+        if resume and not (run_dir / "checkpoint.pt").exists():
+            raise MacsError(f"{run_dir}: --resume needs its checkpoint.pt, which is not there (the run's "
+                            f"{', '.join(present)} are); use --force to start a new run over them, or another -o")
+        if force:
+            kinds = cls.file_kinds()
+            foreign = [n for n in present if (run_dir / n).is_symlink() or not kinds[n].owns(run_dir / n)]
+            if foreign:
+                raise MacsError(f"{run_dir / foreign[0]}: is not a file of a macs {cls.label} run, so --force "
+                                "does not remove it (move it away or choose another -o)")
 
     @classmethod
     def clear_run(cls, run_dir: Path) -> list[str]:
-        """Delete this kind of run's own files from ``run_dir`` (nothing else); returns their names.
-        Safe to call from several processes at once."""
-        import shutil
-
+        """Delete this kind of run's own files from ``run_dir`` (those recognised as such; nothing
+        else); returns their names. Safe to call from several processes at once."""
         removed = []
-        for name in cls.run_files:
+        for name, kind in cls.file_kinds().items():
             path = Path(run_dir) / name
-            if path.is_dir() and not path.is_symlink():
+            if not os.path.lexists(path) or path.is_symlink() or not kind.owns(path):
+                continue
+            if path.is_dir():
+                import shutil
+
                 shutil.rmtree(path, ignore_errors=True)
-                removed.append(name)
-            elif path.exists() or path.is_symlink():
+            else:
                 path.unlink(missing_ok=True)
-                removed.append(name)
+            removed.append(name)
         return removed
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None, console, progress: bool,
                  cpu_mixed_precision: bool = True):
         from accelerate import Accelerator
 
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.cfg, self.run_dir = absolute_paths(cfg, self.path_keys), Path(run_dir)
         self.console, self.show_progress = console, progress
         want = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if want.startswith("cuda") and not torch.cuda.is_available():
@@ -116,7 +194,7 @@ class TrainingRun:
             if fresh:
                 self.clear_run(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.run_dir / "config.yaml") as tmp:
+            with atomic_path(self.run_dir / "config.yaml", overwrite=True) as tmp:
                 tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
         self.accel.wait_for_everyone()
 
@@ -131,7 +209,7 @@ class TrainingRun:
         scaler = getattr(self.accel, "scaler", None)
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
-        with atomic_path(self.checkpoint_path) as tmp:
+        with atomic_path(self.checkpoint_path, overwrite=True) as tmp:   # stale temporaries are swept first
             torch.save(state, tmp)
         return True
 
@@ -142,7 +220,9 @@ class TrainingRun:
         if not self.checkpoint_path.exists():
             return False
         try:
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            from ..weights.safeload import torch_load_safely
+
+            state = torch_load_safely(self.checkpoint_path, mmap=False)
             restore(state)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -163,20 +243,27 @@ class TrainingRun:
         return True
 
     def open_log(self, columns: list[str]):
-        """``metrics.csv`` opened for writing, keeping the rows up to the current step (so a resumed
-        log equals an unbroken one); (file, writer), or (None, None) off the main process."""
+        """``metrics.csv`` opened for appending, holding the rows up to the current step (so a
+        resumed log equals an unbroken one); (file, writer), or (None, None) off the main process.
+        The kept rows are written to a temporary file that replaces the log atomically, so a crash
+        or a full disk at this point leaves the old log, never an empty one."""
         if not self.accel.is_main_process:
             return None, None
         path = self.run_dir / "metrics.csv"
         rows = []
         if path.exists():
             with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
-        f = open(path, "w", newline="")
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        return f, writer
+                rows = [r for r in csv.DictReader(f) if _int_or_none(r.get("step")) is not None
+                        and int(r["step"]) <= self.step]
+        with atomic_path(path, overwrite=True) as tmp:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+        f = open(path, "a", newline="")
+        if os.environ.get(FAULT_ENV) == "log":
+            os._exit(137)
+        return f, csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
 
     # -- inside the loop -----------------------------------------------------------------------
     def seed_micro_batch(self, gen: torch.Generator, micro: int) -> None:
@@ -203,7 +290,7 @@ class TrainingRun:
         if self.step % self.cfg["checkpoint"]["every"] == 0 or self.step == total or out_of_time or stopping:
             self.save()
             self.accel.wait_for_everyone()
-        fault = int(os.environ.get(FAULT_ENV, "0") or 0)
+        fault = _int_or_none(os.environ.get(FAULT_ENV)) or 0
         if fault and self.step == fault:
             os._exit(137)  # simulate a kill (no cleanup, no final save)
         if out_of_time:

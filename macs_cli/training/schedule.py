@@ -53,9 +53,11 @@ def save_png(fig, out_png: Path) -> None:
     """Write ``fig`` to ``out_png`` atomically and free it."""
     from ..fsutil import atomic_path
 
+    from ..formats import PNG_MARK
+
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    with atomic_path(out_png, overwrite=True) as tmp:   # the run's own plot, redrawn as it goes
+        fig.savefig(tmp, dpi=100, format="png", metadata={PNG_MARK: "1"})
     import matplotlib.pyplot as plt
 
     plt.close(fig)

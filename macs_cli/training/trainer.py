@@ -32,6 +32,7 @@ from ..separation.config import SeparatorConfig
 from ..separation.model import Separator
 from ..weights.separator import save_separator
 from ..weights.statecheck import describe_mismatch
+from .config import DEFAULTS
 from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
 from .losses import MixITLoss, MixtureBatch
 from .run import TrainingRun
@@ -70,6 +71,8 @@ def evaluate(model: Separator, mixes: torch.Tensor, refs: torch.Tensor, batch_si
 class Trainer(TrainingRun):
     label = "train-sep"
     run_files = TrainingRun.run_files + ("separator.safetensors", "separator.json")
+    config_sections = frozenset(DEFAULTS)
+    path_keys = ("data.train", "data.heldout", "train.init", "clap.model", "clap.tokenizer")
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None,
                  extra_terms: list[LossTerm] | None = None, console=None, progress: bool = True):
@@ -181,7 +184,8 @@ class Trainer(TrainingRun):
         if self.loss_modules:
             state["losses"] = {name: m.state_dict() for name, m in self.loss_modules.items()}
         if self.save_state(state):
-            save_separator(model, self.run_dir / "separator.safetensors", metadata={"step": str(self.step)})
+            save_separator(model, self.run_dir / "separator.safetensors", metadata={"step": str(self.step)},
+                           force=True)
 
     def resume(self) -> bool:
         def restore(state: dict[str, Any]) -> None:
@@ -210,6 +214,8 @@ class Trainer(TrainingRun):
         return min(t["epochs"] - 1, step * t["epochs"] // t["steps"])
 
     def run(self, resume: bool = False, fresh: bool = False) -> dict[str, Any]:
+        if self.accel.is_main_process:   # the others would find the main process's first files
+            self.check_run_folder(self.run_dir, resume, fresh)
         if resume:
             self._say(f"resumed from step {self.step}" if self.resume()
                       else f"[yellow]no run to resume in {self.run_dir}: starting a new one[/]")
