@@ -255,7 +255,8 @@ def test_generate_from_embeddings_with_sidecar_and_same_seed_same_image(tiny_sd,
     # a sidecar someone left is not overwritten either; -o x.jpg is refused (PNG only), no folder made
     (tmp_path / "side.json").write_text("{}")
     r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "side.png", *FAST)
-    assert r.exit_code == 1 and "side.json: already exists" in r.output and not (tmp_path / "side.png").exists()
+    assert r.exit_code == 1 and "side.json: exists and is not a macs generate sidecar" in r.output
+    assert not (tmp_path / "side.png").exists()
     r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "x.jpg", *FAST)
     assert r.exit_code == 2 and "PNG" in r.output and not (tmp_path / "x.jpg").exists()
     r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "again.png", "--seed", 7,
@@ -398,11 +399,11 @@ def test_generate_output_safety(tiny_sd, adapter_file, emb_files, tmp_path):
     # the second input does not fit the adapter (6 stems > 4): refused before the first image is written
     r = run("generate", "-e", emb_files["a"], "-e", emb_files["six"], "--adapter", adapter_file, "-o", out, *FAST)
     assert r.exit_code == 2 and "six.npy" in r.output and not out.exists()
-    # attention files are outputs too: not overwritten without --force
+    # attention files are outputs too: one that is not ours is never replaced
     out.mkdir()
     (out / "a_attention.png").write_bytes(b"mine")
     r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", out, "--attention-maps", *FAST)
-    assert r.exit_code == 1 and "a_attention.png: already exists" in r.output
+    assert r.exit_code == 1 and "a_attention.png: exists and is not a macs generate attention map" in r.output
     assert (out / "a_attention.png").read_bytes() == b"mine" and not (out / "a.png").exists()
     # seeds: image k uses seed + k, which must stay a valid seed
     r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", tmp_path / "s", "--seed",

@@ -227,17 +227,29 @@ def test_landscape_recipe_matches_the_paper():
 
 
 def test_force_clears_only_the_runs_own_files(tmp_path):
+    from PIL import Image
+    from safetensors.torch import save_file
+
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)
-    (run / "samples" / "step_000001.png").write_bytes(b"x")
-    for name in ("checkpoint.pt", "config.yaml", "metrics.csv", "adapter.safetensors", "adapter.json", "mine.txt"):
-        (run / name).write_text("x")
+    Image.new("RGB", (4, 4)).save(run / "samples" / "step_000001.png")
+    torch.save({"step": 1}, run / "checkpoint.pt")
+    (run / "config.yaml").write_text("model: {}\ntrain: {steps: 1}\noptim: {lr: 0.1}\n")
+    (run / "metrics.csv").write_text("step,epoch,lr,loss,seconds\n1,0,0.1,0.5,1\n")
+    save_file({"x": torch.zeros(1)}, str(run / "adapter.safetensors"), metadata={"format": "macs-adapter-v1"})
+    (run / "adapter.json").write_text('{"format": "macs-adapter-v1"}')
+    (run / "mine.txt").write_text("x")
     (run / "data").mkdir()
     removed = GenTrainer.clear_run(run)
     assert sorted(removed) == sorted(["checkpoint.pt", "config.yaml", "metrics.csv", "adapter.safetensors",
                                       "adapter.json", "samples"])
     assert sorted(p.name for p in run.iterdir()) == ["data", "mine.txt"]
     assert GenTrainer.clear_run(run) == []          # nothing left to remove: no error
+    # files under those names that are not a run's are never removed
+    for name in ("checkpoint.pt", "config.yaml", "metrics.csv", "adapter.json"):
+        (run / name).write_text("a file of the user's")
+    assert GenTrainer.clear_run(run) == []
+    assert (run / "config.yaml").read_text() == "a file of the user's"
 
 
 def test_a_run_that_fails_before_training_leaves_the_old_run_intact(tiny_sd, landscape, tiny_model_path, tiny_clap,
