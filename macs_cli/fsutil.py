@@ -11,8 +11,9 @@ end. The rules, which every verb follows through this module:
   anything else at the target is refused, with or without ``--force``.
 - Temporaries are named ``.<target>.<pid>-<random>.macs-tmp[suffix]`` and locked (``flock``) by
   the process that writes them. One left behind by a killed process is unlocked: the next
-  start on the same target removes it (only ours, recognised by that name, unlocked, and older
-  than a few seconds; leftovers of macs 0.1 without a lock only when older than a day).
+  start in the same folder removes it (only ours, recognised by that name, unlocked, and older
+  than a few seconds; leftovers of macs 0.1 without a lock only when named after the same
+  target and older than a day).
 - Files, and the folders holding them, are fsync'ed before they are moved into place, so a crash
   leaves either the old output or the complete new one.
 """
@@ -168,7 +169,8 @@ def sibling_kind(label: str, sidecar: Callable[[Path], Path], kind: OutputKind,
 _OURS = re.compile(rf"^\..+\.\d+-[0-9a-f]{{8}}{re.escape(TMP_MARK)}(-old)?(\..*)?$")
 # macs 0.1's mkstemp/mkdtemp names: ".<name>.<8 chars>.tmp<name's suffix>" and ".<name>.old-<pid>"
 _LEGACY = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?|old-\d+)$")
-_swept: set[str] = set()
+_swept: set[str] = set()                       # folders swept of our temporaries
+_swept_legacy: set[tuple[str, str]] = set()    # (folder, target name) swept of macs 0.1's
 
 
 def _lock(fd: int, block: bool = True) -> bool:
@@ -196,20 +198,30 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _legacy(name: str) -> bool:
+def _legacy(name: str, target_name: str) -> bool:
+    """A leftover of macs 0.1 for the output named ``target_name`` (``.<target>.<8 chars>.tmp<suffix>``
+    or ``.<target>.old-<pid>``). Only the same target's: a folder may hold dotfiles of the user's
+    that merely look like these (``.bashrc.old-1``, ``.config.old-2019/``)."""
     m = _LEGACY.match(name)
-    return bool(m) and (m.group("suffix") or "") == (Path(m.group("name")).suffix if m.group("suffix") else "")
+    if not m or m.group("name") != target_name:
+        return False
+    return (m.group("suffix") or "") == (Path(target_name).suffix if m.group("suffix") else "")
 
 
 def sweep_stale(target: Path) -> list[Path]:
     """Remove temporaries that killed processes left beside ``target`` (ours only: named as we
     name them, not locked by a live process, not just created; macs 0.1's unlocked ones only
-    when a day old). Each folder is swept once per process; returns what was removed."""
-    parent = Path(target).parent
+    when a day old and named after ``target`` itself). Each folder is swept once per process
+    (macs 0.1's leftovers once per target); returns what was removed."""
+    target = Path(target)
+    parent = target.parent
     key = os.path.abspath(parent)
-    if key in _swept or not parent.is_dir():
+    ours_done = key in _swept
+    legacy_done = (key, target.name) in _swept_legacy
+    if (ours_done and legacy_done) or not parent.is_dir():
         return []
     _swept.add(key)
+    _swept_legacy.add((key, target.name))
     removed = []
     now = time.time()
     try:
@@ -218,13 +230,17 @@ def sweep_stale(target: Path) -> list[Path]:
         return []
     for entry in entries:
         path = Path(entry.path)
+        mine = not ours_done and _OURS.match(entry.name)
+        old = not legacy_done and _legacy(entry.name, target.name)
+        if not (mine or old):
+            continue
         try:
             if entry.is_symlink():
                 continue
             age = now - entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
-        if _OURS.match(entry.name):
+        if mine:
             if age < STALE_AFTER_S:
                 continue
             try:
@@ -237,7 +253,7 @@ def sweep_stale(target: Path) -> list[Path]:
                     removed.append(path)
             finally:
                 os.close(fd)
-        elif age > LEGACY_STALE_AFTER_S and _legacy(entry.name):
+        elif age > LEGACY_STALE_AFTER_S:
             _remove(path)
             removed.append(path)
     return removed

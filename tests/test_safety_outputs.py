@@ -166,6 +166,26 @@ def test_stale_temporaries_are_swept_only_when_unlocked_and_ours(tmp_path):
     assert live.exists() and fresh.exists() and legacy_new.exists() and users.read_text() == "mine"
 
 
+def test_the_sweep_leaves_dotfiles_that_merely_look_like_old_temporaries(tmp_path):
+    """macs 0.1's leftovers are removed only when named after the target being written: a home
+    folder's `.bashrc.old-1` or `.config.old-2019/` are the user's, however old."""
+    users = [tmp_path / ".bashrc.old-1", tmp_path / ".notes.abcdefgh.tmp", tmp_path / ".photo.jpg.backup_1.tmp.jpg"]
+    for p in users:
+        p.write_text("mine")
+    folder = tmp_path / ".config.old-2019"
+    folder.mkdir()
+    (folder / "settings").write_text("precious")
+    ours = tmp_path / ".mix.old-77"              # macs 0.1's aside of the output `mix` itself
+    ours.mkdir()
+    for p in (*users, folder, ours):
+        age(p, 3 * 86400)
+    fsutil._swept.discard(os.path.abspath(tmp_path))
+    removed = fsutil.sweep_stale(tmp_path / "mix")
+    assert [p.name for p in removed] == [ours.name]
+    assert all(p.read_text() == "mine" for p in users) and (folder / "settings").read_text() == "precious"
+    assert fsutil.sweep_stale(tmp_path / "other") == [] and folder.exists()   # another target: still kept
+
+
 # -- separate --------------------------------------------------------------------------------------
 def test_force_never_replaces_an_input_or_a_users_folder(tiny_model_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
