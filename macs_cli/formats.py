@@ -7,6 +7,8 @@ format tags were recorded are recognised by the keys they hold.
 
 from __future__ import annotations
 
+import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -25,6 +27,22 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MANIFEST = json_kind("macs separate manifest", ("macs-stems",), ("macs_version", "stems", "source"))
 STEMS = OutputKind("macs separate output folder",
                    lambda p: Path(p).is_dir() and not Path(p).is_symlink() and MANIFEST.owns(Path(p) / "manifest.json"))
+_SEPARATE_WRITES = re.compile(r"^(manifest\.json|spectrograms\.png|stem_\d{2,}\.wav)$")
+
+
+def _only_separate_files(path: Path) -> bool:
+    """The folder holds nothing but what ``macs separate`` writes (a file the user added, or a
+    sub-folder, is not ours to delete)."""
+    try:
+        with os.scandir(path) as entries:
+            return all(_SEPARATE_WRITES.match(e.name) and not e.is_dir(follow_symlinks=False) for e in entries)
+    except OSError:
+        return False
+
+
+# what --force may replace: a stems folder holding only its own files
+STEMS_OUTPUT = OutputKind("macs separate output folder holding only its own files (manifest.json, stem_NN.wav, "
+                          "spectrograms.png)", lambda p: STEMS.owns(p) and _only_separate_files(Path(p)))
 
 EMBED_SIDECAR = json_kind("macs embed sidecar", ("macs-embeddings",), ("stems", "shape", "normalized", "model"))
 EMBEDDINGS = sibling_kind("macs embed output", lambda p: p.with_suffix(".json"), EMBED_SIDECAR, NPY_MAGIC)

@@ -216,6 +216,23 @@ def test_force_never_replaces_an_input_or_a_users_folder(tiny_model_path, tmp_pa
     assert hidden(tmp_path / "out") == []
 
 
+def test_force_keeps_a_stems_folder_the_user_added_files_to(tiny_model_path, tmp_path, monkeypatch):
+    """--force replaces a previous stems folder, but not the notes or edits a user put into it:
+    such a folder is refused (and left whole) instead of being deleted with them."""
+    monkeypatch.chdir(tmp_path)
+    noise(tmp_path / "song.wav", 1.0)
+    assert sep("song.wav", "-o", "out", "--spectrograms", model=tiny_model_path).exit_code == 0
+    folder = tmp_path / "out" / "song"
+    assert sep("song.wav", "-o", "out", "--force", model=tiny_model_path).exit_code == 0   # only ours: replaced
+    (folder / "notes.txt").write_text("keep me")
+    (folder / "edits").mkdir()
+    (folder / "edits" / "stem_00_fixed.wav").write_bytes(b"mine")
+    r = sep("song.wav", "-o", "out", "--force", model=tiny_model_path)
+    assert r.exit_code == 1 and "holding only its own files" in r.stderr and "never replaced" in r.stderr
+    assert (folder / "notes.txt").read_text() == "keep me" and (folder / "edits" / "stem_00_fixed.wav").exists()
+    assert (folder / "manifest.json").exists() and hidden(tmp_path / "out") == []
+
+
 def test_two_runs_writing_the_same_output_at_once(tiny_model_path, tmp_path):
     """Real processes: run A pauses between its checks and the final move (a test hook); run B
     writes the same output meanwhile; A must not replace it and must say so."""

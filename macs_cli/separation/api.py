@@ -27,7 +27,7 @@ from .. import __version__
 from ..audio.chunking import OverlapAdd
 from ..audio.io import AudioInfo, StreamResampler, iter_blocks, probe
 from ..errors import ConfigError, MacsError
-from ..formats import STEMS, STEMS_FORMAT
+from ..formats import STEMS_FORMAT, STEMS_OUTPUT
 from ..fsutil import atomic_dir, describe_os_error, is_inside
 from .model import Separator
 
@@ -230,7 +230,7 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
     window = cfg.window_samples
     overlap = int(round(window * opts.overlap))
     t0 = time.time()
-    with atomic_dir(target, STEMS, force=opts.force) as tmp:
+    with atomic_dir(target, STEMS_OUTPUT, force=opts.force) as tmp:
         try:
             m = cfg.num_sources
             raw_paths = [tmp / f".raw_{i:02d}.wav" for i in range(m)]
