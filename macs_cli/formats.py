@@ -91,13 +91,27 @@ def _starts_with(path: Path, magic: bytes) -> bool:
         return False
 
 
-def _torch_zip(path: Path) -> bool:
-    """A checkpoint in torch's zip format (``<name>/data.pkl`` inside)."""
+CHECKPOINT_KEYS = frozenset({"optimizer", "scheduler", "step", "config"})   # in every run's checkpoint.pt
+
+
+def _run_checkpoint(path: Path) -> bool:
+    """A training run's ``checkpoint.pt``: torch's zip format whose pickle holds the keys every
+    macs run saves (``optimizer``, ``scheduler``, ``step`` and ``config``, the run's YAML with
+    ``train:`` and ``optim:`` sections). Read with :mod:`pickletools`, which parses the opcodes
+    and never runs them. Any other checkpoint (another tool's ``checkpoint.pt``) is not ours."""
+    import pickletools
+
     try:
         with zipfile.ZipFile(path) as z:
-            return any(n.endswith("/data.pkl") for n in z.namelist())
-    except (OSError, zipfile.BadZipFile):
+            pkl = [i for i in z.infolist() if i.filename.endswith("/data.pkl")]
+            if len(pkl) != 1 or pkl[0].file_size > 64 << 20:
+                return False
+            data = z.read(pkl[0])
+        strings = {arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str)}
+    except Exception:   # unreadable, not a zip, a damaged pickle: not ours
         return False
+    return CHECKPOINT_KEYS <= strings and any(
+        re.search(r"(?m)^train:", v) and re.search(r"(?m)^optim:", v) for v in strings if len(v) > 12)
 
 
 def _safetensors_format(path: Path, family: str) -> bool:
@@ -157,7 +171,7 @@ def run_file_kinds(label: str, sections: frozenset[str]) -> dict[str, OutputKind
     """How each of a training run's own files is recognised (what ``--force`` may remove)."""
     checks = {
         "config.yaml": lambda p: _run_config(p, sections),
-        "checkpoint.pt": _torch_zip,
+        "checkpoint.pt": _run_checkpoint,
         "metrics.csv": _metrics,
         "curves.png": lambda p: _starts_with(p, PNG_MAGIC),
         "separator.safetensors": SEPARATOR_FILE.owns,

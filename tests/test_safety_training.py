@@ -69,6 +69,23 @@ def test_a_run_without_its_checkpoint_is_not_replaced(tmp_path, clip_folder):
     assert rec["path"] == str(run_dir / "separator.safetensors") and rec["step"] == 2
 
 
+def test_force_keeps_another_tools_checkpoint(tmp_path, clip_folder):
+    """A folder holding some other training's checkpoint.pt (a torch zip like ours) is not a macs run:
+    --force refuses it and leaves the file, while a real run's checkpoint is still recognised."""
+    import torch
+
+    other = tmp_path / "theirs"
+    other.mkdir()
+    torch.save({"model": {"w": torch.zeros(3)}, "epoch": 40, "optimizer": {}, "step": 7}, other / "checkpoint.pt")
+    before = sha(other / "checkpoint.pt")
+    r = train(other, clip_folder, 2, "--force")
+    assert r.exit_code == 1 and "checkpoint.pt: is not a file of a macs train-sep run" in r.stderr
+    assert sha(other / "checkpoint.pt") == before and sorted(p.name for p in other.iterdir()) == ["checkpoint.pt"]
+    run_dir = tmp_path / "run"
+    assert train(run_dir, clip_folder, 2).exit_code == 0
+    assert train(run_dir, clip_folder, 2, "--force").exit_code == 0
+
+
 def test_metrics_survive_a_kill_right_after_resume(tmp_path, clip_folder):
     """Real processes: a run to step 3, then a resume killed (kill -9 equivalent: os._exit) just after
     it has opened its log, before the first step; the log still holds steps 1..3."""
