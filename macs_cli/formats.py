@@ -24,7 +24,7 @@ PNG_MARK = "macs"                         # text chunk in every PNG macs writes
 NPY_MAGIC = b"\x93NUMPY"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-MANIFEST = json_kind("macs separate manifest", ("macs-stems",), ("macs_version", "stems", "source"))
+MANIFEST = json_kind("macs separate manifest", ("macs-stems",), ("macs_version", "stems", "source", "source_frames", "model_sample_rate"))
 STEMS = OutputKind("macs separate output folder",
                    lambda p: Path(p).is_dir() and not Path(p).is_symlink() and MANIFEST.owns(Path(p) / "manifest.json"))
 _SEPARATE_WRITES = re.compile(r"^(manifest\.json|spectrograms\.png|stem_\d{2,}\.wav)$")
@@ -44,12 +44,14 @@ def _only_separate_files(path: Path) -> bool:
 STEMS_OUTPUT = OutputKind("macs separate output folder holding only its own files (manifest.json, stem_NN.wav, "
                           "spectrograms.png)", lambda p: STEMS.owns(p) and _only_separate_files(Path(p)))
 
-EMBED_SIDECAR = json_kind("macs embed sidecar", ("macs-embeddings",), ("stems", "shape", "normalized", "model"))
+EMBED_SIDECAR = json_kind("macs embed sidecar", ("macs-embeddings",), ("stems", "shape", "normalized", "model", "backend", "stem_sha256",
+                                                                      "mixture_embedding"))
 EMBEDDINGS = sibling_kind("macs embed output", lambda p: p.with_suffix(".json"), EMBED_SIDECAR, NPY_MAGIC)
-RANK_SIDECAR = json_kind("macs rank sidecar", ("macs-ranked",), ("order", "kept", "scores"))
+RANK_SIDECAR = json_kind("macs rank sidecar", ("macs-ranked",), ("order", "kept", "scores", "spearman_vs_separator_order",
+                                                                 "mixture_embedding"))
 RANKED = sibling_kind("macs rank output", lambda p: p.with_suffix(".json"), RANK_SIDECAR, NPY_MAGIC)
 
-IMAGE_SIDECAR = json_kind("macs generate sidecar", ("macs-image",), ("image", "seed", "settings"))
+IMAGE_SIDECAR = json_kind("macs generate sidecar", ("macs-image",), ("image", "seed", "settings", "command"))
 IMAGE = sibling_kind("macs generate image", lambda p: p.with_suffix(".json"), IMAGE_SIDECAR, PNG_MAGIC)
 
 
@@ -78,7 +80,7 @@ def png_marked(path: Path) -> bool:
 
 PICTURE = OutputKind("picture written by macs", png_marked)
 
-REPORT_JSON = json_kind("macs eval report", ("macs-report",), ("task", "pairing", "results"))
+REPORT_JSON = json_kind("macs eval report", ("macs-report",), ("task", "pairing", "results", "macs_version"))
 REPORT_PART = sibling_kind("macs eval report", lambda p: p.with_name("report.json"), REPORT_JSON)
 
 

@@ -88,6 +88,29 @@ def test_force_replaces_only_a_previous_output_of_the_same_kind(tmp_path):
     assert hidden(tmp_path) == []               # failed writes leave no temporary
 
 
+def test_a_users_json_with_a_few_of_our_keys_is_not_taken_for_ours(tmp_path):
+    """Files from before format tags are recognised by every key macs wrote into them, so --force
+    never replaces a user's report.json that merely has `task`, `pairing` and `results`."""
+    from macs_cli import formats
+
+    cases = {
+        formats.REPORT_JSON: ({"task": "mine", "pairing": 1, "results": 2}, {"macs_version": "0.1.0"}),
+        formats.IMAGE_SIDECAR: ({"image": "x.png", "seed": 1, "settings": {}}, {"command": "macs generate"}),
+        formats.EMBED_SIDECAR: ({"stems": [], "shape": [4, 512], "normalized": True, "model": "m"},
+                                {"backend": "LaionClap", "stem_sha256": [], "mixture_embedding": None}),
+        formats.RANK_SIDECAR: ({"order": [0], "kept": [0], "scores": [1.0]},
+                               {"spearman_vs_separator_order": None, "mixture_embedding": [1.0]}),
+        formats.MANIFEST: ({"macs_version": "0", "stems": [], "source": "x"},
+                           {"source_frames": 1, "model_sample_rate": 16000}),
+    }
+    for i, (kind, (users, more)) in enumerate(cases.items()):
+        path = tmp_path / f"{i}.json"
+        path.write_text(json.dumps({**users, "notes": "my own analysis"}))
+        assert not kind.owns(path), kind.label
+        path.write_text(json.dumps({**users, **more}))            # as the macs before format tags wrote it
+        assert kind.owns(path), kind.label
+
+
 def test_output_set_places_all_or_nothing(tmp_path, monkeypatch):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     with pytest.raises(RuntimeError):
