@@ -259,6 +259,19 @@ def sweep_stale(target: Path) -> list[Path]:
     return removed
 
 
+NAME_MAX = 255   # bytes in one file name on Linux file systems
+
+
+def _tmp_name(name: str, tail: str) -> str:
+    """``.<name>.<tail>``, with ``<name>`` cut short where needed so that the whole fits in one file
+    name: an output whose own name fits is never refused because of its temporary's longer name."""
+    room = NAME_MAX - len(os.fsencode(f"..{tail}"))
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        name = os.fsdecode(raw[:max(room, 1)])   # surrogateescape: a cut character stays bytes
+    return f".{name}.{tail}"
+
+
 class _Temp:
     """A locked temporary file or folder beside ``target``."""
 
@@ -267,7 +280,8 @@ class _Temp:
         self.directory = directory
         parent = self.target.parent
         for _ in range(100):
-            name = f".{self.target.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}{suffix}"
+            tail = f"{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}"
+            name = _tmp_name(self.target.name, tail + (suffix if len(os.fsencode(suffix)) < 100 else ""))
             path = parent / name
             try:
                 if directory:
@@ -475,7 +489,7 @@ def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, ove
     if not tmp.directory:
         os.replace(tmp.path, target)
         return
-    aside = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}-old"
+    aside = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}-old")
     os.rename(target, aside)
     try:
         rename_noreplace(tmp.path, target)

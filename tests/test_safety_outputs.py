@@ -111,6 +111,20 @@ def test_a_users_json_with_a_few_of_our_keys_is_not_taken_for_ours(tmp_path):
         assert kind.owns(path), kind.label
 
 
+def test_an_output_whose_name_fits_is_never_refused_for_its_temporarys_name(tmp_path):
+    """A temporary's name is longer than its target's: for a name near the 255-byte limit it is cut
+    short (at any byte, multibyte characters too) instead of failing with 'File name too long'."""
+    for name in ("L" * 250 + ".npy", "é" * 125 + ".wav", "x" * 255):
+        with fsutil.atomic_path(tmp_path / name) as tmp:
+            assert len(os.fsencode(tmp.name)) <= 255 and fsutil._OURS.match(tmp.name)
+            tmp.write_text("ok")
+        assert (tmp_path / name).read_text() == "ok"
+        with fsutil.atomic_dir(tmp_path / "d" / name) as tmp:
+            (tmp / "f").write_text("ok")
+        assert (tmp_path / "d" / name / "f").read_text() == "ok"
+    assert hidden(tmp_path) == [] and hidden(tmp_path / "d") == []
+
+
 def test_output_set_places_all_or_nothing(tmp_path, monkeypatch):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     with pytest.raises(RuntimeError):
