@@ -546,6 +546,18 @@ def test_manifest_cannot_point_outside_its_folder(stems_and_clap, tmp_path):
         read_audio(files[0])
 
 
+def test_a_stems_folder_given_as_dot_is_named_after_itself(stems_and_clap, monkeypatch):
+    """`cd song && macs embed . -o ../emb/` writes emb/song.npy, not the hidden emb/..npy that a
+    folder search (rank emb/) would then leave out."""
+    from macs_cli.cli.embed import expand_stem_sets
+
+    stems, _ = stems_and_clap
+    monkeypatch.chdir(stems / "clip0")
+    assert [name for name, _, _ in expand_stem_sets([Path(".")])[0]] == ["clip0"]
+    loose = sorted(Path(".").glob("stem_*.wav"))
+    assert [name for name, _, _ in expand_stem_sets(loose)[0]] == ["clip0"]
+
+
 def test_rank_takes_folders_keeps_their_layout_and_prints_outputs(stems_and_clap, tmp_path):
     stems, clap = stems_and_clap
     for sub in ("a", "b"):

@@ -19,6 +19,13 @@ CLAP_HELP = ("CLAP model: 'default' (laion-clap 630k-audioset-best, HTSAT-tiny),
              "separator checkpoint (its embedded CLAP).")
 
 
+def _folder_name(folder: Path) -> str:
+    """A folder's own name, also when it is given as ``.`` or ``..`` (whose output would else be the
+    hidden ``..npy``)."""
+    name = folder.name if folder.name not in ("", ".", "..") else folder.resolve().name
+    return name or "stems"
+
+
 def expand_stem_sets(inputs: list[Path]) -> tuple[list[tuple[str, list[Path], Path | None]], list[str]]:
     """Inputs -> [(name, stem files, mixture)]: a folder with manifest.json is one set; a folder
     without one is searched for such folders (recursively), or else taken as a set of audio files;
@@ -44,11 +51,11 @@ def expand_stem_sets(inputs: list[Path]) -> tuple[list[tuple[str, list[Path], Pa
                     except MacsError as exc:
                         problems.append(str(exc))
                         continue
-                    rel = folder.relative_to(item) if folder != item else Path(folder.name)
+                    rel = folder.relative_to(item) if folder != item else Path(_folder_name(folder))
                     sets.append((str(rel), files, mix))
             elif any(p.suffix.lower() in AUDIO_SUFFIXES for p in item.iterdir() if p.is_file()):
                 files, mix = stems_of(item)
-                sets.append((item.name, files, mix))
+                sets.append((_folder_name(item), files, mix))
             else:
                 problems.append(f"{item}: holds no stems (no manifest.json and no audio files)")
         elif os.path.lexists(item):
@@ -61,7 +68,7 @@ def expand_stem_sets(inputs: list[Path]) -> tuple[list[tuple[str, list[Path], Pa
         else:
             problems.append(f"{item}: no such file or folder")
     if loose:
-        sets.append((loose[0].parent.name or "stems", loose, None))
+        sets.append((_folder_name(loose[0].parent), loose, None))
     return sets, problems
 
 
