@@ -430,6 +430,25 @@ def test_stdout_lists_the_outputs_for_pipelines(tiny_model_path, tmp_path):
     assert Path(rec["manifest"]).exists()
 
 
+def test_a_reader_that_goes_away_fails_no_input(tiny_model_path, tmp_path):
+    """Real process, stdout a pipe whose reader has gone (`macs separate ... | head -1`): every input
+    is still separated, none is reported as failed with 'Broken pipe', no traceback, exit 0."""
+    for n in ("a", "b"):
+        noise(tmp_path / "in" / f"{n}.wav", 0.5)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run(macs_cmd("separate", tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_model_path,
+                                    "--device", "cpu", "-q"), stdout=write_end, stderr=subprocess.PIPE, text=True,
+                           env=env(), timeout=300)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 0, r.stderr
+    assert "Broken pipe" not in r.stderr and "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+    assert "stdout was closed" in r.stderr
+    assert all((tmp_path / "out" / n / "manifest.json").exists() for n in ("a", "b"))
+
+
 # -- a model file whose metadata lies ------------------------------------------------------------
 def test_config_in_metadata_is_checked_before_anything_is_built(tmp_path, monkeypatch):
     import torch

@@ -115,14 +115,32 @@ class Emitter:
     def __init__(self, as_json: bool = False):
         self.as_json = as_json
         self.count = 0
+        self.closed = False
 
     def __call__(self, path, **record) -> None:
         import json
 
         line = json.dumps({"path": str(path), **record}, default=str) if self.as_json else str(path)
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:   # the reader went away (`| head -1`): the output is written all the same
+            self._reader_gone()
+            return
         self.count += 1
+
+    def _reader_gone(self) -> None:
+        self.closed = True
+        try:   # later writes, and the interpreter's last flush, go nowhere instead of raising again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        say_warning("stdout was closed by the program reading it: the outputs are still written, "
+                    "but no longer listed")
 
 
 @contextmanager
