@@ -357,6 +357,23 @@ def rename_noreplace(src: Path, dst: Path) -> None:
         os.unlink(src)
 
 
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` atomically (``renameat2(RENAME_EXCHANGE)``); False where the system or
+    the file system cannot."""
+    fn = _renameat2_fn()
+    if not fn:
+        return False
+    if fn(-100, os.fsencode(a), -100, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 class OutputSet:
     """Outputs written together and placed together: all of them, or none.
 
@@ -488,6 +505,9 @@ def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, ove
         check_target(target, kind, True)
     if not tmp.directory:
         os.replace(tmp.path, target)
+        return
+    if _exchange(tmp.path, target):   # one step: no moment without the old or the new folder
+        _remove(tmp.path)             # (the old one, now under the temporary's name)
         return
     aside = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}-old")
     os.rename(target, aside)

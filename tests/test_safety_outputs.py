@@ -8,6 +8,7 @@ machine allows it, else they inject the failure into the write (each test says w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
@@ -123,6 +124,33 @@ def test_an_output_whose_name_fits_is_never_refused_for_its_temporarys_name(tmp_
             (tmp / "f").write_text("ok")
         assert (tmp_path / "d" / name / "f").read_text() == "ok"
     assert hidden(tmp_path) == [] and hidden(tmp_path / "d") == []
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_force_replacing_a_folder_never_leaves_neither(tmp_path, monkeypatch, exchange):
+    """--force over a previous output folder swaps old and new in one step (RENAME_EXCHANGE): an
+    interrupt at any point leaves the old folder or the new one at the target, never a hidden
+    aside that the next sweep deletes. Without the exchange (old kernels) the aside fallback works."""
+    kind = fsutil.OutputKind("test folder", lambda p: (Path(p) / "ours").exists())
+    target = tmp_path / "out"
+    with fsutil.atomic_dir(target, kind) as tmp:
+        (tmp / "ours").write_text("old")
+    if not exchange:
+        monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)
+    real, calls = fsutil.rename_noreplace, []
+
+    def interrupted_after_the_first_move(src, dst):
+        calls.append(dst)
+        if Path(dst) == target and len(calls) > 1 and exchange:
+            raise KeyboardInterrupt        # Ctrl-C between moving the old folder aside and placing the new
+        return real(src, dst)
+
+    monkeypatch.setattr(fsutil, "rename_noreplace", interrupted_after_the_first_move)
+    with contextlib.suppress(KeyboardInterrupt):
+        with fsutil.atomic_dir(target, kind, force=True) as tmp:
+            (tmp / "ours").write_text("new")
+    assert target.is_dir() and (target / "ours").read_text() in ("old", "new")
+    assert (target / "ours").read_text() == "new" and hidden(tmp_path) == []
 
 
 def test_output_set_places_all_or_nothing(tmp_path, monkeypatch):
