@@ -4,7 +4,8 @@ Every output is written under a temporary name beside its target and moved into 
 end. The rules, which every verb follows through this module:
 
 - The final move never replaces what appeared meanwhile (``renameat2(RENAME_NOREPLACE)``, or a
-  link / an empty-folder claim where that is not available): two runs writing the same output
+  link / an empty-folder claim where that is not available, or an exclusive-create claim where
+  hard links are missing too): two runs writing the same output
   at once cannot silently replace each other's result; the later one reports the clash.
 - ``--force`` replaces only a previous output of the same kind (an :class:`OutputKind` says how
   to recognise one: a stems folder with our manifest, an embeddings file with our sidecar...);
@@ -353,8 +354,29 @@ def rename_noreplace(src: Path, dst: Path) -> None:
                 os.rmdir(dst)
             raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(dst)) from None
     else:
-        os.link(src, dst)      # fails if anything is there
+        try:
+            os.link(src, dst)  # fails if anything is there
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EINVAL):
+                raise
+            _claim_then_replace(src, dst)   # a file system without hard links (bucket mounts...)
+            return
         os.unlink(src)
+
+
+def _claim_then_replace(src: Path, dst: Path) -> None:
+    """Where neither renameat2 nor hard links exist: create ``dst`` empty (fails if anything is
+    there), then move ``src`` over that claim of ours."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.close(fd)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(dst)
+        raise
 
 
 _RENAME_EXCHANGE = 2
@@ -494,6 +516,9 @@ def output_state(parts: list[tuple[Path, OutputKind]]) -> tuple[str, Path | None
 
 
 def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, overwrite: bool) -> None:
+    if overwrite and not tmp.directory:   # a file of the caller's own: replaced whatever is there
+        os.replace(tmp.path, target)
+        return
     try:
         rename_noreplace(tmp.path, target)
         return

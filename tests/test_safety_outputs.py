@@ -69,6 +69,32 @@ def test_rename_noreplace_never_replaces(tmp_path, monkeypatch, native):
     assert (tmp_path / "d3" / "x").exists()
 
 
+def test_placement_on_a_file_system_without_renameat2_or_hard_links(tmp_path, monkeypatch):
+    """Bucket mounts (gcsfuse, s3fs...) have neither: files are placed by claiming the name with an
+    exclusive create and moving over that claim, still never over anything else; a file of the
+    caller's own (a checkpoint) is replaced as before."""
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(fsutil, "_renameat2", False)
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a").write_text("new")
+    (tmp_path / "b").write_text("theirs")
+    with pytest.raises(FileExistsError):
+        fsutil.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "theirs" and (tmp_path / "a").exists()
+    fsutil.rename_noreplace(tmp_path / "a", tmp_path / "c")
+    assert (tmp_path / "c").read_text() == "new" and not (tmp_path / "a").exists()
+    from macs_cli.clap.api import write_npy_with_sidecar
+
+    write_npy_with_sidecar(tmp_path / "e.npy", np.zeros((2, 3)), {"stems": []})
+    assert np.load(tmp_path / "e.npy").shape == (2, 3) and (tmp_path / "e.json").exists()
+    for text in ("1", "2"):
+        with fsutil.atomic_path(tmp_path / "checkpoint.pt", overwrite=True) as tmp:
+            tmp.write_text(text)
+    assert (tmp_path / "checkpoint.pt").read_text() == "2" and hidden(tmp_path) == []
+
+
 def test_force_replaces_only_a_previous_output_of_the_same_kind(tmp_path):
     kind = fsutil.json_kind("test output", ("macs-test",))
     target = tmp_path / "out.json"
