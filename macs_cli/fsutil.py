@@ -115,7 +115,19 @@ class OutputKind:
     may replace)."""
 
     label: str                          # "macs separate output"
-    owns: Callable[[Path], bool]        # True if the path holds an output of this kind
+    test: Callable[[Path], bool]        # True if the path holds an output of this kind
+
+    def owns(self, path: Path) -> bool:
+        """Whether ``path`` holds an output of this kind. Only regular files and folders are
+        looked into: a FIFO, socket or device at an output path is never ours, and is never
+        opened (opening a FIFO blocks until something writes to it)."""
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            return False
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return False
+        return bool(self.test(Path(path)))
 
 
 def read_json(path: Path) -> dict | None:

@@ -179,6 +179,39 @@ def test_force_replacing_a_folder_never_leaves_neither(tmp_path, monkeypatch, ex
     assert (target / "ours").read_text() == "new" and hidden(tmp_path) == []
 
 
+def test_a_fifo_at_an_output_path_is_never_opened(tmp_path):
+    """Real process with a time limit: recognising what is at an output path never opens a FIFO
+    (which blocks until a writer comes): train --force over a run folder whose config.yaml is a
+    FIFO, and a FIFO named like generate's contact sheet, are refused at once."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("config.yaml", "metrics.csv", "checkpoint.pt", "curves.png"):
+        os.mkfifo(run_dir / name)
+    code = f"""
+from pathlib import Path
+from macs_cli import formats
+from macs_cli.cli.common import plan_output
+from macs_cli.errors import MacsError
+from macs_cli.training.trainer import Trainer
+run = Path({str(run_dir)!r})
+try:
+    Trainer.check_run_folder(run, False, True)
+except MacsError as exc:
+    print("refused:", exc)
+try:
+    plan_output([(run / "curves.png", formats.PICTURE)], True)
+except MacsError as exc:
+    print("refused:", exc)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env())
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and "is not a file of a macs train-sep run" in lines[0] and "never replaced" in lines[1]
+
+
 def test_output_set_places_all_or_nothing(tmp_path, monkeypatch):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     with pytest.raises(RuntimeError):
