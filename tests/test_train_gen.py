@@ -233,7 +233,8 @@ def test_force_clears_only_the_runs_own_files(tmp_path):
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(run / "samples" / "step_000001.png")
-    torch.save({"step": 1}, run / "checkpoint.pt")
+    torch.save({"adapter": {}, "optimizer": {}, "scheduler": {}, "step": 1,          # as save_state writes it
+                "config": "train:\n  steps: 1\noptim:\n  lr: 0.1\n"}, run / "checkpoint.pt")
     (run / "config.yaml").write_text("model: {}\ntrain: {steps: 1}\noptim: {lr: 0.1}\n")
     (run / "metrics.csv").write_text("step,epoch,lr,loss,seconds\n1,0,0.1,0.5,1\n")
     save_file({"x": torch.zeros(1)}, str(run / "adapter.safetensors"), metadata={"format": "macs-adapter-v1"})
