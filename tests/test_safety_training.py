@@ -86,6 +86,22 @@ def test_force_keeps_another_tools_checkpoint(tmp_path, clip_folder):
     assert train(run_dir, clip_folder, 2, "--force").exit_code == 0
 
 
+def test_force_never_deletes_the_model_a_run_starts_from(tmp_path, clip_folder):
+    """Fine-tuning a run's model in place (train.init=RUN, or its separator.safetensors) with --force
+    would delete the very model it starts from: refused, the run left as it was."""
+    run_dir = tmp_path / "run"
+    assert train(run_dir, clip_folder, 2).exit_code == 0
+    before = {n: sha(run_dir / n) for n in ("separator.safetensors", "checkpoint.pt", "config.yaml")}
+    for init in (run_dir, run_dir / "separator.safetensors"):
+        r = train(run_dir, clip_folder, 2, "--force", "--set", f"train.init={init}")
+        assert r.exit_code == 1 and "which --force would delete" in r.stderr, r.stderr
+        assert {n: sha(run_dir / n) for n in before} == before
+    copy = tmp_path / "start.safetensors"
+    copy.write_bytes((run_dir / "separator.safetensors").read_bytes())
+    (tmp_path / "start.json").write_bytes((run_dir / "separator.json").read_bytes())
+    assert train(run_dir, clip_folder, 2, "--force", "--set", f"train.init={copy}").exit_code == 0
+
+
 def test_metrics_survive_a_kill_right_after_resume(tmp_path, clip_folder):
     """Real processes: a run to step 3, then a resume killed (kill -9 equivalent: os._exit) just after
     it has opened its log, before the first step; the log still holds steps 1..3."""

@@ -152,6 +152,30 @@ class TrainingRun:
             removed.append(name)
         return removed
 
+    def check_inputs_survive_force(self) -> None:
+        """``--force`` removes the run's own files: refuse when one of them (or the run folder, for a
+        model to start from) is an input of the new run, e.g. ``train.init=RUN`` to fine-tune the
+        run's model in place, which would delete the model it starts from."""
+        from ..errors import MacsError
+
+        doomed = {os.path.realpath(self.run_dir / n): n for n in self.run_files
+                  if os.path.lexists(self.run_dir / n)}
+        if not doomed:
+            return
+        run_real = os.path.realpath(self.run_dir)
+        for dotted in self.path_keys:
+            section, key = dotted.split(".")
+            value = self.cfg.get(section, {}).get(key)
+            if not isinstance(value, str) or not value.strip() or value in RESERVED_NAMES:
+                continue
+            real = os.path.realpath(os.path.expanduser(value))
+            hit = next((n for d, n in doomed.items() if real == d or real.startswith(d + os.sep)), None)
+            if hit is None and real == run_real and key == "init":
+                hit = "model"
+            if hit is not None:
+                raise MacsError(f"{dotted}={value}: is the run's own {hit} in {self.run_dir}, which --force "
+                                "would delete; copy it elsewhere first and point to the copy, or choose another -o")
+
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None, console, progress: bool,
                  cpu_mixed_precision: bool = True):
         from accelerate import Accelerator
@@ -190,6 +214,8 @@ class TrainingRun:
         """Create the run folder and write the resolved configuration (main process only); with
         ``fresh`` (``--force``) first remove an earlier run's files. Called once the data and any
         checkpoint have loaded, so a run that fails before training leaves the folder as it was."""
+        if fresh:
+            self.check_inputs_survive_force()
         if self.accel.is_main_process:
             if fresh:
                 self.clear_run(self.run_dir)
