@@ -145,11 +145,19 @@ def _metrics(path: Path) -> bool:
         return False
 
 
+_SAMPLE = re.compile(r"^step_\d+\.png$")
+
+
 def _samples(path: Path) -> bool:
+    """train-gen's samples/ folder: nothing but step_NNNNNN.png files and (hidden) temporaries of
+    them; a hidden folder of the user's (.git/, .ipynb_checkpoints/) makes it not ours."""
     p = Path(path)
     try:
-        return p.is_dir() and not p.is_symlink() and all(
-            c.name.startswith(".") or (c.name.startswith("step_") and c.suffix == ".png") for c in p.iterdir())
+        if not p.is_dir() or p.is_symlink():
+            return False
+        with os.scandir(p) as entries:
+            return all(not e.is_dir(follow_symlinks=False) and
+                       (_SAMPLE.match(e.name) or e.name.startswith(".step_")) for e in entries)
     except OSError:
         return False
 

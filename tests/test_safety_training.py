@@ -102,6 +102,24 @@ def test_force_never_deletes_the_model_a_run_starts_from(tmp_path, clip_folder):
     assert train(run_dir, clip_folder, 2, "--force", "--set", f"train.init={copy}").exit_code == 0
 
 
+def test_force_keeps_a_samples_folder_holding_more_than_samples(tmp_path):
+    """samples/ is train-gen's only while it holds step_NNNNNN.png files (and their temporaries): a
+    hidden folder of the user's inside it (.git/) keeps the whole folder."""
+    from macs_cli.training.gen_trainer import GenTrainer
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "step_000010.png").write_bytes(b"png")
+    (samples / ".git").mkdir()
+    (samples / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    assert GenTrainer.clear_run(tmp_path) == [] and (samples / ".git" / "HEAD").exists()
+    import shutil
+
+    shutil.rmtree(samples / ".git")
+    (samples / ".step_000020.png.77-0a1b2c3d.macs-tmp.png").write_bytes(b"")
+    assert GenTrainer.clear_run(tmp_path) == ["samples"] and not samples.exists()
+
+
 def test_metrics_survive_a_kill_right_after_resume(tmp_path, clip_folder):
     """Real processes: a run to step 3, then a resume killed (kill -9 equivalent: os._exit) just after
     it has opened its log, before the first step; the log still holds steps 1..3."""
