@@ -650,6 +650,10 @@ def test_manifest_cannot_point_outside_its_folder(stems_and_clap, tmp_path):
 
     with pytest.raises(MacsError, match="not a regular file"):
         read_audio(files[0])
+    m["stems"][0]["file"] = "stem\u0000_00.wav"          # a NUL in a name: one line, not a ValueError
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(MacsError, match="not a macs separate manifest"):
+        stems_of(folder)
 
 
 def test_a_stems_folder_given_as_dot_is_named_after_itself(stems_and_clap, monkeypatch):

@@ -54,7 +54,7 @@ def stems_of(folder: Path) -> tuple[list[Path], Path | list[Path] | None]:
             require_regular_file(manifest, "manifest")
             m = json.loads(manifest.read_text())
             files = [_stem_file(folder, s["file"], manifest) for s in m["stems"]]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:   # JSON, UTF-8, a NUL in a file name...
             raise MacsError(f"{manifest}: not a macs separate manifest ({exc})") from None
         source = Path(m["source"]) if m.get("source") else None
         if source is not None and not source.exists():
