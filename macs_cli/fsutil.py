@@ -98,6 +98,8 @@ def require_regular_file(path: Path, what: str = "file") -> Path:
         raise MacsError(f"{path}: no such {what}") from None
     except OSError as exc:
         raise MacsError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except ValueError:   # a NUL byte (from a CSV or a manifest): no file can have that name
+        raise MacsError(f"{str(path)!r}: not a usable {what} name (it holds a NUL byte)") from None
     if stat.S_ISDIR(st.st_mode):
         raise MacsError(f"{path}: is a folder, not a {what}")
     if not stat.S_ISREG(st.st_mode):

@@ -506,6 +506,17 @@ def test_fifos_devices_and_pipes_are_refused_not_waited_on(tiny_model_path, tmp_
     assert r.returncode == 1 and "not a regular file (a pipe)" in r.stderr
 
 
+def test_a_nul_in_a_listed_file_name_is_one_line(tmp_path):
+    """Paths read from CSVs and sidecars can hold a NUL, which no file name can: a MacsError line
+    instead of a ValueError traceback from the first os.stat."""
+    from macs_cli.audio.io import read_audio
+
+    for check in (lambda: fsutil.require_regular_file(tmp_path / "a\x00.wav", "audio file"),
+                  lambda: read_audio(str(tmp_path / "a\x00.wav"))):
+        with pytest.raises(MacsError, match="NUL byte"):
+            check()
+
+
 def test_stdout_lists_the_outputs_for_pipelines(tiny_model_path, tmp_path):
     for n in ("a", "b"):
         noise(tmp_path / "in" / f"{n}.wav", 0.5)
