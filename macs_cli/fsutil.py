@@ -181,9 +181,9 @@ def sibling_kind(label: str, sidecar: Callable[[Path], Path], kind: OutputKind,
 
 
 # -- temporaries -------------------------------------------------------------------------------
-_OURS = re.compile(rf"^\..+\.\d+-[0-9a-f]{{8}}{re.escape(TMP_MARK)}(-old)?(\..*)?$")
+_OURS = re.compile(rf"^\..+\.\d+-[0-9a-f]{{8}}{re.escape(TMP_MARK)}(-old)?(\..*)?\Z", re.DOTALL)   # any name, newlines too
 # macs 0.1's mkstemp/mkdtemp names: ".<name>.<8 chars>.tmp<name's suffix>" and ".<name>.old-<pid>"
-_LEGACY = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?|old-\d+)$")
+_LEGACY = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?|old-\d+)\Z", re.DOTALL)
 _swept: set[str] = set()                       # folders swept of our temporaries
 _swept_legacy: set[tuple[str, str]] = set()    # (folder, target name) swept of macs 0.1's
 

@@ -310,6 +310,19 @@ def test_the_sweep_leaves_dotfiles_that_merely_look_like_old_temporaries(tmp_pat
     assert fsutil.sweep_stale(tmp_path / "other") == [] and folder.exists()   # another target: still kept
 
 
+def test_stale_temporaries_of_a_name_with_a_newline_are_swept(tmp_path):
+    """An output named `x<newline>y` (from an input of that name) has temporaries with a newline in
+    their name: a killed run's are still recognised and removed."""
+    stale = tmp_path / ".x\ny.4242-0a1b2c3d.macs-tmp"
+    stale.mkdir()
+    legacy = tmp_path / ".x\ny.k2j3h4g5.tmp"
+    legacy.mkdir()
+    for p in (stale, legacy):
+        age(p, 3 * 86400)
+    fsutil._swept.discard(os.path.abspath(tmp_path))
+    assert sorted(p.name for p in fsutil.sweep_stale(tmp_path / "x\ny")) == sorted([stale.name, legacy.name])
+
+
 # -- separate --------------------------------------------------------------------------------------
 def test_force_never_replaces_an_input_or_a_users_folder(tiny_model_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
