@@ -120,6 +120,28 @@ def test_force_keeps_a_samples_folder_holding_more_than_samples(tmp_path):
     assert GenTrainer.clear_run(tmp_path) == ["samples"] and not samples.exists()
 
 
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, clip_folder):
+    """Two train-sep runs started on the same new -o both passed the folder check (made before the
+    data load) and then interleaved their checkpoint, model and log, both exiting 0. The run holds
+    a lock on its folder: here the test holds it, as a first run would, and the second is refused."""
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    fd = os.open(run_dir, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        r = train(run_dir, clip_folder, 2)
+    finally:
+        os.close(fd)
+    assert r.exit_code == 1 and "another macs run is using this run folder" in r.stderr
+    assert list(run_dir.iterdir()) == []
+    assert train(run_dir, clip_folder, 2).exit_code == 0
+    fresh = tmp_path / "new"                      # a run that fails before writing leaves no folder behind
+    r = train(fresh, tmp_path / "no-such-data", 2)
+    assert r.exit_code != 0 and not fresh.exists()
+
+
 def test_metrics_survive_a_kill_right_after_resume(tmp_path, clip_folder):
     """Real processes: a run to step 3, then a resume killed (kill -9 equivalent: os._exit) just after
     it has opened its log, before the first step; the log still holds steps 1..3."""

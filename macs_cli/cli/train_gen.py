@@ -34,8 +34,9 @@ def train_gen(
 ) -> None:
     """Train MACS's audio adapter (MLP, positional encoding, audio key/value projections) on a frozen SD v1.x."""
     from ..training.gen_trainer import GenTrainer, load_gen_config
+    from ..training.run import hold_run_folder
 
-    with one_line_errors():
+    with one_line_errors(), hold_run_folder(output):   # one run at a time in a run folder
         download = True if allow_download else None
         sets = with_shortcuts(overrides, {"data.train": data, "model.sd_model": sd_model, "train.steps": steps,
                                           "optim.batch_size": batch_size, "model.allow_download": download,

@@ -30,9 +30,10 @@ def train_sep(
     """Train a separator with unsupervised MixIT (mixtures of mixtures)."""
     from ..training.config import load_config
     from ..training.data import data_kind
+    from ..training.run import hold_run_folder
     from ..training.trainer import Trainer
 
-    with one_line_errors():
+    with one_line_errors(), hold_run_folder(output):   # one run at a time in a run folder
         Trainer.check_run_folder(output, resume, force)    # before anything loads
         sets = with_shortcuts(overrides, {"data.train": data, "train.steps": steps, "optim.batch_size": batch_size})
         cfg = load_config(run_config(output, config, resume), sets)

@@ -9,11 +9,12 @@ Each trainer subclasses :class:`TrainingRun` and keeps its own model, data and l
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -79,6 +80,42 @@ def config_changes(saved_yaml: str | None, cfg: dict[str, Any]) -> list[str]:
     old, new = flat(saved), flat(cfg)
     return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(old) | set(new))
             if not _same_setting(old.get(k), new.get(k)) and not k.startswith(expected)]
+
+
+@contextlib.contextmanager
+def hold_run_folder(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder for the whole run (the launcher's first process
+    only), so that a second run on the same folder is refused at once instead of interleaving
+    its checkpoint, model and log with this one's (both used to finish 'successfully'). A folder
+    created here and left empty (the run failed before writing) is removed again."""
+    import fcntl
+
+    from ..errors import MacsError
+
+    run_dir = Path(run_dir)
+    if int(os.environ.get("RANK", "0")) != 0 or (os.path.lexists(run_dir) and not run_dir.is_dir()):
+        yield                              # other processes; a path that is not a folder is reported later
+        return
+    made = not os.path.lexists(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise MacsError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MacsError(f"{run_dir}: another macs run is using this run folder; wait for it to end or "
+                            "choose another -o") from None
+        except OSError:                    # a file system without locks: unprotected, as before
+            pass
+        yield
+    finally:
+        os.close(fd)
+        if made:
+            with contextlib.suppress(OSError):
+                os.rmdir(run_dir)          # only if still empty
 
 
 def _int_or_none(v: Any) -> int | None:
