@@ -199,7 +199,7 @@ def _lock(fd: int, block: bool = True) -> bool:
 
 
 def _open_for_lock(path: Path) -> int:
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)   # never waits on a FIFO
     if path.is_dir():
         flags |= getattr(os, "O_DIRECTORY", 0)
     return os.open(path, flags)
@@ -250,11 +250,12 @@ def sweep_stale(target: Path) -> list[Path]:
         if not (mine or old):
             continue
         try:
-            if entry.is_symlink():
-                continue
-            age = now - entry.stat(follow_symlinks=False).st_mtime
+            st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            continue   # links, and FIFOs (opening one to test its lock would block) are never ours
+        age = now - st.st_mtime
         if mine:
             if age < STALE_AFTER_S:
                 continue

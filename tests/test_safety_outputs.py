@@ -323,6 +323,21 @@ def test_stale_temporaries_of_a_name_with_a_newline_are_swept(tmp_path):
     assert sorted(p.name for p in fsutil.sweep_stale(tmp_path / "x\ny")) == sorted([stale.name, legacy.name])
 
 
+def test_the_sweep_never_waits_on_a_fifo_named_like_a_temporary(tmp_path):
+    """Real process with a time limit: a FIFO named like a stale temporary of ours is left alone
+    (opening it to test its lock used to block the next run writing into that folder forever)."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / ".x.1-abcdef01.macs-tmp"
+    os.mkfifo(fifo)
+    age(fifo, 3600)
+    code = f"from pathlib import Path; from macs_cli import fsutil; print(fsutil.sweep_stale(Path({str(tmp_path / 'y')!r})))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env())
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+    assert fifo.exists()
+
+
 # -- separate --------------------------------------------------------------------------------------
 def test_force_never_replaces_an_input_or_a_users_folder(tiny_model_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
