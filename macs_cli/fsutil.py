@@ -49,13 +49,6 @@ def _umask() -> int:
     return mask
 
 
-def publish_mode(path: Path, directory: bool) -> None:
-    """Give a temporary file/folder the mode a plain open()/mkdir() would have given it (our
-    temporaries are created owner-only, which would make every output private on a shared disk)."""
-    with contextlib.suppress(OSError):
-        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
 def fsync_path(path: Path) -> None:
     """Flush a file's or a folder's contents to disk (best effort where the OS refuses folders)."""
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if Path(path).is_dir() else 0)
@@ -314,6 +307,12 @@ class _Temp:
         self.path = path
         _lock(self.fd)
 
+    def publish_mode(self) -> None:
+        """The mode a plain open()/mkdir() would have given it, set through the descriptor held since
+        creation (never by path: in a shared folder the name could have been swapped for a link)."""
+        with contextlib.suppress(OSError):
+            os.fchmod(self.fd, (0o777 if self.directory else 0o666) & ~_umask())
+
     def release(self) -> None:
         """Remove the temporary if it is still there, and unlock."""
         try:
@@ -449,7 +448,7 @@ class OutputSet:
             if not overwrite:
                 check_target(target, kind, self.force, meanwhile=True)
         for _, tmp, _, _ in self._items:
-            publish_mode(tmp.path, tmp.directory)
+            tmp.publish_mode()
             fsync_tree(tmp.path) if tmp.directory else fsync_path(tmp.path)
         _test_hold()
         placed: list[Path] = []
