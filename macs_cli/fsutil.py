@@ -310,8 +310,13 @@ class _Temp:
     def publish_mode(self) -> None:
         """The mode a plain open()/mkdir() would have given it, set through the descriptor held since
         creation (never by path: in a shared folder the name could have been swapped for a link)."""
+        mode = (0o777 if self.directory else 0o666) & ~_umask()
         with contextlib.suppress(OSError):
-            os.fchmod(self.fd, (0o777 if self.directory else 0o666) & ~_umask())
+            held, now = os.fstat(self.fd), os.lstat(self.path)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                os.fchmod(self.fd, mode)
+            elif stat.S_ISREG(now.st_mode) or stat.S_ISDIR(now.st_mode):   # a writer that replaced the file
+                os.chmod(self.path, mode)
 
     def release(self) -> None:
         """Remove the temporary if it is still there, and unlock."""
