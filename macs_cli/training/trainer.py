@@ -28,10 +28,10 @@ import torch
 
 from ..errors import ConfigError, ModelError
 from ..evaluation.sisdr import best_grouped_sisdr, best_one_to_one_sisdr, mixture_sisdr
-from ..separation.config import SeparatorConfig
 from ..separation.model import Separator
 from ..weights.separator import save_separator
 from ..weights.statecheck import describe_mismatch
+from .config import separator_config
 from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
 from .losses import MixITLoss, MixtureBatch
 from .run import TrainingRun
@@ -74,14 +74,14 @@ class Trainer(TrainingRun):
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None,
                  extra_terms: list[LossTerm] | None = None, console=None, progress: bool = True):
         super().__init__(cfg, run_dir, device, console, progress)
-        self.model_cfg = SeparatorConfig(**cfg["model"], name="macs-trained")
-        self.model_cfg.validate()
+        init = self._load_init(str(cfg["train"]["init"])) if cfg["train"]["init"] else None
+        self.model_cfg = separator_config(cfg, init.config.align_corners if init is not None else None)
         self.spec = MixSpec(tuple(cfg["mix"]["sources_per_mixture"]), tuple(cfg["mix"]["repeats"]),
                             tuple(cfg["mix"]["gain_db"]), cfg["mix"]["loop_prob"]).validate()
         torch.manual_seed(cfg["train"]["seed"])
         self.model = Separator(self.model_cfg)
-        if cfg["train"]["init"]:
-            self._init_from(str(cfg["train"]["init"]))
+        if init is not None:
+            self._init_from(str(cfg["train"]["init"]), init)
         self.model = self.model.to(self.device)
         self.terms = [LossTerm("mixit", MixITLoss(self.model_cfg.num_sources, cfg["train"]["exact_mixit"]))]
         self.clap_space = None
@@ -126,11 +126,18 @@ class Trainer(TrainingRun):
             self._say("[yellow]clap.losses with train.epochs=1: alpha = 1 from the start, so MixIT is "
                       "off (set train.epochs >= 2 for the curriculum)[/]")
 
-    def _init_from(self, spec: str) -> None:
-        """Start from the weights of another separator (``default``, ``official``, a file or run)."""
+    @staticmethod
+    def _load_init(spec: str) -> Separator:
         from ..weights.separator import load_separator
 
-        source = load_separator(spec)
+        return load_separator(spec)
+
+    def _init_from(self, spec: str, source: Separator) -> None:
+        """Start from the weights of another separator (``default``, ``official``, a file or run)."""
+        if source.config.align_corners != self.model_cfg.align_corners:
+            self._say(f"[yellow]train.init={spec} was trained with align_corners="
+                      f"{source.config.align_corners}, model.align_corners is {self.model_cfg.align_corners}: "
+                      "the network starts from weights trained with the other resize[/]")
         if source.config.num_sources != self.model_cfg.num_sources or \
                 source.config.channels != self.model_cfg.channels or \
                 source.config.depth != self.model_cfg.depth or \

@@ -1,0 +1,146 @@
+"""Fidelity to the official MACS code (issue 10): each test pins the official behaviour against an
+independent known answer, or pins the built-in model's outputs to those recorded before a change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from macs_cli.separation.api import SeparateOptions, separate_file
+from macs_cli.weights.separator import load_separator
+
+DATA = Path(__file__).parent / "data"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "mixture.wav"
+
+
+# -- 1. the built-in model's stems do not change --------------------------------------------------
+def test_builtin_model_stems_on_the_example_are_unchanged(tmp_path):
+    """tests/data/default_separator_reference.npz was recorded with the built-in model before the
+    separator's resize became a config field (fp32, `separate` defaults): four 1000-sample excerpts of
+    each stem and each stem's RMS."""
+    ref = np.load(DATA / "default_separator_reference.npz")
+    model = load_separator("default")
+    man = separate_file(model, EXAMPLE, tmp_path, SeparateOptions(precision="fp32"))
+    stems = np.stack([sf.read(tmp_path / "mixture" / s["file"], dtype="float32")[0]
+                      for s in man["stems"]])
+    n = int(ref["length"])
+    got = np.stack([stems[:, o:o + n] for o in ref["offsets"]], axis=1)
+    assert got.shape == ref["excerpts"].shape
+    np.testing.assert_allclose(got, ref["excerpts"], atol=2e-5, rtol=0)
+    rms = np.sqrt(np.square(stems.astype(np.float64)).mean(1))
+    np.testing.assert_allclose(rms, ref["rms"], rtol=1e-4)
+
+
+# -- 1. the separator's resize ----------------------------------------------------------------------
+def _bilinear_align_corners(y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (C, H, W) with the corners of input and output aligned, by hand: output
+    pixel i samples the input at i * (H - 1) / (h - 1)."""
+    c, h_in, w_in = y.shape
+    h, w = size
+    out = np.zeros((c, h, w))
+    for i in range(h):
+        for j in range(w):
+            fi = i * (h_in - 1) / (h - 1) if h > 1 else 0.0
+            fj = j * (w_in - 1) / (w - 1) if w > 1 else 0.0
+            i0, j0 = int(np.floor(fi)), int(np.floor(fj))
+            i1, j1 = min(i0 + 1, h_in - 1), min(j0 + 1, w_in - 1)
+            di, dj = fi - i0, fj - j0
+            out[:, i, j] = ((1 - di) * (1 - dj) * y[:, i0, j0] + (1 - di) * dj * y[:, i0, j1]
+                            + di * (1 - dj) * y[:, i1, j0] + di * dj * y[:, i1, j1])
+    return out
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_unet_block_resize_is_the_configured_bilinear(align):
+    from macs_cli.separation.model import UNetBlock
+
+    torch.manual_seed(0)
+    block = UNetBlock(2, 4, None, 0.0, align_corners=align).double().eval()
+    x = torch.randn(1, 2, 7, 5, dtype=torch.float64)      # odd sizes: the up path comes back 6 x 4
+    seen = []
+    block.act.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().clone()))
+    with torch.no_grad():
+        out = block(x)
+    y = seen[-1][0].numpy()                                # the up path before the resize
+    assert y.shape == (2, 6, 4)
+    resized = out[0, 2:].numpy()
+    by_hand = _bilinear_align_corners(y, (7, 5))
+    if align:
+        np.testing.assert_allclose(resized, by_hand, atol=1e-12)
+    else:   # half-pixel centres: a different answer on the same tensor
+        assert np.abs(resized - by_hand).max() > 1e-5
+    np.testing.assert_array_equal(out[0, :2].numpy(), x[0].numpy())
+
+
+def test_official_layout_checkpoint_separates_with_align_corners_true(tmp_path):
+    from macs_cli.separation.model import Separator
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(4)
+    cfg = tiny_config(input_transform="power", window_seconds=1.0)
+    ref = Separator(cfg.replace(align_corners=True)).eval()
+    state = {"model.unet." + k[len("unet."):]: v for k, v in ref.state_dict().items()}
+    path = tmp_path / "separator_FSD50K_full.pt"
+    torch.save(state, path)
+    loaded = load_separator(path)
+    assert loaded.config.align_corners is True
+    other = Separator(cfg.replace(align_corners=False)).eval()
+    other.load_state_dict(ref.state_dict())
+    x = torch.randn(1, cfg.window_samples)
+    with torch.no_grad():
+        got, want, wrong = loaded(x), ref(x), other(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert (got - wrong).abs().max() > 1e-4     # the resize matters on this geometry
+    from macs_cli.separation.config import official_config
+
+    assert official_config().align_corners is True
+
+
+def test_saved_configs_without_the_field_load_as_they_were_trained(tmp_path):
+    """Configs written before align_corners existed (our safetensors, train-sep .pt) mean False."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from macs_cli.separation.config import SeparatorConfig
+    from macs_cli.separation.model import Separator
+    from macs_cli.weights.separator import save_separator
+    from tests.conftest import tiny_config
+
+    assert load_separator("default").config.align_corners is False
+    shipped = json.loads((Path(load_separator("default").source).with_suffix(".json")).read_text())
+    assert shipped["align_corners"] is False
+    model = Separator(tiny_config(align_corners=False)).eval()
+    path = save_separator(model, tmp_path / "old.safetensors")
+    legacy = {k: v for k, v in model.config.to_dict().items() if k != "align_corners"}
+    save_file(load_file(str(path)), str(path), metadata={"macs_config": json.dumps(legacy)})
+    path.with_suffix(".json").unlink()
+    assert load_separator(path).config.align_corners is False
+    (tmp_path / "old.json").write_text(json.dumps(legacy))
+    assert load_separator(path).config.align_corners is False
+    assert SeparatorConfig.from_dict({**legacy, "align_corners": True}).align_corners is True
+    assert SeparatorConfig().align_corners is True        # a new config: the official resize
+
+
+def test_training_resize_follows_the_init_model_unless_set(tmp_path):
+    from macs_cli.separation.model import Separator
+    from macs_cli.training.config import load_config, separator_config
+    from macs_cli.training.trainer import Trainer
+    from macs_cli.weights.separator import save_separator
+    from tests.conftest import TINY, tiny_config
+
+    sets = [f"model.{k}={v}" for k, v in TINY.items()] + ["data.train=clips/"]
+    cfg = load_config(None, sets)
+    assert cfg["model"]["align_corners"] is None
+    assert separator_config(cfg).align_corners is True              # fresh: the official resize
+    assert separator_config(cfg, False).align_corners is False      # from a model trained with False
+    assert separator_config(load_config(None, sets + ["model.align_corners=false"]), True).align_corners is False
+    old = save_separator(Separator(tiny_config(align_corners=False)), tmp_path / "old.safetensors")
+    trainer = Trainer(load_config(None, sets + [f"train.init={old}"]), tmp_path / "run", device="cpu",
+                      progress=False)
+    assert trainer.model.config.align_corners is False
+    assert Trainer(cfg, tmp_path / "run2", device="cpu", progress=False).model.config.align_corners is True
