@@ -144,3 +144,61 @@ def test_training_resize_follows_the_init_model_unless_set(tmp_path):
                       progress=False)
     assert trainer.model.config.align_corners is False
     assert Trainer(cfg, tmp_path / "run2", device="cpu", progress=False).model.config.align_corners is True
+
+
+# -- 2. one CLAP input for every path -----------------------------------------------------------------
+def test_clap_input_is_torchaudio_default_resample_then_repeat_pad():
+    import torchaudio
+    import torchaudio.functional as AF
+
+    from macs_cli.clap import to_clap_input
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((2, 128000)).astype(np.float32))      # two 8 s stems
+    official = torchaudio.transforms.Resample(16000, 48000)(x)      # the official module
+    explicit = AF.resample(x, 16000, 48000, lowpass_filter_width=6, rolloff=0.99,
+                           resampling_method="sinc_interp_hann")
+    torch.testing.assert_close(official, explicit, rtol=0, atol=1e-5)   # the module's kernel: float32 rounding
+    got = to_clap_input(x, 16000)
+    want = torch.zeros(2, 480000)
+    want[:, :384000] = explicit          # 8 s fit once into 10 s: laion-clap's repeatpad, then zeros
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    want[:, :384000] = official
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_inference_embeddings_use_the_training_clap_input(tmp_path):
+    """`embed` / `generate --audio` (embed_stems on files) and training (ClapSpace) give CLAP the
+    same input: the same embedding for the same 16 kHz stem."""
+    import torchaudio
+
+    from macs_cli.clap.api import embed_stems
+    from macs_cli.clap.encoders import LaionClapEncoder, normalize
+    from macs_cli.training.clap_losses import ClapSpace
+    from tests import clap_fixtures as cf
+
+    enc = LaionClapEncoder(cf.make_laion_net(), tokenizer=None)
+    rng = np.random.default_rng(1)
+    stems = (0.1 * rng.standard_normal((3, 16000 * 3))).astype(np.float32)   # 3 s stems at 16 kHz
+    files = []
+    for i, s in enumerate(stems):
+        files.append(tmp_path / f"stem_{i:02d}.wav")
+        sf.write(files[-1], s, 16000, subtype="FLOAT")
+    mix = tmp_path / "mix.wav"
+    sf.write(mix, stems.sum(0), 16000, subtype="FLOAT")
+    got = embed_stems(enc, files, mix)
+    space = ClapSpace(enc, 16000, 3)
+    with torch.no_grad():
+        train = space.embed_audio(torch.from_numpy(stems))
+        x48 = torchaudio.transforms.Resample(16000, 48000)(torch.from_numpy(stems))
+        n = x48.shape[1]
+        wav = torch.zeros(3, 480000)
+        for k in range(480000 // n):
+            wav[:, k * n:(k + 1) * n] = x48
+        by_hand = normalize(enc.embed_audio(wav))
+        mix_hand = normalize(enc.embed_audio(torch.cat([
+            torchaudio.transforms.Resample(16000, 48000)(torch.from_numpy(stems.sum(0)))[None].repeat(1, 3),
+            torch.zeros(1, 480000 - 3 * n)], 1)))[0]
+    np.testing.assert_allclose(got.embeddings, train.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.embeddings, by_hand.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.mixture, mix_hand.numpy(), atol=1e-5)
