@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_HELP = ("auto (separator: fp32 on CUDA; bf16 on CPUs with native bf16, AVX512-BF16/AMX, else "
                   "fp32; CLAP: fp32), fp32, bf16 or fp16 (CUDA only).")
 # the CPU default where bf16 is native, chosen from benchmarks/results/cpu_precision.json
@@ -47,6 +47,8 @@ def _cpuinfo_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
 def cpu_bf16_native() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16): torch's own CPU
     feature check where it has one, else the ``/proc/cpuinfo`` flags."""
+    import torch
+
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     checks = [c for c in checks if callable(c)]
     if checks:
@@ -67,6 +69,8 @@ def check_precision(precision: str) -> str:
 def resolve_precision(precision: str, device: str | torch.device, stage: str = "separator") -> str:
     """``auto``/``fp32``/``bf16``/``fp16`` on ``device`` for ``stage`` (``separator`` or ``clap``) ->
     the precision that runs (``fp32``, ``bf16`` or ``fp16``)."""
+    import torch
+
     p = check_precision(precision)
     kind = torch.device(device).type
     if p == "fp16" and kind != "cuda":
@@ -80,14 +84,18 @@ def resolve_precision(precision: str, device: str | torch.device, stage: str = "
 
 def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager:
     """The autocast context of a *resolved* precision on ``device`` (a no-op for fp32)."""
+    import torch
+
     kind = torch.device(device).type
     if precision == "fp32" or kind not in ("cuda", "cpu"):
         return contextlib.nullcontext()
-    return torch.autocast(kind, dtype=DTYPES[precision])
+    return torch.autocast(kind, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 
 
 @contextlib.contextmanager
 def inference(precision: str, device: str | torch.device) -> Iterator[None]:
+    import torch
+
     with torch.inference_mode(), autocast(precision, device):
         yield
 
