@@ -202,3 +202,66 @@ def test_inference_embeddings_use_the_training_clap_input(tmp_path):
     np.testing.assert_allclose(got.embeddings, train.numpy(), atol=1e-5)
     np.testing.assert_allclose(got.embeddings, by_hand.numpy(), atol=1e-5)
     np.testing.assert_allclose(got.mixture, mix_hand.numpy(), atol=1e-5)
+
+
+# -- 8. precision -------------------------------------------------------------------------------------
+def test_cpu_bf16_detection_with_an_fp32_fallback(monkeypatch):
+    from macs_cli import precision as P
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert P.cpu_bf16_native() is False
+    assert P.resolve_precision("auto", "cpu") == "fp32"                 # no native bf16: fp32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert P.cpu_bf16_native() is True
+    assert P.resolve_precision("auto", "cpu") == P.CPU_NATIVE_BF16_DEFAULT
+    assert P.resolve_precision("auto", "cpu", "clap") == "fp32"         # CLAP: fp32 everywhere
+    # a torch without the checks: the /proc/cpuinfo flags decide
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.setattr(P, "_cpuinfo_flags", lambda path="/proc/cpuinfo": {"avx512f", "amx_bf16"})
+    assert P.cpu_bf16_native() is True
+    monkeypatch.setattr(P, "_cpuinfo_flags", lambda path="/proc/cpuinfo": {"avx512f", "avx2"})
+    assert P.cpu_bf16_native() is False and P.resolve_precision("auto", "cpu") == "fp32"
+    # CUDA: fp32 by default (the official precision); forced values are kept; fp16 needs CUDA
+    assert P.resolve_precision("auto", "cuda") == "fp32"
+    assert P.resolve_precision("bf16", "cpu") == "bf16" and P.resolve_precision("fp16", "cuda:1") == "fp16"
+    from macs_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        P.resolve_precision("fp16", "cpu")
+    with pytest.raises(ConfigError, match="--precision must be one of"):
+        P.resolve_precision("fp8", "cpu")
+
+
+def test_cpuinfo_flags_are_read_from_the_flags_line(tmp_path):
+    from macs_cli.precision import _cpuinfo_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert {"avx512_bf16", "avx2"} <= _cpuinfo_flags(info)
+    assert _cpuinfo_flags(tmp_path / "missing") == set()
+
+
+def test_separate_runs_in_the_precision_asked_and_records_it(tiny_model_path, tmp_path):
+    from macs_cli.separation.api import model_window_fn
+
+    model = load_separator(tiny_model_path)
+    x = (0.1 * np.random.default_rng(0).standard_normal((1, model.config.window_samples))).astype(np.float32)
+    f32, b16 = model_window_fn(model, "fp32"), model_window_fn(model, "bf16")
+    assert (f32.precision, b16.precision) == ("fp32", "bf16")
+    a, b = f32(x), b16(x)
+    rel = np.linalg.norm(a - b) / np.linalg.norm(a)
+    assert 0 < rel < 0.05                                   # bf16 ran (not identical), and stays close
+    np.testing.assert_allclose(b.sum(1), x, atol=1e-5)      # mixture consistency in float32 still holds
+    wav = tmp_path / "x.wav"
+    sf.write(wav, x[0], 16000)
+    man = separate_file(model, wav, tmp_path / "out", SeparateOptions(precision="bf16"))
+    assert man["settings"]["precision"] == "bf16" and man["settings"]["precision_used"] == "bf16"
+    from typer.testing import CliRunner
+
+    from macs_cli.cli.main import app
+
+    r = CliRunner().invoke(app, ["separate", str(wav), "-o", str(tmp_path / "o2"), "--model", str(tiny_model_path),
+                                 "--device", "cpu", "--precision", "fp16", "-q"])
+    assert r.exit_code == 2 and "fp16 needs a CUDA device" in r.output and not (tmp_path / "o2").exists()
