@@ -265,3 +265,97 @@ def test_separate_runs_in_the_precision_asked_and_records_it(tiny_model_path, tm
     r = CliRunner().invoke(app, ["separate", str(wav), "-o", str(tmp_path / "o2"), "--model", str(tiny_model_path),
                                  "--device", "cpu", "--precision", "fp16", "-q"])
     assert r.exit_code == 2 and "fp16 needs a CUDA device" in r.output and not (tmp_path / "o2").exists()
+
+
+# -- 5. MixIT's SI-SDR: auraloss semantics, float64 ------------------------------------------------------
+def _auraloss_sisdr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
+    """auraloss.time.SISDRLoss (negated), as the official MixIT calls it, in float64 numpy."""
+    est, ref = est.astype(np.float64) - est.mean(), ref.astype(np.float64) - ref.mean()
+    alpha = (est * ref).sum() / ((ref ** 2).sum() + eps)
+    t = alpha * ref
+    return float(10 * np.log10((t ** 2).sum() / (((est - t) ** 2).sum() + eps) + eps))
+
+
+def test_an_empty_group_scores_minus_80_db():
+    from macs_cli.evaluation.sisdr import si_sdr
+
+    ref = torch.randn(1000, dtype=torch.float64)
+    assert float(si_sdr(torch.zeros(1000, dtype=torch.float64), ref)) == pytest.approx(-80.0, abs=1e-9)
+    assert _auraloss_sisdr(np.zeros(1000), ref.numpy()) == pytest.approx(-80.0, abs=1e-9)
+
+
+def test_mixit_never_puts_every_stem_on_one_mixture():
+    """A case built so that "all stems to m1" wins if an empty group scored 0 dB (the old scoring):
+    m1 is 20 dB louder than m2, so SI-SDR(m1 + m2, m1) = 20 dB, while the right assignment only
+    reaches about 3 + 3 dB. With auraloss's SI-SDR the right one wins and gradients flow."""
+    import itertools
+
+    from macs_cli.training.losses import MixITLoss, MixtureBatch
+
+    g = torch.Generator().manual_seed(0)
+    n, m = 4000, 4
+    m1 = torch.randn(n, generator=g, dtype=torch.float64)
+    m2 = 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    noise = torch.randn(m, n, generator=g, dtype=torch.float64)
+    noise -= noise.mean(0, keepdim=True)               # the noise cancels in the sum: mixture consistency
+    stems = torch.stack([m1 / 2, m1 / 2, m2 / 2, m2 / 2]) + 0.5 * noise * torch.tensor([1, 1, 0.1, 0.1],
+                                                                                          dtype=torch.float64)[:, None]
+    stems = stems + ((m1 + m2) - stems.sum(0)) / m
+    assert torch.allclose(stems.sum(0), m1 + m2)
+
+    def brute(score):
+        best = None
+        for assign in itertools.product((0, 1), repeat=m):
+            a = np.array(assign)
+            e1, e2 = stems.numpy()[a == 0].sum(0), stems.numpy()[a == 1].sum(0)
+            e1 = e1 if (a == 0).any() else np.zeros(n)
+            e2 = e2 if (a == 1).any() else np.zeros(n)
+            loss = -(score(e1, m1.numpy()) + score(e2, m2.numpy()))
+            if best is None or loss < best[0]:
+                best = (loss, assign)
+        return best
+
+    def old_score(est, ref, eps=1e-8):    # the project's earlier definition: 0 dB for an empty group
+        est, ref = est - est.mean(), ref - ref.mean()
+        t = (est @ ref) ** 2 / (ref @ ref + eps)
+        return 10 * np.log10((t + eps) / (max(est @ est - t, 0.0) + eps))
+
+    assert brute(old_score)[1] == (0, 0, 0, 0)         # the degenerate choice wins under the old scoring
+    want, assign = brute(_auraloss_sisdr)
+    assert 0 < sum(assign) < m and assign[:3] == (0, 0, 1)   # both mixtures get stems, m1's to m1
+    batch = MixtureBatch(torch.zeros(1, 2, n), torch.zeros(1, 2), m1[None].float(), m2[None].float())
+    x = stems[None].float().requires_grad_(True)
+    for exact in (True, False):
+        loss = MixITLoss(m, exact=exact)(batch, x)
+        assert float(loss) == pytest.approx(want, abs=1e-4)
+    loss.backward()
+    assert float(x.grad.abs().sum()) > 0                # the chosen assignment depends on the stems
+
+
+def test_sisdr_at_60_db_is_exact_from_float32_stems():
+    from macs_cli.evaluation.sisdr import assignment_sisdr, best_grouped_sisdr, grouping_matrices
+
+    rng = np.random.default_rng(0)
+    n = 128000
+    ref = rng.standard_normal((2, n)).astype(np.float32)
+    est = np.empty((2, 3, n), np.float32)
+    want = []
+    for b, db in enumerate((50.0, 60.0)):
+        r = ref[b].astype(np.float64) - ref[b].mean()
+        e = rng.standard_normal(n)
+        e -= e.mean()
+        e -= (e @ r) / (r @ r) * r                     # orthogonal to the reference
+        e *= np.linalg.norm(r) / np.linalg.norm(e) * 10 ** (-db / 20)
+        parts = rng.standard_normal((3, n)) * 0.3
+        parts[-1] = 0
+        parts[-1] = r + e - parts.sum(0)               # three stems that sum to an estimate at `db`
+        est[b] = parts.astype(np.float32)
+        want.append(_auraloss_sisdr(est[b].astype(np.float64).sum(0), ref[b]))
+    assert want[1] == pytest.approx(60.0, abs=0.05)    # the float32 stems really sit at ~60 dB
+    mats = grouping_matrices(3, 1)
+    scores = assignment_sisdr(torch.from_numpy(est), torch.from_numpy(ref[:, None]), mats)
+    allin = [k for k in range(len(mats)) if mats[k].sum() == 3][0]
+    got = scores[:, allin, 0].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)    # float32 Gram matrices were 0.47 dB off here
+    g, _ = best_grouped_sisdr(torch.from_numpy(est), torch.from_numpy(ref[:, None]))
+    np.testing.assert_allclose(g.numpy(), want, atol=1e-6)
