@@ -359,3 +359,39 @@ def test_sisdr_at_60_db_is_exact_from_float32_stems():
     np.testing.assert_allclose(got, want, atol=1e-6)    # float32 Gram matrices were 0.47 dB off here
     g, _ = best_grouped_sisdr(torch.from_numpy(est), torch.from_numpy(ref[:, None]))
     np.testing.assert_allclose(g.numpy(), want, atol=1e-6)
+
+
+# -- 6. FSD50K texts per item -------------------------------------------------------------------------
+def test_fsd50k_recipe_gives_each_clip_five_texts_as_the_official_recipe():
+    from macs_cli.training.clap_losses import ClapSpace, label_texts
+    from macs_cli.training.config import load_config
+
+    cfg = load_config(Path(__file__).parent.parent / "recipes" / "fsd50k" / "config.yaml", ["data.train=fsd/"])
+    assert cfg["clap"]["labels_per_mixture"] == 5
+    # the official loader: each clip's first 5 labels, "The sound of " + label, padded with "Noise" to 5;
+    # the two clips' lists concatenated: 10 texts
+    m1 = ["Dog", "Bark", "Animal", "Domestic animals", "Pets", "Growling"]
+    m2 = ["Rain"]
+    official = ([f"The sound of {x.lower()}" for x in m1[:5]] +
+                [f"The sound of {x.lower()}" for x in m2[:5]] + ["Noise"] * 4)
+    assert label_texts([m1, m2], 6, per_mixture=5) == official
+    space = ClapSpace(None, 16000, 6, labels_per_mixture=cfg["clap"]["labels_per_mixture"])
+    assert space.texts([[m1, m2]], 1) == [official]
+    assert len(label_texts([m1, m2], 6)) == 6                  # the default still splits M
+
+
+def test_align_loss_takes_more_texts_than_stems():
+    from macs_cli.training.clap_losses import align_loss
+
+    g = torch.Generator().manual_seed(0)
+    a, t = torch.randn(2, 6, 16, generator=g), torch.randn(2, 10, 16, generator=g)
+    loss = align_loss(a, t, torch.tensor(2.659))
+    # by hand: soft-assign each stem to the 10 texts, then a 6 x 6 contrastive loss
+    an, tn = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(t, dim=-1)
+    w = torch.softmax(100 * an @ tn.transpose(1, 2), -1)
+    t2 = torch.nn.functional.normalize(w @ tn, dim=-1)
+    logits = np.exp(2.659) * an @ t2.transpose(1, 2)
+    target = torch.arange(6)
+    want = 0.5 * (sum(torch.nn.functional.cross_entropy(logits[b], target) for b in range(2)) / 2
+                  + sum(torch.nn.functional.cross_entropy(logits[b].T, target) for b in range(2)) / 2)
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)

@@ -32,7 +32,10 @@ DEFAULTS: dict[str, Any] = {
     "clap": {"losses": False, "model": None, "tokenizer": None, "download": False,
              "tau1": 100.0, "tau2_init": 2.6592600369327779, "rank_regularization": 1.0,
              "soft_rank": "auto", "batch_chunk": None, "text_template": "The sound of {}",
-             "filler": "Noise", "lowercase": True},
+             "filler": "Noise", "lowercase": True,
+             # texts per source mixture (m1, m2): the official FSD50K recipe gives each clip 5;
+             # null: M / 2 each
+             "labels_per_mixture": None},
 }
 
 
@@ -268,4 +271,7 @@ def validate_clap(cfg: dict[str, Any], need) -> None:
          f"(got {c['text_template']!r})")
     need(isinstance(c["filler"], str) and c["filler"] != "", "clap.filler must be a non-empty text")
     need(isinstance(c["lowercase"], bool), "clap.lowercase must be true or false")
+    v = c["labels_per_mixture"]
+    need(v is None or (_integer(v) and 1 <= v <= 64),
+         f"clap.labels_per_mixture must be an integer in 1..64 or null (M / 2 each; got {v!r})")
     need(isinstance(c["download"], bool), "clap.download must be true or false")
