@@ -395,3 +395,42 @@ def test_align_loss_takes_more_texts_than_stems():
     want = 0.5 * (sum(torch.nn.functional.cross_entropy(logits[b], target) for b in range(2)) / 2
                   + sum(torch.nn.functional.cross_entropy(logits[b].T, target) for b in range(2)) / 2)
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
+
+
+# -- 7. AIS averaged over audio clips -----------------------------------------------------------------
+def test_ais_averages_over_audio_clips_as_the_official_script():
+    """Clips with 1 to 4 ground-truth frames (LLP-multi) and one generated image per clip. The
+    official ais.py has one row per audio clip: s = cos(audio, its image), z against the images of
+    the other clips; AIS = mean over clips. Frame-weighting ('pairs') gives another number."""
+    from macs_cli.evaluation.image_eval import ImageEvalOptions, _Features, _metrics_on
+    from macs_cli.evaluation.pairing import Pair
+
+    rng = np.random.default_rng(0)
+    frames = {"a": 1, "b": 4, "c": 2, "d": 1, "e": 3}
+    audio = {c: rng.normal(size=8) for c in frames}
+    image = {c: rng.normal(size=8) for c in frames}
+    pairs = [Pair(f"{c}_frame_{k}", c, Path(f"gen/{c}.png"), Path(f"gt/{c}_frame_{k}.jpg"), Path(f"aud/{c}.wav"))
+             for c, n in frames.items() for k in range(n)]
+    feats = _Features(clip={Path(f"gen/{c}.png"): image[c] for c in frames}, audio={Path(f"aud/{c}.wav"): audio[c]
+                                                                                    for c in frames})
+
+    def cos(x, y):
+        return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+
+    rows, zs = [], []
+    for c in frames:                                            # the official loop: one row per audio file
+        r = cos(audio[c], image[c])
+        calib = np.array([cos(audio[c], image[o]) for o in frames if o != c])
+        rows.append(r)
+        zs.append((r - calib.mean()) / calib.std())
+    got, _ = _metrics_on(pairs, feats, ImageEvalOptions(metrics=["ais"]), "test")
+    assert got["AIS"] == pytest.approx(np.mean(rows), abs=1e-12)
+    assert got["AIS-z"] == pytest.approx(np.mean(zs), abs=1e-12)
+    weighted, _ = _metrics_on(pairs, feats, ImageEvalOptions(metrics=["ais"], ais_average="pairs"), "test")
+    w = np.array(list(frames.values()))
+    assert weighted["AIS"] == pytest.approx(np.average(rows, weights=w), abs=1e-12)
+    assert abs(weighted["AIS"] - got["AIS"]) > 1e-3
+    from macs_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--ais-average"):
+        ImageEvalOptions(ais_average="frames").validate()
