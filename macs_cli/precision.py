@@ -4,9 +4,10 @@
 
 * separator on CUDA: ``fp32`` (the official code's precision; cuDNN's default TF32 convolutions stay
   allowed, as there). bf16 was the old default and moved stems by a few percent.
-* separator on the CPU: ``bf16`` autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX:
-  :func:`cpu_bf16_native`), ``fp32`` elsewhere. Measured with the built-in model in
-  ``benchmarks/cpu_precision.py`` (see benchmarks/README.md).
+* separator on the CPU: ``bf16`` autocast for the models whose bf16 error was measured (the
+  built-in ``macs-default-v1``: ``benchmarks/cpu_precision.py``, see benchmarks/README.md) where the
+  CPU computes bf16 natively (AVX512-BF16 or AMX: :func:`cpu_bf16_native`); ``fp32`` elsewhere, and
+  for every other model (the official checkpoint gives what the official code gives: fp32).
 * CLAP: ``fp32`` on every device (its error in bf16 was not measured with real weights).
 
 ``fp32``, ``bf16`` and ``fp16`` force a precision (``fp16`` needs CUDA). Low precision is autocast:
@@ -25,10 +26,12 @@ if TYPE_CHECKING:
     import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-PRECISION_HELP = ("auto (separator: fp32 on CUDA; bf16 on CPUs with native bf16, AVX512-BF16/AMX, else "
-                  "fp32; CLAP: fp32), fp32, bf16 or fp16 (CUDA only).")
-# the CPU default where bf16 is native, chosen from benchmarks/results/cpu_precision.json
-CPU_NATIVE_BF16_DEFAULT = "fp32"
+PRECISION_HELP = ("auto (fp32; the built-in separator in bf16 on CPUs with native bf16, AVX512-BF16/AMX), "
+                  "fp32, bf16 or fp16 (CUDA only).")
+# the CPU default where bf16 is native, for the models measured in benchmarks/cpu_precision.py
+# (benchmarks/results/cpu_precision.json)
+CPU_NATIVE_BF16_DEFAULT = "bf16"
+CPU_BF16_MODELS = frozenset({"macs-default-v1"})
 _CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -66,9 +69,11 @@ def check_precision(precision: str) -> str:
     return p
 
 
-def resolve_precision(precision: str, device: str | torch.device, stage: str = "separator") -> str:
+def resolve_precision(precision: str, device: str | torch.device, stage: str = "separator",
+                      model: str | None = None) -> str:
     """``auto``/``fp32``/``bf16``/``fp16`` on ``device`` for ``stage`` (``separator`` or ``clap``) ->
-    the precision that runs (``fp32``, ``bf16`` or ``fp16``)."""
+    the precision that runs (``fp32``, ``bf16`` or ``fp16``). ``model``: the separator's config name
+    (``auto`` takes bf16 on the CPU only for the measured models, :data:`CPU_BF16_MODELS`)."""
     import torch
 
     p = check_precision(precision)
@@ -77,7 +82,7 @@ def resolve_precision(precision: str, device: str | torch.device, stage: str = "
         raise ConfigError(f"--precision fp16 needs a CUDA device (this run uses {kind}): use fp32 or bf16")
     if p != "auto":
         return p
-    if stage == "separator" and kind == "cpu" and cpu_bf16_native():
+    if stage == "separator" and kind == "cpu" and model in CPU_BF16_MODELS and cpu_bf16_native():
         return CPU_NATIVE_BF16_DEFAULT
     return "fp32"
 

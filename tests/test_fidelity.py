@@ -210,11 +210,13 @@ def test_cpu_bf16_detection_with_an_fp32_fallback(monkeypatch):
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    builtin = "macs-default-v1"
     assert P.cpu_bf16_native() is False
-    assert P.resolve_precision("auto", "cpu") == "fp32"                 # no native bf16: fp32
+    assert P.resolve_precision("auto", "cpu", model=builtin) == "fp32"   # no native bf16: fp32
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert P.cpu_bf16_native() is True
-    assert P.resolve_precision("auto", "cpu") == P.CPU_NATIVE_BF16_DEFAULT
+    assert P.resolve_precision("auto", "cpu", model=builtin) == P.CPU_NATIVE_BF16_DEFAULT == "bf16"
+    assert P.resolve_precision("auto", "cpu", model="macs-official") == "fp32"   # not measured: fp32
     assert P.resolve_precision("auto", "cpu", "clap") == "fp32"         # CLAP: fp32 everywhere
     # a torch without the checks: the /proc/cpuinfo flags decide
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
@@ -222,9 +224,9 @@ def test_cpu_bf16_detection_with_an_fp32_fallback(monkeypatch):
     monkeypatch.setattr(P, "_cpuinfo_flags", lambda path="/proc/cpuinfo": {"avx512f", "amx_bf16"})
     assert P.cpu_bf16_native() is True
     monkeypatch.setattr(P, "_cpuinfo_flags", lambda path="/proc/cpuinfo": {"avx512f", "avx2"})
-    assert P.cpu_bf16_native() is False and P.resolve_precision("auto", "cpu") == "fp32"
+    assert P.cpu_bf16_native() is False and P.resolve_precision("auto", "cpu", model=builtin) == "fp32"
     # CUDA: fp32 by default (the official precision); forced values are kept; fp16 needs CUDA
-    assert P.resolve_precision("auto", "cuda") == "fp32"
+    assert P.resolve_precision("auto", "cuda", model=builtin) == "fp32"
     assert P.resolve_precision("bf16", "cpu") == "bf16" and P.resolve_precision("fp16", "cuda:1") == "fp16"
     from macs_cli.errors import ConfigError
 

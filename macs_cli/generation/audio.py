@@ -118,7 +118,7 @@ class AudioEmbedder:
         from ..precision import resolve_precision
 
         dev = next(self.separator.parameters()).device
-        return {"separator": resolve_precision(self.precision, dev, "separator"),
+        return {"separator": resolve_precision(self.precision, dev, "separator", self.separator.config.name),
                 "clap": resolve_precision(self.precision, self.clap.device, "clap")}
 
     def cache_ids(self) -> dict[str, str]:

@@ -76,7 +76,7 @@ def model_window_fn(model: Separator, precision: str = "auto") -> Callable[[np.n
     from ..precision import inference, resolve_precision
 
     device = next(model.parameters()).device
-    used = resolve_precision(precision, device, "separator")
+    used = resolve_precision(precision, device, "separator", model.config.name)
 
     def run(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
