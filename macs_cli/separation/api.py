@@ -252,7 +252,7 @@ def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: 
                       "num_sources": cfg.num_sources, "channels": cfg.channels,
                       "window_seconds": cfg.window_seconds},
             "settings": {**asdict(opts), "device": str(next(model.parameters()).device),
-                         "precision_used": window_fn.precision},
+                         "precision_used": getattr(window_fn, "precision", opts.precision)},
             "silent_input": bool(silent_input),
             "stems": [],
             "dropped": [],
