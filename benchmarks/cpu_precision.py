@@ -7,6 +7,8 @@ For the built-in model (``load_separator("default")``) on this machine's CPU:
   ``--repeats`` timings each after one warm-up; before each timed run the script waits (up to
   ``--wait-idle`` s) for an idle machine and records how much of the CPU other processes took
   meanwhile; medians and minima are over the runs they left alone (< 10 % of the cores);
+* the same on one torch thread, whose CPU time is the compute cost even when other jobs share the
+  machine;
 * **speed, a whole file**: ``separate_file`` on a ``--seconds`` long 16 kHz mono file (the example
   mixture tiled, each copy at another gain), model loaded once, both precisions interleaved;
   the median real-time factor (seconds of compute per second of audio, no start-up);
@@ -92,22 +94,29 @@ def difference(model, only: tuple[str, ...] | None = None) -> dict:
 WAIT_IDLE = 60.0   # seconds to wait for an idle machine before each timed run (--wait-idle)
 
 
-def timed(fn) -> tuple[float, float]:
-    """Seconds ``fn()`` took, and the share of the machine's cores other processes used meanwhile
-    (from /proc/stat minus this process's CPU time), after waiting for an idle machine."""
+def timed(fn) -> tuple[float, float, float]:
+    """Seconds ``fn()`` took, the share of the machine's cores other processes used meanwhile (from
+    /proc/stat minus this process's CPU time), after waiting for an idle machine, and this
+    process's CPU seconds (all its threads: less sensitive to other jobs than the wall time)."""
     wait_for_idle(WAIT_IDLE)
     b0, u0, t0 = cpu_busy_seconds(), time.process_time(), time.perf_counter()
     fn()
-    dt = time.perf_counter() - t0
-    others = (cpu_busy_seconds() - b0 - (time.process_time() - u0)) / dt / (os.cpu_count() or 1)
-    return dt, max(0.0, others)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - u0
+    others = (cpu_busy_seconds() - b0 - cpu) / dt / (os.cpu_count() or 1)
+    return dt, max(0.0, others), cpu
 
 
-def summarise(times: dict[str, list[float]], others: dict[str, list[float]], key: str) -> dict:
+def summarise(times: dict[str, list[float]], others: dict[str, list[float]], key: str,
+              cpu: dict[str, list[float]] | None = None) -> dict:
     """Medians and minima over the runs that other processes left alone (< 10 % of the cores),
-    over all runs where too few were."""
+    over all runs where too few were; and the median CPU seconds of every run."""
     out: dict = {"all": {p: [round(t, 4) for t in v] for p, v in times.items()},
                  "other_processes_cores": {p: [round(o, 3) for o in v] for p, v in others.items()}}
+    if cpu is not None:
+        med_cpu = {p: statistics.median(v) for p, v in cpu.items()}
+        out["cpu_" + key] = {p: round(v, 4) for p, v in med_cpu.items()}
+        out["cpu_all"] = {p: [round(t, 4) for t in v] for p, v in cpu.items()}
+        out["speedup_bf16_cpu_time"] = round(med_cpu["fp32"] / med_cpu["bf16"], 3)
     med, low = {}, {}
     for p, v in times.items():
         quiet = [t for t, o in zip(v, others[p]) if o < 0.10]
@@ -129,12 +138,14 @@ def time_windows(model, batch: int, repeats: int) -> dict:
         fn(x)  # warm-up
     times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     others: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    cpu: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     for _ in range(repeats):
         for p, fn in fns.items():
-            dt, o = timed(lambda: fn(x))
+            dt, o, c = timed(lambda: fn(x))
             times[p].append(dt / batch)
             others[p].append(o)
-    return {"batch": batch, **summarise(times, others, "seconds_per_window")}
+            cpu[p].append(c / batch)
+    return {"batch": batch, **summarise(times, others, "seconds_per_window", cpu)}
 
 
 def time_file(model, seconds: float, repeats: int) -> dict:
@@ -144,16 +155,18 @@ def time_file(model, seconds: float, repeats: int) -> dict:
     x = np.concatenate([mix * (0.5 + 0.5 * (k % 3) / 2) for k in range(reps)])[:n]
     rtf: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     others: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    cpu: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "long.wav"
         sf.write(path, x, sr, subtype="FLOAT")
         for _ in range(repeats):
             for p in PRECISIONS:
-                dt, o = timed(lambda: separate_file(model, path, Path(tmp) / p,
-                                                    SeparateOptions(precision=p, force=True)))
+                dt, o, c = timed(lambda: separate_file(model, path, Path(tmp) / p,
+                                                       SeparateOptions(precision=p, force=True)))
                 rtf[p].append(dt / seconds)
                 others[p].append(o)
-    return {"seconds": seconds, **summarise(rtf, others, "real_time_factor")}
+                cpu[p].append(c / seconds)
+    return {"seconds": seconds, **summarise(rtf, others, "real_time_factor", cpu)}
 
 
 def main() -> None:
@@ -181,6 +194,7 @@ def main() -> None:
         "difference_official_architecture_random_weights": difference(_official_random(), ("example_first_8s",
                                                                                           "bird_plus_piano")),
         "window_batch1": time_windows(model, 1, args.repeats),
+        "window_batch1_one_thread": _one_thread(lambda: time_windows(model, 1, args.repeats), args.threads),
         "window_batch4": time_windows(model, 4, max(1, args.repeats // 2)),
         "file": time_file(model, args.seconds, max(1, args.repeats // 2)),
     }
@@ -188,7 +202,17 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("difference", "difference_official_architecture_random_weights",
-                                             "window_batch1", "window_batch4", "file")}, indent=1))
+                                             "window_batch1", "window_batch1_one_thread", "window_batch4",
+                                             "file")}, indent=1))
+
+
+def _one_thread(fn, threads: int):
+    """``fn()`` on one torch thread: its CPU time is then the compute cost, whatever else runs."""
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _official_random():
