@@ -21,7 +21,8 @@ EXAMPLE = Path(__file__).parent.parent / "examples" / "mixture.wav"
 def test_builtin_model_stems_on_the_example_are_unchanged(tmp_path):
     """tests/data/default_separator_reference.npz was recorded with the built-in model before the
     separator's resize became a config field (fp32, `separate` defaults): four 1000-sample excerpts of
-    each stem and each stem's RMS."""
+    each stem and each stem's RMS. The network is unchanged; `--precision auto` may run it in bf16 on
+    CPUs with native bf16 (stems within ~3e-3, benchmarks/README.md), so fp32 is asked for here."""
     ref = np.load(DATA / "default_separator_reference.npz")
     model = load_separator("default")
     man = separate_file(model, EXAMPLE, tmp_path, SeparateOptions(precision="fp32"))
@@ -329,7 +330,7 @@ def test_mixit_never_puts_every_stem_on_one_mixture():
     x = stems[None].float().requires_grad_(True)
     for exact in (True, False):
         loss = MixITLoss(m, exact=exact)(batch, x)
-        assert float(loss) == pytest.approx(want, abs=1e-4)
+        assert float(loss.detach()) == pytest.approx(want, abs=1e-4)
     loss.backward()
     assert float(x.grad.abs().sum()) > 0                # the chosen assignment depends on the stems
 
