@@ -437,3 +437,29 @@ def test_ais_averages_over_audio_clips_as_the_official_script():
 
     with pytest.raises(ConfigError, match="--ais-average"):
         ImageEvalOptions(ais_average="frames").validate()
+
+
+def test_resuming_a_run_from_before_the_field_keeps_its_resize(tmp_path, clip_folder):
+    import yaml
+    from typer.testing import CliRunner
+
+    from macs_cli.cli.main import app
+    from tests.conftest import TINY
+
+    run_dir = tmp_path / "run"
+    sets = [f"model.{k}={v}" for k, v in TINY.items()] + ["validation.mixtures=0", "optim.batch_size=2"]
+    args = ["train-sep", "--data", str(clip_folder), "-o", str(run_dir), "--device", "cpu", "-q",
+            *[x for s in sets for x in ("--set", s)]]
+    r = CliRunner().invoke(app, [*args, "--steps", "2"])
+    assert r.exit_code == 0, r.output
+    assert load_separator(run_dir).config.align_corners is True          # a fresh run: the official resize
+    # make it a checkpoint written before align_corners existed (trained with False)
+    ckpt = run_dir / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    cfg = yaml.safe_load(state["config"])
+    del cfg["model"]["align_corners"]
+    state["config"] = yaml.safe_dump(cfg)
+    torch.save(state, ckpt)
+    r = CliRunner().invoke(app, [*args, "--steps", "3", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert load_separator(run_dir).config.align_corners is False

@@ -147,6 +147,14 @@ class Separator(nn.Module):
                              align_corners=config.align_corners)
         self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
 
+    def set_align_corners(self, flag: bool) -> None:
+        """Switch the U-Net's resize (no weights change): for a run resumed from a checkpoint that
+        was trained with the other value."""
+        self.config = self.config.replace(align_corners=bool(flag))
+        for module in self.unet.modules():
+            if isinstance(module, UNetBlock):
+                module.align_corners = bool(flag)
+
     # -- spectral helpers -------------------------------------------------------------------
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         c = self.config

@@ -198,6 +198,7 @@ class Trainer(TrainingRun):
                 raise ModelError(f"{self.checkpoint_path}: cannot resume: the checkpoint's separator does not "
                                  f"fit model.* in this config ({problem})")
             model.load_state_dict(state["model"])
+            self._resume_align_corners(model, state.get("config"))
             saved = state.get("losses", {})
             for name, module in self.loss_modules.items():
                 if name not in saved:
@@ -206,6 +207,28 @@ class Trainer(TrainingRun):
                 module.load_state_dict(saved[name])
 
         return self.load_state(restore)
+
+    def _resume_align_corners(self, model: Separator, config_text: str | None) -> None:
+        """With ``model.align_corners: null``, a resumed run keeps the resize it was trained with:
+        a checkpoint whose config predates the field was trained with False."""
+        if self.cfg["model"].get("align_corners") is not None or not config_text:
+            return
+        import yaml
+
+        try:
+            stored = yaml.safe_load(config_text)
+        except yaml.YAMLError:
+            return
+        section = stored.get("model") if isinstance(stored, dict) else None
+        if not isinstance(section, dict):
+            return
+        from ..separation.config import LEGACY_ALIGN_CORNERS
+
+        value = section.get("align_corners", LEGACY_ALIGN_CORNERS)
+        if isinstance(value, bool) and value != model.config.align_corners:
+            model.set_align_corners(value)
+            self.model_cfg = model.config
+            self._say(f"the checkpoint was trained with align_corners={value}: the resumed run keeps it")
 
     def _columns(self) -> list[str]:
         return (["step", "epoch", "lr", "loss"] + [t.name for t in self.terms]
