@@ -77,7 +77,7 @@ def test_drop_silent_omits_inactive_stems(tiny_model_path, tmp_path, monkeypatch
     # a model whose last two stems are always silent
     import macs_cli.separation.api as api
 
-    def fake_fn(model):
+    def fake_fn(model, precision="auto"):
         def fn(batch):
             out = np.zeros((batch.shape[0], 4, batch.shape[1]), dtype=np.float32)
             out[:, 0] = batch * 0.7

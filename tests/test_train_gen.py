@@ -117,13 +117,14 @@ def test_stem_embeddings_are_cached_once_per_clip(landscape, tiny_model_path, ti
         return AudioEmbedder(str(tiny_model_path), str(tiny_clap), "cpu")
 
     emb, stats = clip_embeddings(data, factory, cache)
-    assert emb.shape == (3, 4, 512) and stats == {"cached": 0, "computed": 3, "precomputed": 0}
+    assert emb.shape == (3, 4, 512) and stats == {"cached": 0, "computed": 3, "precomputed": 0, "order": "significance"}
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
     again, stats = clip_embeddings(data, factory, cache)
     assert stats["cached"] == 3 and stats["computed"] == 0 and torch.equal(again, emb)
     # ranked: the separator's stems, most similar to the mixture first
-    unranked, _ = clip_embeddings(data, factory, cache, rank=False)
-    ids = factory().model_ids()
+    unranked, unranked_stats = clip_embeddings(data, factory, cache, rank=False)
+    assert unranked_stats["order"] == "separator"       # recorded in the adapter: generate follows it
+    ids = factory().cache_ids()
     for c in range(3):
         match = (emb[c] @ unranked[c].T).argmax(1)
         assert sorted(match.tolist()) == [0, 1, 2, 3]
@@ -171,6 +172,8 @@ def test_only_the_adapter_trains_and_the_saved_adapter_reloads(tiny_sd, manifest
     in_memory = MacsGenerator(trainer.pipe, trainer.adapter.eval(), None, str(tiny_sd)).generate(e, s)[0]
     loaded = MacsGenerator.load(adapter=run_dir)            # the run folder; backbone from the adapter
     assert json.loads((run_dir / "adapter.json").read_text())["sd_model"] == str(tiny_sd)
+    assert json.loads((run_dir / "adapter.json").read_text())["stem_order"] == "significance"
+    assert loaded.source.stem_order == "significance"
     assert np.array_equal(np.asarray(loaded.generate(e, s)[0].image), np.asarray(in_memory.image))
 
 

@@ -15,6 +15,7 @@ of their 10 s chunks), float32, in stem order.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,31 +85,50 @@ def _stem_file(folder: Path, name: object, manifest: Path) -> Path:
     return folder / rel
 
 
-def _read(path: Path) -> np.ndarray:
-    x, _ = read_audio(path, CLAP_SAMPLE_RATE)
-    return x
+MAX_RATIO_TERM = 1000   # torchaudio's sinc kernel has (48000 / g) x ~(rate / g) taps, g = gcd(rate, 48000)
+
+
+def _read(path: Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """A file as mono float32 at its own rate (or ``sample_rate``): the CLAP encoder resamples it
+    to 48 kHz itself, with the same function as training (torchaudio's sinc resampler). A rate
+    whose ratio to 48 kHz does not reduce to small terms (e.g. 44101 Hz) would need a huge sinc
+    kernel: such files are read at 48 kHz through soxr instead."""
+    if sample_rate is None:
+        from ..audio.io import probe
+
+        rate = probe(path).sample_rate
+        g = math.gcd(rate, CLAP_SAMPLE_RATE)
+        if max(rate // g, CLAP_SAMPLE_RATE // g) > MAX_RATIO_TERM:
+            sample_rate = CLAP_SAMPLE_RATE
+    return read_audio(path, sample_rate)
 
 
 def embed_stems(encoder, files: list[Path], mixture: Path | list[Path] | None = None, batch_size: int = 8,
                 vocabulary: list[str] | None = None, top_labels: int = 3) -> Embedded:
     """CLAP-embed stem files (and the mixture, when given: a file, or a list of files whose sum is
-    the mixture); optionally tag each stem with labels."""
+    the mixture); optionally tag each stem with labels.
+
+    Every clip goes to CLAP through one function, the training path's: read at its own rate,
+    resampled to 48 kHz by ``torchaudio.functional.resample`` (default sinc settings, as the
+    official ``torchaudio.transforms.Resample(16000, 48000)``), repeat-padded to 10 s
+    (:func:`macs_cli.clap.chunk_10s`)."""
     if not files:
         raise AudioError("no stems to embed")
-    waves = [_read(Path(f)) for f in files]
-    emb = encoder.embed_waveforms(waves, CLAP_SAMPLE_RATE, batch_size=batch_size, normalize=True)
+    read = [_read(Path(f)) for f in files]
+    emb = encoder.embed_waveforms([x for x, _ in read], [rate for _, rate in read], batch_size=batch_size,
+                                  normalize=True)
     mix = None
     if mixture is not None:
         if isinstance(mixture, list):
-            parts = [_read(Path(f)) for f in mixture]
+            rate = read[0][1]
+            parts = [_read(Path(f), rate)[0] for f in mixture]
             mix_wave = np.zeros(max(len(p) for p in parts), np.float32)
             for p in parts:
                 mix_wave[: len(p)] += p
             mixture = f"sum of {len(parts)} stems"
         else:
-            mix_wave = _read(Path(mixture))
-        mix = encoder.embed_waveforms([mix_wave], CLAP_SAMPLE_RATE, batch_size=batch_size,
-                                      normalize=True)[0].numpy()
+            mix_wave, rate = _read(Path(mixture))
+        mix = encoder.embed_waveforms([mix_wave], rate, batch_size=batch_size, normalize=True)[0].numpy()
     labels = None
     if vocabulary:
         from .labels import label_stems

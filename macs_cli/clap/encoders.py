@@ -160,12 +160,14 @@ class ClapEncoder(abc.ABC):
             return torch.zeros(0, self.dim, device=self.device)
         return self._text(texts)
 
-    def embed_waveforms(self, waves: Iterable[np.ndarray | torch.Tensor], sample_rate: int,
+    def embed_waveforms(self, waves: Iterable[np.ndarray | torch.Tensor], sample_rate: int | Sequence[int],
                         batch_size: int = 8, normalize: bool = False) -> torch.Tensor:
         """Clips of any length -> float32 ``(N, dim)`` on the CPU (inference, no gradients).
 
-        Each clip is resampled to 48 kHz and cut into 10 s chunks by :func:`chunk_10s` (one
-        repeat-padded chunk for clips of at most 10 s); chunks of all clips are embedded
+        ``sample_rate``: the clips' rate, or one rate per clip. Each clip is resampled to 48 kHz
+        (``torchaudio.functional.resample`` with its default sinc settings, the official MACS
+        resampler, see :mod:`macs_cli.clap.preprocess`) and cut into 10 s chunks by
+        :func:`chunk_10s` (one repeat-padded chunk for clips of at most 10 s); chunks of all clips are embedded
         ``batch_size`` at a time and each clip's embedding is the mean of its chunks'. With
         ``normalize=True`` the chunk embeddings are L2-normalised before averaging and the mean
         is normalised again; otherwise the raw embeddings are averaged.
@@ -198,7 +200,11 @@ class ClapEncoder(abc.ABC):
         return F.normalize(out, dim=-1) if normalize else out
 
     def _chunks(self, waves, sample_rate, sums, counts) -> Iterator[tuple[int, torch.Tensor]]:
-        for i, w in enumerate(waves):
+        waves = list(waves)
+        rates = [sample_rate] * len(waves) if isinstance(sample_rate, (int, np.integer)) else list(sample_rate)
+        if len(rates) != len(waves):
+            raise ValueError(f"{len(rates)} sample rates for {len(waves)} clips")
+        for i, (w, rate) in enumerate(zip(waves, rates)):
             x = w.detach().cpu() if isinstance(w, torch.Tensor) else torch.as_tensor(np.asarray(w))
             x = x.to(torch.float32)
             if x.dim() != 1:
@@ -207,7 +213,7 @@ class ClapEncoder(abc.ABC):
                 raise AudioError(f"clip {i} is empty: there is no audio to embed")
             if not torch.isfinite(x).all():
                 raise AudioError(f"clip {i} holds non-finite samples (NaN or inf)")
-            chunks, _ = chunk_10s(x, sample_rate)
+            chunks, _ = chunk_10s(x, int(rate))
             sums.append(torch.zeros(self.dim))
             counts.append(chunks.shape[1])
             for c in chunks[0]:

@@ -94,7 +94,8 @@ def repeat_pad(wav: torch.Tensor, length: int = CLIP_SAMPLES, mode: str = "repea
 def to_clap_input(wav: torch.Tensor, sample_rate: int, mode: str = "repeatpad") -> torch.Tensor:
     """``(B, T)`` or ``(T,)`` audio of at most 10 s at ``sample_rate`` -> ``(B, 480000)`` at 48 kHz.
 
-    Resamples with ``torchaudio.functional.resample`` and repeat-pads like laion-clap
+    Resamples with ``torchaudio.functional.resample`` (its default sinc settings: the official MACS
+    resampler, and the one CLAP input of training and inference alike) and repeat-pads like laion-clap
     (``mode``: ``'repeatpad'``, ``'repeat'`` or ``'pad'``). Differentiable; silent input gives
     zeros. A 1-D input gives a batch of one. Clips longer than 10 s raise ``ValueError``: use
     :func:`chunk_10s`.

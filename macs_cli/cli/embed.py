@@ -86,6 +86,8 @@ def embed(
     top_labels: int = typer.Option(3, "--top-labels", help="Labels kept per stem."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Fetch missing CLAP weights "
                                         "from the Hugging Face hub into its cache."),
+    precision: str = typer.Option("auto", "--precision", help="CLAP's precision: auto (fp32), fp32, bf16 "
+                                  "or fp16 (CUDA only); low precision is autocast."),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip sets whose .npy exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or skip lines."),
@@ -132,6 +134,9 @@ def embed(
 
             vocab = load_vocabulary(labels)
         dev = process_device(device)
+        from ..precision import autocast, resolve_precision
+
+        used = resolve_precision(precision, dev, "clap")
         if dev == "cpu":
             threads_for_cpu()
         jobs, claimed = [], {}
@@ -177,14 +182,16 @@ def embed(
             try:
                 if not files:
                     raise MacsError(f"{name}: no stems to embed (all dropped as silent?)")
-                res = embed_stems(encoder, files, mix, batch_size=batch_size, vocabulary=vocab,
-                                  top_labels=top_labels)
+                with autocast(used, dev):
+                    res = embed_stems(encoder, files, mix, batch_size=batch_size, vocabulary=vocab,
+                                      top_labels=top_labels)
                 side = {"stems": res.files, "model": getattr(encoder, "source", str(clap or "default")),
                         "backend": type(encoder).__name__, "sample_rate": encoder.sample_rate,
                         "shape": list(res.embeddings.shape), "normalized": True,
                         "stem_sha256": [file_sha256(Path(f)) for f in res.files],
                         "mixture": res.mixture_file,
                         "mixture_embedding": None if res.mixture is None else [float(v) for v in res.mixture],
+                        "precision": used,
                         "seconds": round(time.time() - t0, 3)}
                 if res.labels is not None:
                     side["labels"] = res.labels

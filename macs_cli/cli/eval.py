@@ -90,6 +90,8 @@ def evaluate(
                                              help="Embedding cache (default: OUTPUT/cache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep no embedding cache."),
     seed: int = typer.Option(0, "--seed", help="Seed of KID's random subsets."),
+    ais_average: str = typer.Option("clips", "--ais-average", help="AIS/AIS-z averaged over audio clips "
+                                    "(the official ais.py, the paper's table) or over pairs (frames)."),
     name: Optional[str] = typer.Option(None, "--name", help="Row label in the table "
                                                             "(default: the --pred folder's name)."),
     sample_rate: int = typer.Option(16000, "--sample-rate", help="Common rate for separation "
@@ -134,7 +136,8 @@ def evaluate(
                 chosen = parse_metrics(metrics)
                 ds = check_dataset(dataset)
                 opts = ImageEvalOptions(metrics=chosen, folds=folds, batch_size=batch_size,
-                                        num_workers=workers, kid_seed=seed).validate()
+                                        num_workers=workers, kid_seed=seed,
+                                        ais_average=ais_average.strip().lower()).validate()
                 pairing = pair_files(ds, pred, gt, audio, want_audio="ais" in chosen)
                 if metrics is None and "ais" in chosen and not any(p.audio for p in pairing.pairs):
                     if audio is not None and pairing.unpaired_audio:

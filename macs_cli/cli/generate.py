@@ -15,6 +15,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 import typer
 
 from ..fsutil import file_sha256
+from ..precision import PRECISION_HELP
 from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, one_line_errors, plan_output, process_device,
                      threads_for_cpu)
 
@@ -22,6 +23,7 @@ SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v
            "stable-diffusion-v1-5/stable-diffusion-v1-5), read from the Hugging Face cache, or a local "
            "diffusers pipeline folder. Default: the backbone the adapter was trained on; else v1-4 for "
            "official adapters, v1-5 otherwise.")
+STEM_ORDERS = ("separator", "significance")   # macs_cli.generation.audio.STEM_ORDERS (not imported: start-up time)
 ADAPTER_HELP = ("MACS adapter: a .safetensors from `macs train-gen` (or its run folder), an official "
                 "<Dataset>_mlp.pt (with <Dataset>_unet.pt beside it), a folder holding such a pair, or "
                 "official:<Dataset> (the authors' files in the Hugging Face cache).")
@@ -40,29 +42,53 @@ def gpu_memory_errors(hint: str) -> Iterator[None]:
         raise MacsError(f"out of GPU memory ({hint})") from None
 
 
-def _load_embeddings(path: Path) -> tuple[Any, dict, dict]:
-    """An embeddings file -> (array (N, K, 512) in rank order, its sidecar, a record of what was done).
+def _load_embeddings(path: Path, order: str = "significance") -> tuple[Any, dict, dict]:
+    """An embeddings file -> (array (N, K, 512) in ``order``, its sidecar, a record of what was done).
 
-    ``macs rank`` output (its sidecar has ``order``) is used as is; ``macs embed`` output (a sidecar
-    with ``mixture_embedding`` but no ``order``) is ranked here; anything else is taken as ranked."""
+    ``order`` is the stem order the adapter takes: ``significance`` (most significant first) or
+    ``separator`` (the separator's own output order). ``macs embed`` output (a sidecar with
+    ``mixture_embedding`` but no ``order``) is in separator order: ranked here for
+    ``significance``. ``macs rank`` output (its sidecar has ``order``) is in significance order:
+    put back into separator order for ``separator`` (which needs all its stems). Anything else is
+    taken as given."""
     from ..clap.api import rank_embeddings, read_npy_with_sidecar
     from ..errors import ConfigError
     from ..generation.pipeline import as_batch
 
     arr, meta = read_npy_with_sidecar(path)
     record: dict[str, Any] = {"file": str(path.resolve()), "sha256": file_sha256(path), "shape": list(arr.shape)}
+    perm = None
     if arr.ndim == 2 and "order" not in meta and meta.get("mixture_embedding") is not None:
-        try:
-            r = rank_embeddings(arr, meta["mixture_embedding"])
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        arr = r.embeddings
-        record.update(ranked_here=True, order=r.order)
-        labels = meta.get("labels")
-        if isinstance(labels, list) and len(labels) == len(r.order):   # keep titles with their stems
-            meta = {**meta, "labels": [labels[i] for i in r.order]}
-    else:
+        if order == "significance":
+            try:
+                r = rank_embeddings(arr, meta["mixture_embedding"])
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            arr, perm = r.embeddings, r.order
+            record.update(ranked_here=True, order=r.order)
+        else:
+            record.update(ranked_here=False, order=list(range(arr.shape[0])))
+        record["stem_order"] = order
+    elif arr.ndim == 2 and isinstance(meta.get("order"), list):
+        kept = meta.get("kept", meta["order"])
         record["ranked_here"] = False
+        if order == "separator":
+            m = len(meta["order"])
+            if not (isinstance(kept, list) and sorted(kept) == list(range(m)) and len(kept) == arr.shape[0]):
+                raise ConfigError(f"{path}: holds {arr.shape[0]} of {m} ranked stems; the adapter takes stems in "
+                                  "the separator's order, which needs them all (give the `macs embed` output, "
+                                  "or pass --order significance)")
+            perm = [kept.index(i) for i in range(m)]
+            arr = arr[perm]
+            record.update(order=list(range(m)), restored_separator_order=True)
+        else:
+            record["order"] = kept
+        record["stem_order"] = order
+    else:
+        record.update(ranked_here=False, stem_order="as given")
+    labels = meta.get("labels")
+    if perm is not None and isinstance(labels, list) and len(labels) == len(perm):   # titles follow their stems
+        meta = {**meta, "labels": [labels[i] for i in perm]}
     return as_batch(arr, str(path)), meta, record
 
 
@@ -114,7 +140,14 @@ def generate(
     dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     batch_size: int = typer.Option(1, "--batch-size", help="Images per denoising batch."),
     separator: Optional[str] = typer.Option(None, "--separator", help="Separator for --audio (as `macs separate "
-                                            "--model`; default: the built-in one)."),
+                                            "--model`; default: official with an official adapter, the one "
+                                            "its adapters were trained on, else the built-in one)."),
+    order: Optional[str] = typer.Option(None, "--order", help="Stem order given to the adapter: separator (the "
+                                        "separator's own output order) or significance (cosine to the mixture, "
+                                        "best first). Default: the order the adapter was trained on (official "
+                                        "adapters: separator)."),
+    precision: str = typer.Option("auto", "--precision", help="Separator and CLAP for --audio: "
+                                  + PRECISION_HELP + " (--dtype sets the diffusion model's.)"),
     clap: Optional[str] = typer.Option(None, "--clap", help="CLAP model for --audio (as `macs embed --clap`)."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Fetch missing weights from the Hugging "
                                         "Face hub into its cache."),
@@ -146,11 +179,24 @@ def generate(
         if interpolate is not None and (num_images != 1 or attention_maps):
             fail("--interpolate makes one image per frame from one seed: --num-images and --attention-maps "
                  "do not apply", 2)
+        if order is not None and order not in STEM_ORDERS:
+            raise ConfigError(f"--order must be separator or significance (got {order!r})")
+        from ..precision import check_precision
+
+        precision = check_precision(precision)
+
+        # the adapter (its files are read, the backbone is not loaded): it fixes the stem order
+        from ..generation.checkpoints import resolve_adapter
+
+        source = resolve_adapter(adapter, adapter_mlp, adapter_unet, allow_download)
+        stem_order = order or (source.stem_order if source.stem_order in STEM_ORDERS else "significance")
+        order_record = {"stem_order": stem_order, "from": "--order" if order else "adapter",
+                        "adapter_stem_order": source.stem_order}
 
         # inputs and output names, checked before any model is loaded
         sets: list[InputSet] = []
         for path in list(embeddings) + list(interpolate or ()):
-            arr, meta, rec = _load_embeddings(path)
+            arr, meta, rec = _load_embeddings(path, stem_order)
             sets.append(InputSet(path.stem, arr, meta, rec))
         for path in audio:
             if not path.is_file():
@@ -188,19 +234,33 @@ def generate(
         from ..generation.backbone import resolve_dtype
 
         resolve_dtype(dtype, dev)             # a bad --dtype is an option error, before anything loads
+        from ..precision import resolve_precision
+
+        resolve_precision(precision, dev)     # so is --precision fp16 on a CPU
         if dev == "cpu":
             threads_for_cpu()
         if audio:
             from ..generation.audio import AudioEmbedder
 
-            embedder = AudioEmbedder(separator, clap, dev, allow_download)
+            official = source.kind == "official"
+            sep_spec = separator or ("official" if official else "default")
+            # official adapters see what the official pipeline gives them: its separator, and a clip
+            # shorter than the window padded to one window before separation (8 s stems)
+            embedder = AudioEmbedder(sep_spec, clap, dev, allow_download, precision=precision,
+                                     window_pad=source.window_pad)
             for s in sets:
-                stems = embedder.embed(s.audio)
-                arr, rank_info = stems.ranked(top_k)
+                try:
+                    stems = embedder.embed(s.audio)
+                except MacsError as exc:
+                    if separator is None and official and embedder._separator is None:
+                        raise MacsError(f"{exc} [with an official adapter --separator defaults to official, the "
+                                        "separator its adapters were trained on; pass --separator default for "
+                                        "the built-in one]") from None
+                    raise
+                arr, rank_info = stems.ordered(stem_order, top_k)
                 s.array = arr[None]
-                s.record.update(embedder.describe(), **rank_info)
-        gen = MacsGenerator.load(sd_model, adapter, adapter_mlp, adapter_unet, device=dev, dtype=dtype,
-                                 allow_download=allow_download)
+                s.record.update(embedder.describe(), **rank_info, **stems.info)
+        gen = MacsGenerator.load(sd_model, device=dev, dtype=dtype, allow_download=allow_download, source=source)
         if interpolate is None:
             for s in sets:                    # every input fits the adapter before the first image is written
                 try:
@@ -208,7 +268,7 @@ def generate(
                 except ConfigError as exc:
                     raise ConfigError(f"{s.record.get('file', s.name)}: {exc}") from None
         common = {"settings": {k: v for k, v in settings.to_dict().items() if k not in ("seed", "num_images")},
-                  **gen.describe(), "command": "macs " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+                  "order": order_record, **gen.describe(), "command": "macs " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
 
     written: list[Path] = []
     progress = Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

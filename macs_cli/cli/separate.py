@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from ..precision import PRECISION_HELP
 from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, my_share, one_line_errors, process_device,
                      report_interrupt, say_error, say_note, say_warning, shard_note, threads_for_cpu, world)
 
@@ -60,6 +61,7 @@ def separate(
                                       help="Also write spectrograms.png (mixture and each stem)."),
     allow_download: bool = typer.Option(False, "--allow-download",
                                         help="Fetch --model official from the Hugging Face hub if not cached."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or skip lines."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -82,8 +84,11 @@ def separate(
         opts = SeparateOptions(overlap=overlap, batch_size=batch_size,
                                sample_rate=_parse_rate(sample_rate), num_sources=num_sources,
                                drop_silent=drop_silent, force=force, align=not no_align,
-                               spectrograms=spectrograms)
+                               spectrograms=spectrograms, precision=precision)
         dev = process_device(device)
+        from ..precision import resolve_precision
+
+        resolve_precision(precision, dev)   # fp16 on a CPU is an option error, before the model loads
         notes: list[str] = []
         files, problems = find_audio_files(list(inputs), skip_outputs=True, notes=notes)
         check_writable_dir(output)

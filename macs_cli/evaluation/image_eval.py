@@ -36,6 +36,7 @@ from .similarity import similarity_scores
 
 METRICS = ("fid", "kid", "clip-fid", "ais", "iis")
 COLUMNS = ("FID", "CLIP-FID", "KID", "AIS", "AIS-z", "IIS", "IIS-z")   # the paper's table
+AIS_AVERAGES = ("clips", "pairs")
 _ALIASES = {"ais-z": "ais", "iis-z": "iis", "clipfid": "clip-fid", "clip_fid": "clip-fid"}
 
 
@@ -70,8 +71,13 @@ class ImageEvalOptions:
     kid_seed: int | None = 0
     kid_subsets: int = KID_SUBSETS
     kid_subset_size: int = KID_SUBSET_SIZE
+    # AIS / AIS-z averaged over audio clips (the official ais.py: one row per clip) or over pairs
+    # (ground-truth frames: clips weighted by their frame count)
+    ais_average: str = "clips"
 
     def validate(self) -> "ImageEvalOptions":
+        if self.ais_average not in AIS_AVERAGES:
+            raise ConfigError(f"--ais-average {self.ais_average}: expected {' or '.join(AIS_AVERAGES)}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.num_workers < 0:
@@ -153,7 +159,8 @@ def _metrics_on(pairs, feats: _Features, opts: ImageEvalOptions, what: str) -> t
                 raise MacsError("AIS: no pair has audio")
             r = similarity_scores(_stack(feats.audio, [p.audio for p in rows]), g,
                                   np.array([gen_pos[p.pred] for p in rows]),
-                                  np.array([p.clip for p in rows], dtype=object), gen_clips)
+                                  np.array([p.clip for p in rows], dtype=object), gen_clips,
+                                  per_clip=opts.ais_average == "clips")
             out["AIS"], out["AIS-z"] = r.score, r.z
             for p, s, z in zip(rows, r.scores, r.zs):
                 items[p.key].update(ais=float(s), ais_z=float(z))

@@ -8,7 +8,10 @@ and CLIP embeddings g of the generated images, with s(x, y) the cosine similarit
   calibration set C_i holds the *other* generated images: those of other clips (the official
   scripts drop every image whose name contains the query's clip id). With one row per clip this
   is simply j != i. ``std`` is the population standard deviation (numpy's default, as there).
-* AIS / IIS = mean of score_i, AIS-z / IIS-z = mean of z_i.
+* AIS / IIS = mean of score_i, AIS-z / IIS-z = mean of z_i: over rows (IIS, as the official
+  ``iis.py``: one row per ground-truth frame), or, with ``per_clip`` (AIS, as the official
+  ``ais.py``: one row per audio clip), over clips, each clip the mean of its rows, so a clip with
+  four frames weighs as much as a clip with one.
 
 The official per-query scripts embed the N - 1 other images again for every query (N^2 image
 forward passes in all); here the whole (N, U) similarity matrix comes from one matrix product of
@@ -41,12 +44,13 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 def similarity_scores(query: np.ndarray, gen: np.ndarray, gen_index: np.ndarray | None = None,
                       row_clips: np.ndarray | None = None,
-                      gen_clips: np.ndarray | None = None) -> SimilarityResult:
+                      gen_clips: np.ndarray | None = None, per_clip: bool = False) -> SimilarityResult:
     """AIS/IIS-style matched similarity and z-score.
 
     ``query`` (N, D) and ``gen`` (U, D) embeddings; ``gen_index[i]`` is row i's own generated image
     (default: i, with U == N); ``row_clips`` (N,) and ``gen_clips`` (U,) are clip ids (default:
     all different), and row i is calibrated against the generated images of the other clips.
+    ``per_clip``: the two averages are taken over clips (each the mean of its rows), not rows.
     """
     q, g = normalize(query), normalize(gen)
     n, u = q.shape[0], g.shape[0]
@@ -72,4 +76,14 @@ def similarity_scores(query: np.ndarray, gen: np.ndarray, gen_index: np.ndarray 
     std = np.sqrt(var)
     with np.errstate(divide="ignore", invalid="ignore"):
         zs = (scores - mean) / std
+    if per_clip:
+        return SimilarityResult(clip_mean(scores, row_clips), clip_mean(zs, row_clips), scores, zs)
     return SimilarityResult(float(scores.mean()), float(np.mean(zs)), scores, zs)
+
+
+def clip_mean(values: np.ndarray, clips: np.ndarray) -> float:
+    """The mean over clips of each clip's mean value (rows grouped by ``clips``)."""
+    groups: dict = {}
+    for v, c in zip(np.asarray(values, dtype=np.float64), np.asarray(clips, dtype=object)):
+        groups.setdefault(c, []).append(v)
+    return float(np.mean([np.mean(v) for v in groups.values()]))

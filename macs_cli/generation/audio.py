@@ -1,4 +1,4 @@
-"""Mixture audio -> ranked stem embeddings: separate -> embed -> rank, the project's own stages.
+"""Mixture audio -> stem embeddings: separate -> embed (-> rank), the project's own stages.
 
     from macs_cli.generation.audio import AudioEmbedder
 
@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+STEM_ORDERS = ("separator", "significance")
+PAD_MODES = ("zeros", "reflect")
+
 
 @dataclass
 class StemEmbeddings:
@@ -36,10 +39,19 @@ class StemEmbeddings:
 
         if not rank:
             k = top_k or self.stems.shape[0]
-            return self.stems[:k], {"order": list(range(self.stems.shape[0]))[:k], "ranked": False}
+            return self.stems[:k], {"order": list(range(self.stems.shape[0]))[:k], "ranked": False,
+                                    "stem_order": "separator"}
         r = rank_embeddings(self.stems, self.mixture, top_k)
         return r.embeddings, {"order": r.order[: top_k or len(r.order)], "scores": r.scores,
-                              "spearman_vs_separator_order": r.spearman, "ranked": True}
+                              "spearman_vs_separator_order": r.spearman, "ranked": True,
+                              "stem_order": "significance"}
+
+    def ordered(self, order: str, top_k: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """The stems in ``order``: ``separator`` (the separator's own output order, what the official
+        adapters were trained on) or ``significance`` (cosine to the mixture, best first)."""
+        if order not in STEM_ORDERS:
+            raise ValueError(f"order must be one of {STEM_ORDERS}, got {order!r}")
+        return self.ranked(top_k, rank=order == "significance")
 
 
 def tensor_fingerprint(module: torch.nn.Module) -> str:
@@ -57,12 +69,23 @@ class AudioEmbedder:
     """Separator + CLAP, loaded lazily; :meth:`embed` turns a mixture file into stem embeddings."""
 
     def __init__(self, separator: str | None = "default", clap: str | None = "default",
-                 device: str | torch.device = "cpu", allow_download: bool = False, batch_size: int = 8):
+                 device: str | torch.device = "cpu", allow_download: bool = False, batch_size: int = 8,
+                 precision: str = "auto", window_pad: str | None = None):
+        """``precision``: of the separator and of CLAP (``auto``, ``fp32``, ``bf16``, ``fp16``; see
+        :mod:`macs_cli.precision`). ``window_pad``: ``None`` separates the clip as it is; ``zeros``
+        or ``reflect`` first pads a clip shorter than the separator's window to one window (at the
+        model's rate), as the official pipeline does, so the stems are whole windows."""
+        from ..precision import check_precision
+
+        if window_pad not in (None, *PAD_MODES):
+            raise ValueError(f"window_pad must be None or one of {PAD_MODES}, got {window_pad!r}")
         self.separator_spec = separator or "default"
         self.clap_spec = clap or "default"
         self.device = device
         self.allow_download = allow_download
         self.batch_size = batch_size
+        self.precision = check_precision(precision)
+        self.window_pad = window_pad
         self._separator = None
         self._clap = None
         self._ids: dict[str, str] = {}
@@ -90,23 +113,65 @@ class AudioEmbedder:
                          "clap": tensor_fingerprint(self.clap.model if hasattr(self.clap, "model") else self.clap)}
         return self._ids
 
+    def precisions(self) -> dict[str, str]:
+        """The precision each stage runs in on this device (``auto`` resolved)."""
+        from ..precision import resolve_precision
+
+        dev = next(self.separator.parameters()).device
+        return {"separator": resolve_precision(self.precision, dev, "separator", self.separator.config.name),
+                "clap": resolve_precision(self.precision, self.clap.device, "clap")}
+
+    def cache_ids(self) -> dict[str, str]:
+        """What the embeddings of a file depend on besides the file: the models and the settings."""
+        p = self.precisions()
+        return {**self.model_ids(),
+                "settings": f"precision={p['separator']},{p['clap']};window_pad={self.window_pad}"}
+
     def describe(self) -> dict[str, Any]:
         return {"separator": getattr(self.separator, "source", self.separator_spec),
                 "separator_sources": self.separator.config.num_sources,
                 "clap": getattr(self.clap, "source", self.clap_spec),
-                **{f"{k}_sha256": v for k, v in self.model_ids().items()}}
+                **{f"{k}_sha256": v for k, v in self.model_ids().items()},
+                "precision": self.precisions(), "window_pad": self.window_pad}
 
     def embed(self, path: str | Path) -> StemEmbeddings:
         from ..clap.api import embed_stems
+        from ..precision import autocast
         from ..separation.api import SeparateOptions, separate_file
 
         path = Path(path)
         work = Path(tempfile.mkdtemp(prefix="macs-stems-"))
         try:
-            manifest = separate_file(self.separator, path, work, SeparateOptions(), name="stems")
+            source, padded = self._window_input(path, work)
+            manifest = separate_file(self.separator, source, work, SeparateOptions(precision=self.precision),
+                                     name="stems")
             files = [work / "stems" / s["file"] for s in manifest["stems"]]
-            res = embed_stems(self.clap, files, path, batch_size=self.batch_size)
+            with autocast(self.precisions()["clap"], self.clap.device):
+                res = embed_stems(self.clap, files, source, batch_size=self.batch_size)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         info = {"audio": str(path), "duration_s": manifest.get("duration_s"), "stems": len(files)}
+        if padded is not None:
+            info.update(padded_from_s=padded, window_pad=self.window_pad)
         return StemEmbeddings(res.embeddings.astype(np.float32), res.mixture.astype(np.float32), info)
+
+    def _window_input(self, path: Path, work: Path) -> tuple[Path, float | None]:
+        """The file to separate: ``path``, or (``window_pad`` set and the clip shorter than one
+        window) the clip read at the model's rate (mono, soxr HQ: what librosa.load gives the
+        official loaders) and padded to one window, written into ``work``; and the clip's original
+        duration when it was padded."""
+        if self.window_pad is None:
+            return path, None
+        from ..audio.io import probe, read_audio, write_audio
+
+        cfg = self.separator.config
+        if probe(path).duration >= cfg.window_seconds:
+            return path, None
+        x, _ = read_audio(path, cfg.sample_rate)
+        if x.size >= cfg.window_samples:
+            return path, None
+        mode = "constant" if self.window_pad == "zeros" or x.size == 0 else "reflect"
+        padded = np.pad(x, (0, cfg.window_samples - x.size), mode=mode).astype(np.float32)
+        out = work / "padded_input.wav"
+        write_audio(out, padded, cfg.sample_rate)
+        return out, x.size / cfg.sample_rate

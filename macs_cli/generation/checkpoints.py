@@ -30,6 +30,14 @@ from .adapter import AdapterConfig, MacsAdapter, config_from_state, trainable_ke
 FORMAT = "macs-adapter-v1"
 DEFAULT_NAME = "adapter"
 OFFICIAL_REPO = "alxzzz/MACS"
+STEM_ORDERS = ("separator", "significance")
+# train-gen adapters saved before the order was recorded were trained on ranked stems (data.rank's
+# default); the official adapters on the official separator's own output order
+LEGACY_STEM_ORDER = "significance"
+OFFICIAL_STEM_ORDER = "separator"
+# how the official inference loaders pad a clip shorter than 8 s before separating it
+# (dataloader/landscape.py: zeros; llp.py and audioset.py: numpy's 'reflect')
+OFFICIAL_WINDOW_PAD = {"landscape": "zeros", "llp": "reflect", "audioset": "reflect"}
 
 
 @dataclass
@@ -44,23 +52,41 @@ class AdapterSource:
     text_tokens: int | None = None
     backbone_state: dict[str, torch.Tensor] | None = None   # official: the UNet's own weights
     meta: dict[str, Any] = field(default_factory=dict)
+    stem_order: str = LEGACY_STEM_ORDER       # the order of the stems it was trained on
+    dataset: str | None = None                # official: the <Dataset> of its file names
+
+    @property
+    def window_pad(self) -> str | None:
+        """How a clip shorter than the separator's window is padded before separation for this
+        adapter: the official loader's padding for official adapters, None (separate the clip as it
+        is, as train-gen did) for ours."""
+        if self.kind != "official":
+            return None
+        return OFFICIAL_WINDOW_PAD.get((self.dataset or "").lower(), "zeros")
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "files": self.files, "config": self.config.to_dict(),
-                "trained_on": self.sd_model, **({"meta": self.meta} if self.meta else {})}
+                "trained_on": self.sd_model, "stem_order": self.stem_order,
+                **({"dataset": self.dataset} if self.dataset else {}),
+                **({"meta": self.meta} if self.meta else {})}
 
 
 # -- ours -------------------------------------------------------------------------------------------
 def save_adapter(adapter: MacsAdapter, path: str | os.PathLike, sd_model: str | None = None,
                  text_tokens: int | None = None, metadata: dict[str, str] | None = None,
-                 force: bool = False) -> Path:
+                 force: bool = False, stem_order: str = "significance") -> Path:
     """Write ``path`` (.safetensors) and its ``.json`` sidecar together; returns the path. An
-    existing file there is replaced only with ``force`` and only if it is a macs adapter."""
+    existing file there is replaced only with ``force`` and only if it is a macs adapter.
+
+    ``stem_order``: the order of the stem embeddings the adapter was trained on (``separator`` or
+    ``significance``, or ``mixed``); ``generate`` feeds stems in that order by default."""
     from ..formats import ADAPTER_FILE, ADAPTER_JSON
     from ..fsutil import OutputSet
 
     from safetensors.torch import save_file
 
+    if stem_order not in (*STEM_ORDERS, "mixed"):
+        raise ConfigError(f"stem_order must be separator, significance or mixed (got {stem_order!r})")
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
@@ -68,7 +94,7 @@ def save_adapter(adapter: MacsAdapter, path: str | os.PathLike, sd_model: str | 
     if text_tokens is None and adapter.processors:
         text_tokens = next(iter(adapter.processors.values())).text_tokens
     config = {**adapter.config.to_dict(), "sd_model": sd_model, "text_tokens": text_tokens,
-              "layers": len(adapter.processors)}
+              "layers": len(adapter.processors), "stem_order": stem_order}
     meta = {"format": FORMAT, "macs_config": json.dumps(config)}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     with OutputSet(force) as out:
@@ -102,8 +128,11 @@ def read_adapter_file(path: Path) -> AdapterSource:
             (config.num_tokens, config.clap_dim, config.hidden_dim, config.cross_attention_dim):
         raise ModelError(f"{path}: the tensors do not match the config stored with them")
     extra = {k: v for k, v in meta.items() if k not in ("format", "macs_config")}
+    order = cfg.get("stem_order") or LEGACY_STEM_ORDER
+    if order not in (*STEM_ORDERS, "mixed"):
+        raise ModelError(f"{path}: unknown stem_order {order!r} in its config")
     return AdapterSource(state, config, "macs", [str(Path(path).resolve())], cfg.get("sd_model"),
-                         cfg.get("text_tokens"), meta=extra)
+                         cfg.get("text_tokens"), meta=extra, stem_order=order)
 
 
 # -- official -------------------------------------------------------------------------------------
@@ -143,8 +172,10 @@ def load_official(mlp_path: str | os.PathLike, unet_path: str | os.PathLike,
     state = {**{k: v for k, v in mlp.items() if k == "pe" or k.startswith("adapter.")}, **ip}
     config = config_from_state(state, str(mlp_path))
     backbone = {k: v for k, v in unet.items() if k not in ip} if backbone_weights else None
+    name = mlp_path.name
+    dataset = name[: -len("_mlp.pt")] if name.endswith("_mlp.pt") else None
     return AdapterSource(state, config, "official", [str(mlp_path.resolve()), str(unet_path.resolve())],
-                         backbone_state=backbone or None)
+                         backbone_state=backbone or None, stem_order=OFFICIAL_STEM_ORDER, dataset=dataset)
 
 
 def _official_from_hub(dataset: str, allow_download: bool) -> tuple[Path, Path]:

@@ -127,13 +127,16 @@ class MacsGenerator:
     def load(cls, sd_model: str | None = None, adapter: str | os.PathLike | None = None,
              adapter_mlp: str | os.PathLike | None = None, adapter_unet: str | os.PathLike | None = None,
              device: str | torch.device = "cpu", dtype: Any = "auto", allow_download: bool = False,
-             backbone_weights: bool = True, cache_dir: str | os.PathLike | None = None) -> "MacsGenerator":
+             backbone_weights: bool = True, cache_dir: str | os.PathLike | None = None,
+             source: AdapterSource | None = None) -> "MacsGenerator":
         """Resolve the adapter first (cheap, and it may name its backbone), then load the backbone.
 
         Without ``sd_model`` the backbone is the one the adapter records, else SD v1.4 for official
-        adapters (the official code's) and SD v1.5 (the paper's) otherwise.
+        adapters (the official code's) and SD v1.5 (the paper's) otherwise. ``source``: an adapter
+        already resolved with :func:`resolve_adapter` (then ``adapter*`` are not used).
         """
-        source = resolve_adapter(adapter, adapter_mlp, adapter_unet, allow_download, backbone_weights)
+        if source is None:
+            source = resolve_adapter(adapter, adapter_mlp, adapter_unet, allow_download, backbone_weights)
         recorded = not sd_model and bool(source.sd_model)
         if not sd_model:
             sd_model = source.sd_model or (OFFICIAL_SD_MODEL if source.kind == "official" else DEFAULT_SD_MODEL)

@@ -52,6 +52,7 @@ class SeparateOptions:
     align: bool = True                 # keep the stem order stable across windows
     subtype: str = "FLOAT"             # WAV sample format of the stems
     spectrograms: bool = False         # also write spectrograms.png (mixture and every stem)
+    precision: str = "auto"            # auto, fp32, bf16 or fp16 (macs_cli.precision)
 
     def validate(self, model_stems: int) -> None:
         if not 0.0 <= self.overlap <= 0.75:
@@ -66,18 +67,25 @@ class SeparateOptions:
                               f"(got {self.sample_rate!r})")
         if isinstance(self.sample_rate, int) and not 1000 <= self.sample_rate <= 384000:
             raise ConfigError(f"--sample-rate must be in 1000..384000 Hz (got {self.sample_rate})")
+        from ..precision import check_precision
+
+        check_precision(self.precision)
 
 
-def model_window_fn(model: Separator) -> Callable[[np.ndarray], np.ndarray]:
-    """(B, L) numpy windows -> (B, M, L) numpy stems, on the model's device."""
+def model_window_fn(model: Separator, precision: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+    """(B, L) numpy windows -> (B, M, L) numpy stems, on the model's device, in ``precision``
+    (``auto``, ``fp32``, ``bf16``, ``fp16``: see :mod:`macs_cli.precision`)."""
+    from ..precision import inference, resolve_precision
+
     device = next(model.parameters()).device
-    use_bf16 = device.type == "cuda"
+    used = resolve_precision(precision, device, "separator", model.config.name)
 
     def run(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with inference(used, device):
             return model(x).float().cpu().numpy()
 
+    run.precision = used  # type: ignore[attr-defined]
     return run
 
 
@@ -236,7 +244,8 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
             raw_paths = [tmp / f".raw_{i:02d}.wav" for i in range(m)]
             writers = [sf.SoundFile(str(p), "w", cfg.sample_rate, 1, subtype="FLOAT") for p in raw_paths]
             stats = _StemStats(m, cfg.sample_rate)
-            ola = OverlapAdd(model_window_fn(model), window, overlap, opts.batch_size, opts.align)
+            window_fn = model_window_fn(model, opts.precision)
+            ola = OverlapAdd(window_fn, window, overlap, opts.batch_size, opts.align)
             to_model = StreamResampler(info.sample_rate, cfg.sample_rate)
 
             def sink(blocks):
@@ -288,7 +297,8 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
                 "model": {"source": getattr(model, "source", "in-memory"), "name": cfg.name,
                           "num_sources": cfg.num_sources, "channels": cfg.channels,
                           "window_seconds": cfg.window_seconds},
-                "settings": {**asdict(opts), "device": str(next(model.parameters()).device)},
+                "settings": {**asdict(opts), "device": str(next(model.parameters()).device),
+                             "precision_used": getattr(window_fn, "precision", opts.precision)},
                 "silent_input": bool(silent_input),
                 "stems": [],
                 "dropped": [],

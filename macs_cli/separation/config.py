@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import ConfigError
 
 INPUT_TRANSFORMS = ("power", "log_power")
+LEGACY_ALIGN_CORNERS = False   # the resize of every config saved before the field existed
 
 
 @dataclass
@@ -25,6 +26,10 @@ class SeparatorConfig:
     win_length: int = 400
     hop_length: int = 200
     input_transform: str = "power"  # "power" (official) or "log_power" (level-normalised log)
+    # how each U-Net level resizes its up-sampled output onto its skip input (bilinear): the official
+    # MACS network uses align_corners=True; configs saved before this field existed mean False
+    # (the built-in macs-default-v1 was trained with False), see from_dict
+    align_corners: bool = True
     name: str = "custom"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (training data...)
 
@@ -69,6 +74,8 @@ class SeparatorConfig:
         need(self.input_transform in INPUT_TRANSFORMS,
              f"input_transform must be one of {', '.join(INPUT_TRANSFORMS)} "
              f"(got {self.input_transform!r})")
+        need(isinstance(self.align_corners, bool),
+             f"align_corners must be true or false (got {self.align_corners!r})")
         need(self.freq_bins >= 2 ** self.depth and self.frames >= 2 ** self.depth,
              "the spectrogram is too small for this depth")
         return self
@@ -79,12 +86,15 @@ class SeparatorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SeparatorConfig":
+        """A saved config. One without ``align_corners`` predates the field: every such model
+        (ours, the built-in one included) was built and trained with ``align_corners=False``."""
         if not isinstance(data, dict):
             raise ConfigError("invalid separator config: expected a mapping")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"invalid separator config: unknown key(s) {', '.join(unknown)}")
+        data = {"align_corners": LEGACY_ALIGN_CORNERS, **data}
         return cls(**data).validate()
 
     def replace(self, **changes: Any) -> "SeparatorConfig":
@@ -104,7 +114,7 @@ class SeparatorConfig:
 
 def official_config() -> SeparatorConfig:
     """The configuration of the official MACS checkpoint (separator_FSD50K_full.pt)."""
-    return SeparatorConfig(num_sources=6, channels=64, input_transform="power",
+    return SeparatorConfig(num_sources=6, channels=64, input_transform="power", align_corners=True,
                            name="macs-official").validate()
 
 

@@ -6,6 +6,7 @@ Architecture (see docs/method.md of the project's specification):
 * five nested blocks (NC->NC, NC->2NC, 2NC->4NC, 4NC->8NC, 8NC->8NC innermost), each
   down-conv (4x4, stride 2) -> BN -> GELU -> residual block -> Dropout2d -> inner block ->
   residual block -> transposed conv -> BN -> GELU -> resize -> concat with the skip input
+  (bilinear; ``align_corners`` from the config: True in the official network)
 * ``out_conv``: Conv(2NC->NC) -> BN -> GELU -> Conv(NC->NC) -> BN -> GELU -> Conv1x1(NC->M)
 
 Module names follow the official checkpoint's keys so that an official state dict loads into
@@ -56,9 +57,11 @@ class ResidualBlock(nn.Module):
 class UNetBlock(nn.Module):
     """One level of the nested U-Net. Returns ``cat(x, up(inner(down(x))))``."""
 
-    def __init__(self, outer: int, inner: int, submodule: nn.Module | None, dropout: float):
+    def __init__(self, outer: int, inner: int, submodule: nn.Module | None, dropout: float,
+                 align_corners: bool = True):
         super().__init__()
         innermost = submodule is None
+        self.align_corners = bool(align_corners)
         self.downconv = nn.Conv2d(outer, inner, 4, stride=2, padding=1)
         self.downnorm = nn.BatchNorm2d(inner)
         self.downresblock = ResidualBlock(inner)
@@ -76,7 +79,7 @@ class UNetBlock(nn.Module):
         y = self.upresblock(self.submodule(y))
         y = self.act(self.upnorm(self.upconv(y)))
         if y.shape[-2:] != x.shape[-2:]:
-            y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         return torch.cat([x, y], dim=1)
 
 
@@ -96,7 +99,7 @@ class MaskUNet(nn.Module):
     """Predicts ``num_sources`` mask logits of shape (B, M, F, T) from a (B, 1, F, T) input."""
 
     def __init__(self, num_sources: int, channels: int, freq_bins: int, frames: int,
-                 depth: int = 5, dropout: float = 0.1):
+                 depth: int = 5, dropout: float = 0.1, align_corners: bool = True):
         super().__init__()
         m, nc = num_sources, channels
         self.in_conv = nn.Sequential(
@@ -112,7 +115,7 @@ class MaskUNet(nn.Module):
         widths = [nc] + [nc * min(2 ** i, 8) for i in range(depth)]
         block: nn.Module | None = None
         for level in reversed(range(depth)):
-            block = UNetBlock(widths[level], widths[level + 1], block, dropout)
+            block = UNetBlock(widths[level], widths[level + 1], block, dropout, align_corners)
         self.unet = block
         self.out_conv = nn.Sequential(
             nn.Conv2d(2 * nc, nc, 3, padding=1),
@@ -140,8 +143,17 @@ class Separator(nn.Module):
         config.validate()
         self.config = config
         self.unet = MaskUNet(config.num_sources, config.channels, config.freq_bins,
-                             config.frames, depth=config.depth, dropout=config.dropout)
+                             config.frames, depth=config.depth, dropout=config.dropout,
+                             align_corners=config.align_corners)
         self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
+
+    def set_align_corners(self, flag: bool) -> None:
+        """Switch the U-Net's resize (no weights change): for a run resumed from a checkpoint that
+        was trained with the other value."""
+        self.config = self.config.replace(align_corners=bool(flag))
+        for module in self.unet.modules():
+            if isinstance(module, UNetBlock):
+                module.align_corners = bool(flag)
 
     # -- spectral helpers -------------------------------------------------------------------
     def stft(self, wav: torch.Tensor) -> torch.Tensor:

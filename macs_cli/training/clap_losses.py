@@ -2,10 +2,11 @@
 
 Both compare the separator's stems with a frozen CLAP model (see ``docs/method.md``):
 
-- Texts. Per batch item, the labels of the clips in m1 and in m2 each give up to ``ceil(M/2)``
-  (m1) and ``floor(M/2)`` (m2) texts ``"The sound of <label>"`` (repeated labels once, in order;
-  more are cut), each mixture's list padded with ``"Noise"``: M texts in all. A clip without
-  labels contributes nothing, so an unlabelled mixture gives only ``"Noise"`` texts.
+- Texts. Per batch item, the labels of the clips in m1 and in m2 each give up to
+  ``clap.labels_per_mixture`` texts ``"The sound of <label>"`` (the official FSD50K recipe: 5, so
+  10 texts per item), or, when that is null, ``ceil(M/2)`` (m1) and ``floor(M/2)`` (m2) (repeated
+  labels once, in order; more are cut), each mixture's list padded with ``"Noise"``. A clip
+  without labels contributes nothing, so an unlabelled mixture gives only ``"Noise"`` texts.
 - Audio. Stems (B, M, L) at the model rate are resampled to 48 kHz and repeat-padded to 10 s
   (:func:`macs_cli.clap.to_clap_input`), embedded by the frozen encoder with gradients flowing
   through it into the stems, and L2-normalised: ``a`` (B, M, D). The mixture ``m = m1 + m2`` is
@@ -51,16 +52,18 @@ def texts_per_mixture(num_texts: int, groups: int = 2) -> list[int]:
 
 
 def label_texts(labels: Sequence[Sequence[str]] | None, num_texts: int, template: str = TEMPLATE,
-                filler: str = FILLER, lowercase: bool = True) -> list[str]:
+                filler: str = FILLER, lowercase: bool = True, per_mixture: int | None = None) -> list[str]:
     """One batch item's texts: ``labels`` is ``[labels of m1's clips, labels of m2's clips]``.
 
     Each mixture's labels (underscores to spaces, stripped, lower-cased if ``lowercase``, repeats
-    dropped) are cut to its share of ``num_texts`` (:func:`texts_per_mixture`), formatted with
-    ``template`` and padded with ``filler``.
+    dropped) are cut to its share of the texts, formatted with ``template`` and padded with
+    ``filler``. The share: ``per_mixture`` texts each when given (the official FSD50K recipe: 5 per
+    clip, 10 per mixture of mixtures), else ``num_texts`` split evenly (:func:`texts_per_mixture`).
     """
     groups = list(labels) if labels else [[], []]
+    shares = [int(per_mixture)] * len(groups) if per_mixture else texts_per_mixture(num_texts, len(groups))
     out: list[str] = []
-    for labs, k in zip(groups, texts_per_mixture(num_texts, len(groups))):
+    for labs, k in zip(groups, shares):
         seen: list[str] = []
         for lab in labs or []:
             lab = str(lab).replace("_", " ").strip()
@@ -130,10 +133,12 @@ class ClapSpace:
     """
 
     def __init__(self, encoder: Any, sample_rate: int, num_sources: int, batch_chunk: int | None = None,
-                 template: str = TEMPLATE, filler: str = FILLER, lowercase: bool = True):
+                 template: str = TEMPLATE, filler: str = FILLER, lowercase: bool = True,
+                 labels_per_mixture: int | None = None):
         self.encoder, self.sample_rate, self.num_sources = encoder, int(sample_rate), int(num_sources)
         self.batch_chunk = batch_chunk
         self.template, self.filler, self.lowercase = template, filler, lowercase
+        self.labels_per_mixture = labels_per_mixture
         self._text_cache: dict[str, torch.Tensor] = {}
         self._key: tuple[Any, Any] | None = None
         self._value: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -145,7 +150,8 @@ class ClapSpace:
     # texts
     def texts(self, labels: list | None, batch_size: int) -> list[list[str]]:
         rows = labels if labels is not None else [None] * batch_size
-        return [label_texts(r, self.num_sources, self.template, self.filler, self.lowercase) for r in rows]
+        return [label_texts(r, self.num_sources, self.template, self.filler, self.lowercase, self.labels_per_mixture)
+                for r in rows]
 
     def embed_texts(self, texts: Sequence[Sequence[str]]) -> torch.Tensor:
         """Texts (B lists of K) -> normalised (B, K, D); every unique text is embedded once, ever."""
@@ -228,7 +234,8 @@ def build_clap_terms(cfg: dict[str, Any], encoder: Any, sample_rate: int, num_so
 
     c = cfg["clap"]
     space = ClapSpace(encoder, sample_rate, num_sources, c.get("batch_chunk"),
-                      c.get("text_template", TEMPLATE), c.get("filler", FILLER), c.get("lowercase", True))
+                      c.get("text_template", TEMPLATE), c.get("filler", FILLER), c.get("lowercase", True),
+                      c.get("labels_per_mixture"))
     align = AlignLoss(space, c.get("tau1", TAU1), c.get("tau2_init", TAU2_INIT))
     rank = RankLoss(space, c.get("rank_regularization", 1.0), c.get("soft_rank", "auto"))
     return [LossTerm("align", align, clap_alpha), LossTerm("rank", rank, clap_alpha)], space

@@ -15,7 +15,9 @@ from ..errors import ConfigError
 DEFAULTS: dict[str, Any] = {
     "model": {"num_sources": 6, "channels": 32, "depth": 5, "dropout": 0.1,
               "input_transform": "log_power", "window_seconds": 8.0, "sample_rate": 16000,
-              "n_fft": 400, "win_length": 400, "hop_length": 200},
+              "n_fft": 400, "win_length": 400, "hop_length": 200,
+              # the U-Net's bilinear resize; null: that of train.init's model, else true (the official)
+              "align_corners": None},
     "data": {"train": None, "heldout": None, "kind": "auto", "max_seconds": 8.0, "max_clips": None},
     "mix": {"sources_per_mixture": [1, 2], "repeats": [1, 3], "gain_db": [-6.0, 6.0], "loop_prob": 0.0},
     "optim": {"lr": 1.0e-3, "weight_decay": 1.0e-2, "betas": [0.9, 0.999], "warmup": 0.1,
@@ -30,7 +32,10 @@ DEFAULTS: dict[str, Any] = {
     "clap": {"losses": False, "model": None, "tokenizer": None, "download": False,
              "tau1": 100.0, "tau2_init": 2.6592600369327779, "rank_regularization": 1.0,
              "soft_rank": "auto", "batch_chunk": None, "text_template": "The sound of {}",
-             "filler": "Noise", "lowercase": True},
+             "filler": "Noise", "lowercase": True,
+             # texts per source mixture (m1, m2): the official FSD50K recipe gives each clip 5;
+             # null: M / 2 each
+             "labels_per_mixture": None},
 }
 
 
@@ -105,6 +110,18 @@ def load_yaml_config(defaults: dict[str, Any], path: Path | None = None,
     return cfg
 
 
+def separator_config(cfg: dict[str, Any], init_align_corners: bool | None = None,
+                     name: str = "macs-trained") -> "SeparatorConfig":
+    """The separator config of a training config; ``model.align_corners: null`` takes the value of the
+    model training starts from (``init_align_corners``), else True (the official network's resize)."""
+    from ..separation.config import SeparatorConfig
+
+    model = dict(cfg["model"])
+    if model.get("align_corners") is None:
+        model["align_corners"] = True if init_align_corners is None else bool(init_align_corners)
+    return SeparatorConfig(**model, name=name).validate()
+
+
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """The train-sep configuration: DEFAULTS <- YAML recipe <- overrides, validated."""
     cfg = load_yaml_config(DEFAULTS, path, overrides)
@@ -152,9 +169,9 @@ def validate(cfg: dict[str, Any]) -> None:
         if not cond:
             raise ConfigError(f"invalid training config: {msg}")
 
-    from ..separation.config import SeparatorConfig
-
-    SeparatorConfig(**cfg["model"], name="macs-trained").validate()
+    need(cfg["model"].get("align_corners") is None or isinstance(cfg["model"]["align_corners"], bool),
+         f"model.align_corners must be true, false or null (got {cfg['model'].get('align_corners')!r})")
+    separator_config(cfg)
 
     d = cfg["data"]
     need(d["train"] is not None, "data.train is required (a folder, .csv, .npz or FSD50K root)")
@@ -254,4 +271,7 @@ def validate_clap(cfg: dict[str, Any], need) -> None:
          f"(got {c['text_template']!r})")
     need(isinstance(c["filler"], str) and c["filler"] != "", "clap.filler must be a non-empty text")
     need(isinstance(c["lowercase"], bool), "clap.lowercase must be true or false")
+    v = c["labels_per_mixture"]
+    need(v is None or (_integer(v) and 1 <= v <= 64),
+         f"clap.labels_per_mixture must be an integer in 1..64 or null (M / 2 each; got {v!r})")
     need(isinstance(c["download"], bool), "clap.download must be true or false")

@@ -41,7 +41,8 @@ from .data import DataError, _split_labels, read_manifest_rows
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 AUDIO_SUFFIXES_LAYOUT = (".wav", ".flac", ".mp3", ".ogg")
-CACHE_VERSION = "macs-stem-cache-v1"
+# v2: CLAP input resampled with torchaudio's sinc (was soxr), key includes precision and padding
+CACHE_VERSION = "macs-stem-cache-v2"
 
 
 @dataclass
@@ -190,14 +191,17 @@ def default_cache_dir() -> Path:
 
 class EmbeddingCache:
     """``<dir>/<key[:2]>/<key>.npz`` holding ``stems`` (M, 512), ``mixture`` (512,) and ``info``;
-    key = SHA-256 of (audio SHA-256, separator fingerprint, CLAP fingerprint, format version)."""
+    key = SHA-256 of (format version, audio SHA-256, separator and CLAP fingerprints, settings)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
 
     @staticmethod
     def key(audio_sha: str, model_ids: dict[str, str]) -> str:
-        text = "|".join([CACHE_VERSION, audio_sha, model_ids["separator"], model_ids["clap"]])
+        """``model_ids``: the separator's and CLAP's fingerprints, and the ``settings`` the
+        embeddings depend on (precision, padding; :meth:`AudioEmbedder.cache_ids`)."""
+        text = "|".join([CACHE_VERSION, audio_sha, model_ids["separator"], model_ids["clap"],
+                         model_ids.get("settings", "")])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def path(self, key: str) -> Path:
@@ -222,7 +226,7 @@ class EmbeddingCache:
             tmp.write_bytes(buf.getvalue())
 
 
-def _precomputed(clip: Clip) -> tuple[np.ndarray, np.ndarray | None]:
+def _precomputed(clip: Clip) -> tuple[np.ndarray, np.ndarray | None, bool]:
     from ..clap.api import read_npy_with_sidecar
 
     arr, meta = read_npy_with_sidecar(Path(clip.embedding))
@@ -232,22 +236,27 @@ def _precomputed(clip: Clip) -> tuple[np.ndarray, np.ndarray | None]:
         raise ConfigError(f"{clip.embedding}: holds NaN, infinite or non-numeric values")
     mix = meta.get("mixture_embedding")
     already_ranked = "order" in meta
-    return arr.astype(np.float32), (None if mix is None or already_ranked else np.asarray(mix, np.float32))
+    return (arr.astype(np.float32), (None if mix is None or already_ranked else np.asarray(mix, np.float32)),
+            already_ranked)
 
 
 def clip_embeddings(data: PairedData, embedder_factory: Callable[[], Any] | None, cache: EmbeddingCache,
                     rank: bool = True, top_k: int | None = None, progress: Callable[[str], None] | None = None,
                     ) -> tuple[torch.Tensor, dict[str, int]]:
     """(clips, K, 512) float32 stem embeddings in rank order (first ``top_k`` kept), every clip
-    separated and embedded at most once across runs. Returns the tensor and hit/miss counts."""
+    separated and embedded at most once across runs. Returns the tensor and hit/miss counts, with
+    ``stats["order"]`` the order of the stems: ``significance`` (all ranked), ``separator`` (none:
+    ``rank=False``, or precomputed embeddings without a mixture embedding) or ``mixed``."""
     from ..clap.api import rank_embeddings
 
     embedder = None
-    stats = {"cached": 0, "computed": 0, "precomputed": 0}
+    stats: dict[str, Any] = {"cached": 0, "computed": 0, "precomputed": 0}
+    orders: set[str] = set()
     rows: list[np.ndarray] = []
     for clip in data.clips:
+        ranked = False
         if clip.embedding:
-            stems, mix = _precomputed(clip)
+            stems, mix, ranked = _precomputed(clip)
             stats["precomputed"] += 1
         else:
             if embedder is None:
@@ -259,7 +268,7 @@ def clip_embeddings(data: PairedData, embedder_factory: Callable[[], Any] | None
                 require_regular_file(audio, "audio file")
             except MacsError as exc:
                 raise DataError(str(exc)) from None
-            key = cache.key(file_sha256(audio), embedder.model_ids())
+            key = cache.key(file_sha256(audio), embedder.cache_ids())
             hit = cache.get(key)
             if hit is None:
                 res = embedder.embed(audio)
@@ -271,6 +280,8 @@ def clip_embeddings(data: PairedData, embedder_factory: Callable[[], Any] | None
                 stats["cached"] += 1
         if rank and mix is not None:
             stems = rank_embeddings(stems, mix).embeddings
+            ranked = True
+        orders.add("significance" if ranked else "separator")
         rows.append(stems)
         if progress is not None:
             progress(clip.audio)
@@ -282,6 +293,7 @@ def clip_embeddings(data: PairedData, embedder_factory: Callable[[], Any] | None
         if top_k > out.shape[1]:
             raise ConfigError(f"data.top_k={top_k} but the clips have {out.shape[1]} stems")
         out = out[:, :top_k]
+    stats["order"] = orders.pop() if len(orders) == 1 else "mixed"
     return torch.from_numpy(np.ascontiguousarray(out)), stats
 
 

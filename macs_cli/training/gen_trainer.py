@@ -255,6 +255,10 @@ class GenTrainer(TrainingRun):
                               f"{self.adapter_config.clap_dim}")
         self.embeddings = emb
         self.embedding_stats = stats
+        self.stem_order = stats.get("order", "significance")
+        if self.stem_order == "mixed":
+            self._say("[yellow]warning: some clips' stems are ranked and others are in the separator's order "
+                      "(precomputed embeddings without a mixture embedding?): the adapter learns from both[/]")
         if self.total_steps is None:
             o = self.cfg["optim"]
             per_step = o["batch_size"] * o["grad_accum"] * self.accel.num_processes
@@ -289,7 +293,8 @@ class GenTrainer(TrainingRun):
         state = {"adapter": {k: v.detach().cpu().clone() for k, v in self.adapter.state_dict().items()}}
         if self.save_state(state):
             save_adapter(self.adapter, self.run_dir / "adapter.safetensors", sd_model=self.sd_model,
-                         text_tokens=self.text_tokens, metadata={"step": str(self.step)}, force=True)
+                         text_tokens=self.text_tokens, metadata={"step": str(self.step)}, force=True,
+                         stem_order=getattr(self, "stem_order", "significance"))
 
     def resume(self) -> bool:
         return self.load_state(lambda state: self.adapter.load_state_dict(state["adapter"],

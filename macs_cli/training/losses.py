@@ -45,7 +45,10 @@ class MixITLoss:
 
     Loss = negative SI-SDR summed over the two mixtures, minimised over assignments, averaged over
     the batch. ``exact=True`` enumerates all 2^M assignments; ``False`` drops "everything to m2"
-    as the official code does.
+    as the official code does. SI-SDR is auraloss's (:mod:`macs_cli.evaluation.sisdr`), as in the
+    official MixIT: a mixture left without stems scores -80 dB, so "every stem to one mixture"
+    (which mixture consistency makes a constant, with no gradient) is never the minimum. Scores
+    are computed in float64; the loss comes back in float32 (float64 for float64 stems).
     """
 
     name = "mixit"
@@ -57,6 +60,6 @@ class MixITLoss:
         self.assignments = mats
 
     def __call__(self, batch: MixtureBatch, stems: torch.Tensor) -> torch.Tensor:
-        scores = assignment_sisdr(stems.float(), batch.references.float(), self.assignments)
+        scores = assignment_sisdr(stems, batch.references, self.assignments)
         loss = -scores.sum(-1)                               # (B, K)
-        return loss.min(dim=1).values.mean()
+        return loss.min(dim=1).values.mean().to(torch.promote_types(stems.dtype, torch.float32))

@@ -28,11 +28,10 @@ import torch
 
 from ..errors import ConfigError, ModelError
 from ..evaluation.sisdr import best_grouped_sisdr, best_one_to_one_sisdr, mixture_sisdr
-from ..separation.config import SeparatorConfig
 from ..separation.model import Separator
 from ..weights.separator import save_separator
 from ..weights.statecheck import describe_mismatch
-from .config import DEFAULTS
+from .config import DEFAULTS, separator_config
 from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
 from .losses import MixITLoss, MixtureBatch
 from .run import TrainingRun
@@ -77,14 +76,14 @@ class Trainer(TrainingRun):
     def __init__(self, cfg: dict[str, Any], run_dir: Path, device: str | None = None,
                  extra_terms: list[LossTerm] | None = None, console=None, progress: bool = True):
         super().__init__(cfg, run_dir, device, console, progress)
-        self.model_cfg = SeparatorConfig(**cfg["model"], name="macs-trained")
-        self.model_cfg.validate()
+        init = self._load_init(str(cfg["train"]["init"])) if cfg["train"]["init"] else None
+        self.model_cfg = separator_config(cfg, init.config.align_corners if init is not None else None)
         self.spec = MixSpec(tuple(cfg["mix"]["sources_per_mixture"]), tuple(cfg["mix"]["repeats"]),
                             tuple(cfg["mix"]["gain_db"]), cfg["mix"]["loop_prob"]).validate()
         torch.manual_seed(cfg["train"]["seed"])
         self.model = Separator(self.model_cfg)
-        if cfg["train"]["init"]:
-            self._init_from(str(cfg["train"]["init"]))
+        if init is not None:
+            self._init_from(str(cfg["train"]["init"]), init)
         self.model = self.model.to(self.device)
         self.terms = [LossTerm("mixit", MixITLoss(self.model_cfg.num_sources, cfg["train"]["exact_mixit"]))]
         self.clap_space = None
@@ -129,11 +128,18 @@ class Trainer(TrainingRun):
             self._say("[yellow]clap.losses with train.epochs=1: alpha = 1 from the start, so MixIT is "
                       "off (set train.epochs >= 2 for the curriculum)[/]")
 
-    def _init_from(self, spec: str) -> None:
-        """Start from the weights of another separator (``default``, ``official``, a file or run)."""
+    @staticmethod
+    def _load_init(spec: str) -> Separator:
         from ..weights.separator import load_separator
 
-        source = load_separator(spec)
+        return load_separator(spec)
+
+    def _init_from(self, spec: str, source: Separator) -> None:
+        """Start from the weights of another separator (``default``, ``official``, a file or run)."""
+        if source.config.align_corners != self.model_cfg.align_corners:
+            self._say(f"[yellow]train.init={spec} was trained with align_corners="
+                      f"{source.config.align_corners}, model.align_corners is {self.model_cfg.align_corners}: "
+                      "the network starts from weights trained with the other resize[/]")
         if source.config.num_sources != self.model_cfg.num_sources or \
                 source.config.channels != self.model_cfg.channels or \
                 source.config.depth != self.model_cfg.depth or \
@@ -195,6 +201,7 @@ class Trainer(TrainingRun):
                 raise ModelError(f"{self.checkpoint_path}: cannot resume: the checkpoint's separator does not "
                                  f"fit model.* in this config ({problem})")
             model.load_state_dict(state["model"])
+            self._resume_align_corners(model, state.get("config"))
             saved = state.get("losses", {})
             for name, module in self.loss_modules.items():
                 if name not in saved:
@@ -203,6 +210,28 @@ class Trainer(TrainingRun):
                 module.load_state_dict(saved[name])
 
         return self.load_state(restore)
+
+    def _resume_align_corners(self, model: Separator, config_text: str | None) -> None:
+        """With ``model.align_corners: null``, a resumed run keeps the resize it was trained with:
+        a checkpoint whose config predates the field was trained with False."""
+        if self.cfg["model"].get("align_corners") is not None or not config_text:
+            return
+        import yaml
+
+        try:
+            stored = yaml.safe_load(config_text)
+        except yaml.YAMLError:
+            return
+        section = stored.get("model") if isinstance(stored, dict) else None
+        if not isinstance(section, dict):
+            return
+        from ..separation.config import LEGACY_ALIGN_CORNERS
+
+        value = section.get("align_corners", LEGACY_ALIGN_CORNERS)
+        if isinstance(value, bool) and value != model.config.align_corners:
+            model.set_align_corners(value)
+            self.model_cfg = model.config
+            self._say(f"the checkpoint was trained with align_corners={value}: the resumed run keeps it")
 
     def _columns(self) -> list[str]:
         return (["step", "epoch", "lr", "loss"] + [t.name for t in self.terms]

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from macs_cli.separation.config import SeparatorConfig, official_config  # noqa: E402
 from macs_cli.separation.model import Separator  # noqa: E402
-from macs_cli.training.config import load_config  # noqa: E402
+from macs_cli.training.config import load_config, separator_config  # noqa: E402
 from macs_cli.training.data import MixSpec, load_clip_bank, synthesize  # noqa: E402
 from macs_cli.training.losses import MixITLoss  # noqa: E402
 from macs_cli.training.trainer import Trainer  # noqa: E402
@@ -33,7 +33,7 @@ def _sync(dev: str) -> None:
 
 
 def train_rate(cfg: dict, bank, dev: str, steps: int = 25) -> float:
-    model_cfg = SeparatorConfig(**cfg["model"])
+    model_cfg = separator_config(cfg)
     model = Separator(model_cfg).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = MixITLoss(model_cfg.num_sources)
