@@ -1,21 +1,33 @@
 """Separation quality on held-out mixtures: the default model against non-learned references.
 
-For each source count S (default 2 and 3) it builds ``--mixtures`` deterministic 8 s mixtures of
-held-out clips with :func:`macs_cli.training.data.fixed_eval_set` (one clip per source, distinct
-labels, random offsets, +-5 dB gains), runs
+Main set, real conditions (``macs_cli.training.data.real_eval_set``): for S = 2, 3 and 4 sources,
+``--mixtures`` deterministic 8 s mixtures of held-out clips (seed ``--seed + S``), every pair of
+sources overlapping by at least min(1 s, half the shorter source), levels within 5 dB, steady
+sounds (rain, engines, crowds, wind...) looped through the window. Four figures per method, SI-SDR
+improvement over the unprocessed mixture (per item: mean over the S references):
 
-* ``model``      -- the separator (``--model``, default: the one shipped in the package), 6 stems
-* ``band_split`` -- 6 fixed mel-spaced frequency bands (the floor)
-* ``nmf``        -- KL-NMF with 6 components, soft masks
-* ``irm``        -- the oracle ideal ratio mask, S stems (the ceiling for masking this STFT)
+* ``grouped``     -- the best grouping of the stems to the sources, chosen with the references
+                     (an oracle: what perfect merging would give);
+* ``one-to-one``  -- the best S stems, one per source, the rest dropped (also chosen with the
+                     references: the unmerged output, at its best);
+* ``K``           -- ``--num-sources S``: the stems merged to S outputs by
+                     ``macs_cli.separation.grouping`` (no references), each source matched to one;
+* ``auto``        -- ``--num-sources auto``: the count estimated, merged to it, silent outputs
+                     dropped. With fewer outputs than sources every output serves at least one
+                     source and a source is scored against the output that carries it; with more,
+                     the best one per source (``macs_cli.evaluation.sisdr.matched_sisdr``).
 
-and reports the SI-SDR improvement over the unprocessed mixture (per item: the method's mean
-SI-SDR over the S references minus the mixture's), with the best grouping of stems to sources and
-with the best one-to-one assignment (S stems chosen, the rest dropped), plus the absolute SI-SDR
-of the unprocessed mixture.
+Methods: the model (``--model``, 6 stems), KL-NMF (6 components; the same grouping code merges its
+components for K and auto), a fixed 6-band split (the floor), the IRM oracle (S stems: one figure),
+and, for K only, the merge that ``--num-sources`` used before (log-envelope correlation,
+agglomerative).
 
-    python benchmarks/separation_quality.py --corpus data/corpus-mulaw.npz --mixtures 100 \
-        --seed 0 --out benchmarks/results/separation_quality.json
+Secondary set (``--sparse-mixtures``, S = 2, 3): the first benchmark's mixtures
+(``sparse_eval_set``: clips placed 1-2 times at random, +-5 dB), whose sources mostly do not
+overlap; grouped and one-to-one only.
+
+    python benchmarks/separation_quality.py --corpus data/sound-corpus/manifest.csv --mixtures 60 \
+        --sparse-mixtures 100 --seed 0 --out benchmarks/results/separation_quality.json
 """
 
 from __future__ import annotations
@@ -32,29 +44,148 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from macs_cli.evaluation.baselines import band_split, ideal_ratio_mask, nmf_separate
-from macs_cli.evaluation.sisdr import best_grouped_sisdr, best_one_to_one_sisdr, mixture_sisdr
-from macs_cli.training.data import fixed_eval_set, load_clip_bank
-from macs_cli.weights.separator import load_separator
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ("model", "band_split", "nmf", "irm")
+from macs_cli.evaluation.baselines import band_split, ideal_ratio_mask, nmf_separate  # noqa: E402
+from macs_cli.evaluation.sisdr import (best_grouped_sisdr, best_one_to_one_sisdr, matched_sisdr,  # noqa: E402
+                                      mixture_sisdr)
+from macs_cli.separation import grouping  # noqa: E402
+from macs_cli.separation.api import ACTIVE_REL_DB, MIN_ACTIVITY, _StemStats, stem_activity  # noqa: E402
+from macs_cli.training.data import load_clip_bank, real_eval_set, sparse_eval_set  # noqa: E402
+from macs_cli.weights.separator import load_separator  # noqa: E402
+
 FRAME = 1600                 # 100 ms at 16 kHz
-ACTIVE_DB = -30.0            # a source is active in a frame within 30 dB of its loudest frame
-OVERLAP_MIN = 0.10           # "overlapping" subset: >= 2 sources active in >= 10 % of the frames
-LABELS = {"model": "MACS default model (6 stems)", "band_split": "band split (6 mel bands)",
-          "nmf": "KL-NMF (6 components, 200 it.)", "irm": "IRM oracle (S stems)"}
+ACTIVE_DB = -30.0            # (sparse set) a source is active in a frame within 30 dB of its loudest
+FIGURES = ("grouped", "one_to_one", "k", "auto")
+LABELS = {"model": "MACS default model (6 stems)", "nmf": "KL-NMF (6 components, 200 it.)",
+          "band_split": "band split (6 mel bands)", "irm": "IRM oracle (S stems)",
+          "previous_merge": "previous `--num-sources K` merge (log-envelope correlation) on the model's stems"}
 
 
-def summary(x: np.ndarray) -> dict:
+def summary(x) -> dict:
     x = np.asarray(x, dtype=np.float64)
     return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-            "median": float(np.median(x)), "min": float(x.min()), "max": float(x.max()),
-            "n": int(x.size)}
+            "median": float(np.median(x)), "min": float(x.min()), "max": float(x.max()), "n": int(x.size)}
+
+
+def paired(a, b) -> dict:
+    d = np.asarray(a) - np.asarray(b)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else 0.0
+    return {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)],
+            "better_fraction": float((d > 0).mean())}
+
+
+def previous_merge(stems: np.ndarray, k: int) -> np.ndarray:
+    """What ``--num-sources K`` did before: average-linkage clustering of the stems' 100 ms
+    log-energy envelopes by correlation, stems summed per cluster."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    m = stems.shape[0]
+    frames = stems.shape[1] // FRAME
+    env = np.square(stems[:, : frames * FRAME].reshape(m, frames, FRAME), dtype=np.float64).mean(-1)
+    logenv = np.log10(env + 1e-10)
+    logenv = logenv - logenv.mean(1, keepdims=True)
+    logenv /= np.linalg.norm(logenv, axis=1, keepdims=True) + 1e-12
+    corr = np.clip(logenv @ logenv.T, -1, 1)
+    labels = fcluster(linkage(1.0 - corr[np.triu_indices(m, 1)], method="average"), t=k, criterion="maxclust")
+    if len(set(labels)) < k:
+        labels = np.minimum(np.arange(m), k - 1) + 1
+    return np.stack([stems[labels == g].sum(0) for g in sorted(set(labels))])
+
+
+def drop_silent(outputs: np.ndarray, rate: int) -> np.ndarray:
+    """The outputs ``macs separate --num-sources auto`` keeps (the same activity rule)."""
+    stats = _StemStats(outputs.shape[0], rate)
+    stats.add(outputs)
+    act = stem_activity(stats.finish())
+    rms2 = stats.sumsq / max(stats.count, 1)
+    mix = stats.mix_sumsq / max(stats.count, 1)
+    keep = [a >= MIN_ACTIVITY and r >= mix * 10 ** (ACTIVE_REL_DB / 10) for a, r in zip(act, rms2)]
+    return outputs[keep] if any(keep) else outputs[:1]
+
+
+def merged_figures(stems: np.ndarray, refs: torch.Tensor, s: int, rate: int, n_fft: int) -> dict:
+    """SI-SDR (absolute) of the K and auto outputs of one item's stems, and the estimated count."""
+    stats = grouping.statistics_of(stems, rate, n_fft)
+    out = {}
+    plan = grouping.plan_grouping(stats, s)
+    out["k"] = matched_sisdr(torch.from_numpy(grouping.render(stems, plan, n_fft)), refs)
+    plan = grouping.plan_grouping(stats, "auto")
+    auto = drop_silent(grouping.render(stems, plan, n_fft), rate)
+    out["auto"] = matched_sisdr(torch.from_numpy(auto), refs)
+    out["count"] = int(auto.shape[0])
+    return out
+
+
+def evaluate_real(model, bank, s: int, count: int, seed: int, args, log) -> dict:
+    cfg = model.config
+    rate, n_fft = cfg.sample_rate, cfg.n_fft
+    t0 = time.time()
+    mix, refs, info = real_eval_set(bank, count, s, cfg.window_samples, seed=seed, return_info=True)
+    log(f"  real, {s} sources: {count} mixtures built in {time.time() - t0:.1f} s")
+    base = mixture_sisdr(mix, refs).numpy()
+    per: dict = {}
+
+    def model_stems(m):
+        with torch.inference_mode():
+            return model(m).float()
+
+    fns = {"model": model_stems,
+           "nmf": lambda m: nmf_separate(m, num_components=6, iterations=args.nmf_iterations, seed=0),
+           "band_split": lambda m: band_split(m, num_bands=6)}
+    for name, fn in fns.items():
+        t1 = time.time()
+        vals = {f: [] for f in FIGURES}
+        vals["count"], prev = [], []
+        for i in range(0, count, args.batch_size):
+            m, r = mix[i: i + args.batch_size], refs[i: i + args.batch_size]
+            stems = fn(m)
+            vals["grouped"] += best_grouped_sisdr(stems, r)[0].tolist()
+            vals["one_to_one"] += best_one_to_one_sisdr(stems, r)[0].tolist()
+            for b in range(stems.shape[0]):
+                st = stems[b].numpy()
+                fig = merged_figures(st, r[b], s, rate, n_fft)
+                vals["k"].append(fig["k"])
+                vals["auto"].append(fig["auto"])
+                vals["count"].append(fig["count"])
+                if name == "model":
+                    prev.append(matched_sisdr(torch.from_numpy(previous_merge(st, s)), r[b]))
+        per[name] = {f: (np.array(vals[f]) - base).round(4).tolist() for f in FIGURES}
+        per[name]["count"] = vals["count"]
+        if name == "model":
+            per["previous_merge"] = {"k": (np.array(prev) - base).round(4).tolist()}
+        log(f"    {name:<10} " + "  ".join(f"{f} {np.mean(per[name][f]):6.2f}" for f in FIGURES)
+            + f"  count acc {np.mean(np.array(vals['count']) == s):.2f}  ({time.time() - t1:.0f} s)")
+    irm = ideal_ratio_mask(mix, refs)
+    v = (best_one_to_one_sisdr(irm, refs)[0].numpy() - base).round(4).tolist()
+    per["irm"] = {f: v for f in FIGURES}
+    per["irm"]["count"] = [s] * count
+    out = {"sources": s, "mixtures": count, "seed": seed, "mixture_sisdr": summary(base),
+           "labels": len({lab for it in info for labs in it["labels"] for lab in labs}),
+           "steady_source_fraction": float(np.mean([x for it in info for x in it["steady"]])),
+           "min_pair_overlap_seconds": summary([it["min_pair_overlap_seconds"] for it in info]),
+           "active_seconds": summary([x for it in info for x in it["active_seconds"]]),
+           "methods": {}, "per_item": {"mixture_sisdr": base.round(4).tolist(), **per},
+           "mixture_info": info}
+    for name, figs in per.items():
+        res = {f"{f}_sisdri": summary(figs[f]) for f in FIGURES if f in figs}
+        if "count" in figs:
+            c = np.array(figs["count"])
+            res["count_accuracy"] = float((c == s).mean())
+            res["count_histogram"] = {str(k): int((c == k).sum()) for k in range(1, 7)}
+        out["methods"][name] = res
+    mp = per["model"]
+    out["paired"] = {"model_k_minus_one_to_one": paired(mp["k"], mp["one_to_one"]),
+                     "model_auto_minus_one_to_one": paired(mp["auto"], mp["one_to_one"]),
+                     "model_k_minus_grouped": paired(mp["k"], mp["grouped"]),
+                     "model_auto_minus_k": paired(mp["auto"], mp["k"]),
+                     "model_k_minus_previous_merge": paired(mp["k"], per["previous_merge"]["k"]),
+                     "model_minus_nmf_grouped": paired(mp["grouped"], per["nmf"]["grouped"]),
+                     "model_minus_nmf_one_to_one": paired(mp["one_to_one"], per["nmf"]["one_to_one"])}
+    return out
 
 
 def temporal_overlap(refs: torch.Tensor) -> np.ndarray:
-    """Per mixture, the fraction of 100 ms frames in which at least two references are active
-    (frame power within 30 dB of that reference's loudest frame). Depends on the references only."""
     n, s, length = refs.shape
     frames = length // FRAME
     power = refs[..., : frames * FRAME].reshape(n, s, frames, FRAME).double().square().mean(-1)
@@ -62,95 +193,81 @@ def temporal_overlap(refs: torch.Tensor) -> np.ndarray:
     return ((active.sum(1) >= 2).double().mean(-1)).numpy()
 
 
-def run_batched(fn, mix: torch.Tensor, refs: torch.Tensor, batch: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Grouped and one-to-one SI-SDR (absolute, dB) per item of ``fn(mix, refs) -> stems``."""
-    grouped, one = [], []
-    t0 = time.time()
-    for i in range(0, mix.shape[0], batch):
-        m, r = mix[i: i + batch], refs[i: i + batch]
-        stems = fn(m, r)
-        grouped.append(best_grouped_sisdr(stems, r)[0])
-        one.append(best_one_to_one_sisdr(stems, r)[0])
-    return torch.cat(grouped).numpy(), torch.cat(one).numpy(), time.time() - t0
-
-
-def evaluate(model, bank, sources: int, count: int, seed: int, batch: int, nmf_iterations: int,
-             log, loop_prob: float = 0.0) -> dict:
-    length = model.config.window_samples
-    t0 = time.time()
-    extra = {"loop_prob": loop_prob} if loop_prob else {}  # 0: the default eval set
-    mix, refs = fixed_eval_set(bank, count, sources, length, seed=seed, **extra)
-    log(f"  {sources} sources: {count} mixtures built in {time.time() - t0:.1f} s")
+def evaluate_sparse(model, bank, s: int, count: int, seed: int, args, log) -> dict:
+    mix, refs = sparse_eval_set(bank, count, s, model.config.window_samples, seed=seed)
     base = mixture_sisdr(mix, refs).numpy()
     overlap = temporal_overlap(refs)
-    sub = overlap >= OVERLAP_MIN
 
-    def run_model(m, r):
+    def model_stems(m):
         with torch.inference_mode():
             return model(m).float()
 
-    fns = {
-        "model": run_model,
-        "band_split": lambda m, r: band_split(m, num_bands=6),
-        "nmf": lambda m, r: nmf_separate(m, num_components=6, iterations=nmf_iterations, seed=0),
-        "irm": lambda m, r: ideal_ratio_mask(m, r),
-    }
-    out: dict = {"sources": sources, "mixtures": count, "seed": seed, "length": length,
-                 "mixture_sisdr": summary(base),
-                 "temporal_overlap": {**summary(overlap), "zero_fraction": float((overlap == 0).mean()),
-                                      "overlapping_subset_size": int(sub.sum())},
-                 "methods": {}, "overlapping_subset": {"mixture_sisdr": summary(base[sub]), "methods": {}},
-                 "per_item": {"mixture_sisdr": base.round(4).tolist(), "temporal_overlap": overlap.round(4).tolist()}}
-    for name in METHODS:
-        g, o, secs = run_batched(fns[name], mix, refs, batch)
-        gi, oi = g - base, o - base
-        out["methods"][name] = {
-            "grouped_sisdri": summary(gi), "one_to_one_sisdri": summary(oi),
-            "grouped_sisdr": summary(g), "one_to_one_sisdr": summary(o),
-            "seconds": round(secs, 2),
-        }
-        out["overlapping_subset"]["methods"][name] = {"grouped_sisdri": summary(gi[sub]),
-                                                      "one_to_one_sisdri": summary(oi[sub])}
-        out["per_item"][name] = {"grouped_sisdri": gi.round(4).tolist(), "one_to_one_sisdri": oi.round(4).tolist()}
-        log(f"    {name:<10} grouped {gi.mean():6.2f} dB  one-to-one {oi.mean():6.2f} dB  ({secs:.1f} s)")
-    # paired differences model - nmf (same mixtures): mean and a normal 95% interval
-    paired = {}
-    for key in ("grouped_sisdri", "one_to_one_sisdri"):
-        d = np.array(out["per_item"]["model"][key]) - np.array(out["per_item"]["nmf"][key])
-        half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
-        paired[key] = {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)],
-                       "model_better_fraction": float((d > 0).mean())}
-    out["model_minus_nmf"] = paired
+    fns = {"model": model_stems,
+           "nmf": lambda m: nmf_separate(m, num_components=6, iterations=args.nmf_iterations, seed=0),
+           "band_split": lambda m: band_split(m, num_bands=6), "irm": None}
+    out = {"sources": s, "mixtures": count, "seed": seed, "mixture_sisdr": summary(base),
+           "temporal_overlap": {**summary(overlap), "zero_fraction": float((overlap == 0).mean())},
+           "methods": {}}
+    for name, fn in fns.items():
+        g, o = [], []
+        for i in range(0, count, args.batch_size):
+            m, r = mix[i: i + args.batch_size], refs[i: i + args.batch_size]
+            stems = ideal_ratio_mask(m, r) if name == "irm" else fn(m)
+            g += best_grouped_sisdr(stems, r)[0].tolist()
+            o += best_one_to_one_sisdr(stems, r)[0].tolist()
+        out["methods"][name] = {"grouped_sisdri": summary(np.array(g) - base),
+                                "one_to_one_sisdri": summary(np.array(o) - base)}
+        log(f"    sparse {s} src {name:<10} grouped {np.mean(np.array(g) - base):6.2f}  one-to-one "
+            f"{np.mean(np.array(o) - base):6.2f}")
     return out
 
 
-def fmt(s: dict) -> str:
-    return f"{s['mean']:.2f} ± {s['std']:.2f} ({s['median']:.2f})"
+def pooled(results: dict, name: str, fig: str) -> list[float]:
+    return [x for r in results["real"] for x in r["per_item"][name].get(fig, [])]
 
 
-def markdown(results: dict, subset: bool = False) -> str:
-    sets = [r["overlapping_subset"] | {"sources": r["sources"]} if subset else r for r in results["sets"]]
-    head = "| method | " + " | ".join(f"{r['sources']} src grouped | {r['sources']} src one-to-one"
-                                      for r in sets) + " |"
-    rule = "|---|" + "---|---|" * len(sets)
-    rows = [head, rule]
-    rows.append("| unprocessed mixture: absolute SI-SDR | " + " | ".join(
-        f"{fmt(r['mixture_sisdr'])} | (same)" for r in sets) + " |")
-    if subset:
-        rows.append("| mixtures in the subset | " + " | ".join(
-            "{0} | {0}".format(r['methods']['model']['grouped_sisdri']['n']) for r in sets) + " |")
-    rows.append("| unprocessed mixture: SI-SDRi | " + " | ".join("0 | 0" for _ in sets) + " |")
-    for name in METHODS:
+def cell(results: dict, name: str, fig: str) -> str:
+    if fig not in results["real"][0]["per_item"][name]:
+        return ""
+    per_s = " / ".join(f"{np.mean(r['per_item'][name][fig]):.2f}" for r in results["real"])
+    return f"{np.mean(pooled(results, name, fig)):.2f} ({per_s})"
+
+
+def markdown_real(results: dict) -> str:
+    counts = "/".join(str(r["sources"]) for r in results["real"])
+    rows = [f"| method | grouped (oracle) | one-to-one (unmerged) | `--num-sources K` | `--num-sources auto` | "
+            f"auto: count right |", "|---|---|---|---|---|---|"]
+    for name in ("model", "previous_merge", "nmf", "band_split", "irm"):
+        acc = ""
+        if "count" in results["real"][0]["per_item"][name]:
+            per_s = " / ".join(f"{results_acc(r, name):.0%}" for r in results["real"])
+            total = np.mean([c == r["sources"] for r in results["real"] for c in r["per_item"][name]["count"]])
+            acc = f"{total:.0%} ({per_s})"
+        rows.append(f"| {LABELS[name]} | " + " | ".join(cell(results, name, f) for f in FIGURES) + f" | {acc} |")
+    return (f"SI-SDRi in dB: mean over all mixtures ({counts} sources: mean of each)\n\n" + "\n".join(rows))
+
+
+def results_acc(r: dict, name: str) -> float:
+    return float(np.mean(np.array(r["per_item"][name]["count"]) == r["sources"]))
+
+
+def markdown_sparse(results: dict) -> str:
+    sets = results["sparse"]
+    head = "| method | " + " | ".join(f"{r['sources']} src grouped | {r['sources']} src one-to-one" for r in sets) + " |"
+    rows = [head, "|---|" + "---|---|" * len(sets)]
+    for name in ("model", "nmf", "band_split", "irm"):
         rows.append(f"| {LABELS[name]} | " + " | ".join(
-            f"{fmt(r['methods'][name]['grouped_sisdri'])} | {fmt(r['methods'][name]['one_to_one_sisdri'])}"
+            f"{r['methods'][name]['grouped_sisdri']['mean']:.2f} | {r['methods'][name]['one_to_one_sisdri']['mean']:.2f}"
             for r in sets) + " |")
+    rows.append("| mixtures with no overlap at all | " + " | ".join(
+        f"{r['temporal_overlap']['zero_fraction']:.0%} | (same)" for r in sets) + " |")
     return "\n".join(rows)
 
 
 def machine() -> dict:
     cpu = ""
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     try:
@@ -164,15 +281,16 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpus", default="data/corpus-mulaw.npz", help="corpus .npz (its 'heldout' split is used)")
-    p.add_argument("--mixtures", type=int, default=100, help="mixtures per source count")
-    p.add_argument("--sources", type=int, nargs="+", default=[2, 3], help="source counts")
-    p.add_argument("--seed", type=int, default=0,
-                   help="mixtures with S sources use seed + S (the trainer's validation set is seed 1234)")
-    p.add_argument("--loop-prob", type=float, default=0.0,
-                   help="chance that a clip loops through the whole window (fixed_eval_set's loop_prob); "
-                        "1 makes every source last the whole 8 s, so all sources overlap all the time")
+    p.add_argument("--corpus", default="data/sound-corpus/manifest.csv",
+                   help="clip collection (its 'heldout' split is used): manifest.csv, .npz or folder")
+    p.add_argument("--mixtures", type=int, default=60, help="real-condition mixtures per source count")
+    p.add_argument("--sources", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--sparse-mixtures", type=int, default=100,
+                   help="mixtures per source count (2, 3) of the secondary, mostly non-overlapping set; 0: skip")
+    p.add_argument("--seed", type=int, default=0, help="S sources use seed + S")
     p.add_argument("--model", default="default")
+    p.add_argument("--split", default="heldout", choices=["heldout", "train"],
+                   help="'train' only to try the script out: the figures are for the held-out split")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--nmf-iterations", type=int, default=200)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
@@ -184,52 +302,38 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     model = load_separator(args.model, device="cpu").eval()
     cfg = model.config
-    bank = load_clip_bank(args.corpus, "heldout", cfg.sample_rate, max_seconds=cfg.window_seconds)
-    log(f"model {cfg.name} (NC={cfg.channels}, M={cfg.num_sources}); held-out bank: {len(bank)} clips, "
+    bank = load_clip_bank(args.corpus, args.split, cfg.sample_rate, max_seconds=cfg.window_seconds)
+    log(f"model {cfg.name} (NC={cfg.channels}, M={cfg.num_sources}); held-out: {len(bank)} clips, "
         f"{bank.seconds:.0f} s")
     results = {
-        "benchmark": "separation_quality",
-        "corpus": str(args.corpus), "split": "heldout", "heldout_clips": len(bank),
-        "heldout_seconds": round(bank.seconds, 1),
+        "benchmark": "separation_quality", "corpus": str(args.corpus), "split": args.split,
+        "heldout_clips": len(bank), "heldout_seconds": round(bank.seconds, 1),
         "model": {"spec": args.model, "source": getattr(model, "source", ""), "config": cfg.to_dict()},
-        "settings": {"mixtures": args.mixtures, "seed": args.seed, "nmf_iterations": args.nmf_iterations,
-                     "band_split_bands": 6, "nmf_components": 6, "window_seconds": cfg.window_seconds,
-                     "gain_db": [-5.0, 5.0], "repeats": [1, 2], "loop_prob": args.loop_prob},
-        "metric": "SI-SDR improvement (dB) over the unprocessed mixture: per item, mean over the S "
-                  "references of the method's SI-SDR minus the mixture's; best grouping of stems to "
-                  "sources (each source gets >= 1 stem, every stem used) and best one-to-one "
-                  "assignment (S distinct stems, the rest dropped). IRM has exactly S stems.",
-        "overlap_definition": f"fraction of 100 ms frames with >= 2 references active (frame power within "
-                              f"{-ACTIVE_DB:.0f} dB of the reference's loudest frame); 'overlapping_subset': "
-                              f">= {OVERLAP_MIN:.0%}",
-        "machine": machine(),
-        "sets": [],
+        "grouping_method": grouping.METHOD,
+        "settings": {"mixtures": args.mixtures, "sources": args.sources, "sparse_mixtures": args.sparse_mixtures,
+                     "seed": args.seed, "nmf_components": 6, "nmf_iterations": args.nmf_iterations,
+                     "band_split_bands": 6, "window_seconds": cfg.window_seconds, "level_db": 2.5},
+        "metric": __doc__.split("\n\n")[1].strip(),
+        "machine": machine(), "real": [], "sparse": [],
     }
     for s in args.sources:
-        results["sets"].append(evaluate(model, bank, s, args.mixtures, args.seed + s, args.batch_size,
-                                        args.nmf_iterations, log, args.loop_prob))
+        results["real"].append(evaluate_real(model, bank, s, args.mixtures, args.seed + s, args, log))
+    if args.sparse_mixtures:
+        for s in (2, 3):
+            results["sparse"].append(evaluate_sparse(model, bank, s, args.sparse_mixtures, args.seed + s, args, log))
     results["wall_seconds"] = round(time.time() - t0, 1)
-    table = markdown(results)
-    results["markdown"] = table
-    results["markdown_overlapping"] = markdown(results, subset=True)
-    looped = f" (loop_prob {args.loop_prob})" if args.loop_prob else ""
-    print(f"SI-SDRi in dB: mean ± std (median) over {args.mixtures} held-out mixtures per column{looped}\n")
-    print(table)
-    print(f"\nOnly mixtures in which >= 2 sources are active in >= {OVERLAP_MIN:.0%} of the 100 ms frames "
-          f"(active: within {-ACTIVE_DB:.0f} dB of the source's loudest frame):\n")
-    print(results["markdown_overlapping"])
-    for r in results["sets"]:
-        o = r["temporal_overlap"]
-        print(f"\n{r['sources']} sources: frames with >= 2 active sources: median {o['median']:.1%}, "
-              f"mean {o['mean']:.1%}; {o['zero_fraction']:.0%} of the mixtures have no overlap at all", end="")
+    results["markdown_real"] = markdown_real(results)
+    print(results["markdown_real"])
+    for r in results["real"]:
+        d = r["paired"]
+        print(f"\n{r['sources']} sources: K - one-to-one {d['model_k_minus_one_to_one']['mean']:+.2f} dB "
+              f"[{d['model_k_minus_one_to_one']['ci95'][0]:+.2f}, {d['model_k_minus_one_to_one']['ci95'][1]:+.2f}]; "
+              f"K - grouped {d['model_k_minus_grouped']['mean']:+.2f}; auto - K {d['model_auto_minus_k']['mean']:+.2f}; "
+              f"K - previous merge {d['model_k_minus_previous_merge']['mean']:+.2f}", end="")
     print()
-    for r in results["sets"]:
-        d = r["model_minus_nmf"]
-        print(f"\n{r['sources']} sources, model - NMF (paired): grouped {d['grouped_sisdri']['mean']:.2f} dB "
-              f"[{d['grouped_sisdri']['ci95'][0]:.2f}, {d['grouped_sisdri']['ci95'][1]:.2f}], "
-              f"one-to-one {d['one_to_one_sisdri']['mean']:.2f} dB "
-              f"[{d['one_to_one_sisdri']['ci95'][0]:.2f}, {d['one_to_one_sisdri']['ci95'][1]:.2f}]", end="")
-    print()
+    if results["sparse"]:
+        results["markdown_sparse"] = markdown_sparse(results)
+        print("\nSecondary set (mostly non-overlapping sources):\n\n" + results["markdown_sparse"])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -73,6 +73,39 @@ def test_separate_all_flags(tiny_model_path, wav, tmp_path):
     assert all(rate == 8000 for _, rate in stems_of(tmp_path / "o2" / "mix")[1])
 
 
+def test_num_sources_auto_and_k_follow_the_library_grouping(tiny_model_path, tmp_path):
+    """`--num-sources auto` is accepted; merged outputs are exactly what the grouping API gives
+    for the unmerged stems of the same file (statistics_of -> plan_grouping -> render), the manifest
+    records the method and the estimated count, and the outputs sum to the mixture."""
+    from macs_cli.separation import grouping as G
+
+    src = tmp_path / "in" / "mix.wav"
+    src.parent.mkdir()
+    sf.write(src, tone_mix(2.5, 16000, seed=3), 16000)
+    r = run("separate", src, "-o", tmp_path / "all", "--model", tiny_model_path, "-q")
+    assert r.exit_code == 0, r.output
+    _, raw = stems_of(tmp_path / "all" / "mix")
+    raw = np.stack([x for x, _ in raw])
+    mix, _ = read_audio(src, 16000)
+    for request in ("auto", "2"):
+        out = tmp_path / f"n{request}"
+        r = run("separate", src, "-o", out, "--model", tiny_model_path, "-q", "--num-sources", request)
+        assert r.exit_code == 0, r.output
+        m, stems = stems_of(out / "mix")
+        g = m["grouping"]
+        assert g["method"] == G.METHOD and g["requested"] == (request if request == "auto" else 2)
+        plan = G.plan_grouping(G.statistics_of(raw, 16000), g["requested"])
+        assert g["estimated_sources"] == plan.estimated
+        assert np.allclose(np.array(g["weights"]), plan.weights, atol=1e-4)
+        want = G.render(raw, plan)
+        kept = [s["file"] for s in m["stems"]]
+        assert len(kept) + len(m["dropped"]) == plan.estimated
+        for j, (x, _) in enumerate(stems):
+            assert np.abs(x - want[j]).max() < 1e-4
+        if not m["dropped"]:
+            assert np.sqrt(np.mean((sum(x for x, _ in stems) - mix) ** 2)) < 1e-4
+
+
 def test_drop_silent_omits_inactive_stems(tiny_model_path, tmp_path, monkeypatch):
     # a model whose last two stems are always silent
     import macs_cli.separation.api as api
@@ -239,7 +272,9 @@ def test_bad_checkpoints_and_options(tiny_model_path, wav, tmp_path):
     one_line_error(run("separate", wav, "-o", tmp_path / "o", "--model", tmp_path / "none.pt", "-q"),
                    "no such checkpoint")
     for args, needle in [(["--overlap", "0.9"], "--overlap"), (["--sample-rate", "fast"], "--sample-rate"),
-                         (["--num-sources", "9"], "--num-sources"), (["--batch-size", "0"], "--batch-size"),
+                         (["--num-sources", "9"], "--num-sources"), (["--num-sources", "junk"], "--num-sources"),
+                         (["--num-sources", "0"], "--num-sources"), (["--num-sources", "2.5"], "--num-sources"),
+                         (["--batch-size", "0"], "--batch-size"),
                          (["--device", "tpu"], "--device"), (["--device", "cuda:7"], "--device")]:
         r = run("separate", wav, "-o", tmp_path / "o", "--model", tiny_model_path, "-q", *args)
         one_line_error(r, needle)

@@ -25,6 +25,16 @@ def _parse_rate(value: str) -> int | str:
         raise ConfigError(f"--sample-rate must be 'model', 'input' or a rate in Hz (got {value!r})") from None
 
 
+def _parse_num_sources(value: str | None) -> int | str | None:
+    from ..errors import ConfigError
+    from ..separation.grouping import parse_num_sources
+
+    try:
+        return parse_num_sources(value)
+    except ValueError as exc:
+        raise ConfigError(f"--num-sources {exc}") from None
+
+
 def _output_names(inputs: list[Path], files: list[Path]) -> dict[Path, str]:
     """Output folder name per file: its stem, or its path below an input folder (no suffix)."""
     from ..separation.api import output_name
@@ -43,9 +53,9 @@ def separate(
     model: str = typer.Option("default", "--model", "-m",
                               help="'default' (built in), 'official' (the MACS authors' checkpoint from "
                                    "the Hugging Face cache), or a checkpoint file or folder."),
-    num_sources: Optional[int] = typer.Option(None, "--num-sources", "-n",
-                                              help="Merge the model's stems into this many "
-                                                   "(stems that move together are grouped)."),
+    num_sources: Optional[str] = typer.Option(None, "--num-sources", "-n",
+                                              help="Merge the model's stems into this many sources, "
+                                                   "or 'auto' to estimate how many there are."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     batch_size: int = typer.Option(1, "--batch-size", help="Windows per forward pass."),
     overlap: float = typer.Option(0.25, "--overlap", help="Fraction of each 8 s window shared with "
@@ -82,7 +92,8 @@ def separate(
         if force and skip_existing:
             fail("--force and --skip-existing contradict each other", 2)
         opts = SeparateOptions(overlap=overlap, batch_size=batch_size,
-                               sample_rate=_parse_rate(sample_rate), num_sources=num_sources,
+                               sample_rate=_parse_rate(sample_rate),
+                               num_sources=_parse_num_sources(num_sources),
                                drop_silent=drop_silent, force=force, align=not no_align,
                                spectrograms=spectrograms, precision=precision)
         dev = process_device(device)

@@ -112,3 +112,22 @@ def best_one_to_one_sisdr(stems: torch.Tensor, refs: torch.Tensor) -> tuple[torc
 def mixture_sisdr(mix: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
     """Mean SI-SDR of the unprocessed mixture against each reference: (B,) dB."""
     return si_sdr(mix[:, None, :].expand_as(refs), refs).mean(-1)
+
+
+def matched_sisdr(est: torch.Tensor, refs: torch.Tensor) -> float:
+    """Mean SI-SDR (dB) over the S references of one item's K estimates (K, T), each reference
+    matched to one estimate: with K >= S the best one-to-one choice (the other estimates dropped);
+    with K < S every estimate serves at least one reference and a reference may share an estimate
+    with others (it is scored against the estimate that carries it, other sources included)."""
+    k, s = est.shape[0], refs.shape[0]
+    if k == 0:
+        raise ValueError("no estimates")
+    table = si_sdr(est.double()[:, None, :].expand(k, s, -1), refs.double()[None].expand(k, s, -1))  # (K, S)
+    if k >= s:
+        mats = one_to_one_matrices(k, s)                       # (P, S, K)
+        return float((mats.double() * table.T[None]).sum(-1).sum(-1).max() / s)
+    best = -float("inf")
+    for assign in itertools.product(range(k), repeat=s):       # reference -> estimate, onto
+        if len(set(assign)) == k:
+            best = max(best, float(sum(table[a, j] for j, a in enumerate(assign))) / s)
+    return best

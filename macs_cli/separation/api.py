@@ -29,6 +29,7 @@ from ..audio.io import AudioInfo, StreamResampler, iter_blocks, probe
 from ..errors import ConfigError, MacsError
 from ..formats import STEMS_FORMAT, STEMS_OUTPUT
 from ..fsutil import atomic_dir, describe_os_error, is_inside
+from .grouping import GroupingPlan, GroupRenderer, StemStatistics, plan_grouping, statistics_of
 from .model import Separator
 
 FRAME_SECONDS = 0.1      # envelope resolution for activity and grouping
@@ -46,7 +47,7 @@ class SeparateOptions:
     overlap: float = 0.25              # fraction of the window shared by consecutive windows
     batch_size: int = 1                # windows per forward pass
     sample_rate: int | str = "model"   # "model", "input" or an integer rate for the stems
-    num_sources: int | None = None     # merge the model's stems into this many (None: all)
+    num_sources: int | str | None = None  # merge the stems into this many, "auto" (count them), None: all
     drop_silent: bool = False          # omit stems that are inactive
     force: bool = False                # replace an existing output folder
     align: bool = True                 # keep the stem order stable across windows
@@ -59,9 +60,11 @@ class SeparateOptions:
             raise ConfigError(f"--overlap must be in [0, 0.75] (got {self.overlap})")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.batch_size})")
-        if self.num_sources is not None and not 1 <= self.num_sources <= model_stems:
-            raise ConfigError(f"--num-sources must be in 1..{model_stems} for this model "
-                              f"(got {self.num_sources})")
+        k = self.num_sources
+        if k is not None and k != "auto" and (isinstance(k, bool) or not isinstance(k, int)
+                                               or not 1 <= k <= model_stems):
+            raise ConfigError(f"--num-sources must be 'auto' or in 1..{model_stems} for this model "
+                              f"(got {k!r})")
         if isinstance(self.sample_rate, str) and self.sample_rate not in ("model", "input"):
             raise ConfigError(f"--sample-rate must be 'model', 'input' or a rate in Hz "
                               f"(got {self.sample_rate!r})")
@@ -131,30 +134,10 @@ def stem_activity(env: np.ndarray) -> np.ndarray:
     return active.mean(0)
 
 
-def group_stems(env: np.ndarray, k: int) -> list[list[int]]:
-    """Merge M stems into k groups whose energy envelopes move together (agglomerative, average
-    linkage on the correlation of log-envelopes); the loudest groups come first."""
-    m = env.shape[1] - 1
-    if k >= m:
-        return [[i] for i in range(m)]
-    if k == 1:
-        return [list(range(m))]
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    logenv = np.log10(env[:, :-1] + 1e-10).T  # (M, frames)
-    if logenv.shape[1] < 2:
-        labels = np.minimum(np.arange(m), k - 1) + 1
-    else:
-        logenv = logenv - logenv.mean(1, keepdims=True)
-        norm = np.linalg.norm(logenv, axis=1, keepdims=True) + 1e-12
-        corr = np.clip((logenv / norm) @ (logenv / norm).T, -1, 1)
-        dist = 1.0 - corr[np.triu_indices(m, 1)]
-        labels = fcluster(linkage(dist, method="average"), t=k, criterion="maxclust")
-        if len(set(labels)) < k:  # degenerate (identical envelopes): fill groups in order
-            labels = np.minimum(np.arange(m), k - 1) + 1
-    groups = [[i for i in range(m) if labels[i] == g] for g in sorted(set(labels))]
-    energy = env[:, :-1].sum(0)
-    return sorted(groups, key=lambda g: -float(energy[g].sum()))
+def group_stems(stems: np.ndarray, k: int | str, rate: int = 16000, n_fft: int = 400) -> GroupingPlan:
+    """The grouping ``separate_file`` uses, for one (M, T) array of stems: a
+    :class:`~macs_cli.separation.grouping.GroupingPlan` (``render(stems, plan)`` gives the outputs)."""
+    return plan_grouping(statistics_of(stems, rate, n_fft), k)
 
 
 def output_rate(opts: SeparateOptions, info: AudioInfo, model_rate: int) -> int:
@@ -244,6 +227,7 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
             raw_paths = [tmp / f".raw_{i:02d}.wav" for i in range(m)]
             writers = [sf.SoundFile(str(p), "w", cfg.sample_rate, 1, subtype="FLOAT") for p in raw_paths]
             stats = _StemStats(m, cfg.sample_rate)
+            gstats = StemStatistics(m, cfg.sample_rate, cfg.n_fft) if opts.num_sources is not None else None
             window_fn = model_window_fn(model, opts.precision)
             ola = OverlapAdd(window_fn, window, overlap, opts.batch_size, opts.align)
             to_model = StreamResampler(info.sample_rate, cfg.sample_rate)
@@ -251,6 +235,8 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
             def sink(blocks):
                 for stems in blocks:
                     stats.add(stems)
+                    if gstats is not None:
+                        gstats.add(stems)
                     for w, s in zip(writers, stems):
                         w.write(s)
 
@@ -272,15 +258,27 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
             if silent_input:
                 warnings.warn(f"{path}: input is silent; the stems are silent", SilentInputWarning,
                               stacklevel=2)
-            groups = group_stems(env, opts.num_sources) if opts.num_sources else [[i] for i in range(m)]
+            plan = plan_grouping(gstats.finish(), opts.num_sources) if gstats is not None else \
+                GroupingPlan(np.eye(m), None, m, audible=list(range(m)))
+            groups = plan.hard_groups()
             mix_energy = stats.mix_sumsq / max(stats.count, 1)
-            group_rms = [float(np.sqrt(np.square(rms[g]).sum())) for g in groups]
-            # a group is active if any of its stems is
-            group_act = [float(activity[g].max()) for g in groups]
+            if plan.identity:
+                group_rms = [float(r) for r in rms]
+                group_act = [float(a) for a in activity]
+            else:   # merged outputs: measured while they are written (at the output rate)
+                group_rms, group_act, mix_energy = _write_merged(tmp, raw_paths, plan, path, info,
+                                                                 cfg.sample_rate, out_rate, opts, cfg.n_fft)
             active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
                       for a, r in zip(group_act, group_rms)]
-            keep = [i for i in range(len(groups)) if active[i] or not opts.drop_silent]
-            _write_outputs(tmp, raw_paths, groups, keep, path, info, cfg.sample_rate, out_rate, opts)
+            drop = opts.drop_silent or opts.num_sources == "auto"   # auto: silent outputs never count
+            keep = [i for i in range(len(groups)) if active[i] or not drop]
+            if plan.identity:
+                _write_outputs(tmp, raw_paths, groups, keep, path, info, cfg.sample_rate, out_rate, opts)
+            else:
+                for j, i in enumerate(keep):
+                    (tmp / f".out_{i:02d}.wav").rename(tmp / f"stem_{j:02d}.wav")
+                for i in range(len(groups)):
+                    (tmp / f".out_{i:02d}.wav").unlink(missing_ok=True)
             for p in raw_paths:
                 p.unlink(missing_ok=True)
             seconds = time.time() - t0
@@ -299,6 +297,7 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
                           "window_seconds": cfg.window_seconds},
                 "settings": {**asdict(opts), "device": str(next(model.parameters()).device),
                              "precision_used": getattr(window_fn, "precision", opts.precision)},
+                "grouping": plan.to_dict(),
                 "silent_input": bool(silent_input),
                 "stems": [],
                 "dropped": [],
@@ -307,7 +306,8 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
             }
             written = 0
             for gi, g in enumerate(groups):
-                entry = {"model_stems": g, "rms": group_rms[gi], "rms_db": _db(group_rms[gi] ** 2),
+                entry = {"model_stems": g, "stem_weights": np.round(plan.weights[:, gi], 4).tolist(),
+                         "rms": group_rms[gi], "rms_db": _db(group_rms[gi] ** 2),
                          "activity": group_act[gi], "active": bool(active[gi])}
                 if gi in keep:
                     entry = {"file": f"stem_{written:02d}.wav", "index": written, **entry}
@@ -378,5 +378,59 @@ def _write_outputs(tmp: Path, raw_paths: list[Path], groups: list[list[int]], ke
             r.close()
 
 
-__all__ = ["SeparateOptions", "separate_file", "group_stems", "stem_activity",
+def _write_merged(tmp: Path, raw_paths: list[Path], plan: GroupingPlan, source: Path, info: AudioInfo,
+                  model_rate: int, out_rate: int, opts: SeparateOptions,
+                  n_fft: int) -> tuple[list[float], list[float], float]:
+    """Second pass for ``--num-sources``: render the merged outputs (grouping.GroupRenderer) from
+    the raw stems into ``.out_XX.wav``, resampled and made to sum to the input as in
+    :func:`_write_outputs`; returns each output's RMS and activity and the mixture's mean square,
+    measured on what was written."""
+    import soundfile as sf
+
+    k = plan.weights.shape[1]
+    renderer = GroupRenderer(plan.weights, n_fft)
+    readers = [sf.SoundFile(str(p)) for p in raw_paths]
+    resampler = StreamResampler(model_rate, out_rate, channels=k)
+    reference = iter_blocks(source, block_frames=65536) if out_rate == info.sample_rate else None
+    ref_buf = np.zeros(0, dtype=np.float32)
+    expected = info.frames if out_rate == info.sample_rate else None
+    measured = _StemStats(k, out_rate)
+    written = 0
+    writers = [sf.SoundFile(str(tmp / f".out_{g:02d}.wav"), "w", out_rate, 1, subtype=opts.subtype)
+               for g in range(k)]
+    try:
+        while True:
+            raw = np.stack([r.read(65536, dtype="float32") for r in readers])
+            last = raw.shape[1] == 0
+            merged = renderer.finish() if last else renderer.push(raw)          # (k, n)
+            block = resampler(np.ascontiguousarray(merged.T), last=last)          # (n', k)
+            if expected is not None:
+                block = block[: max(0, expected - written)]
+                if last and written + block.shape[0] < expected:
+                    pad = np.zeros((expected - written - block.shape[0], k), dtype=np.float32)
+                    block = np.concatenate([block, pad])
+            if reference is not None and block.shape[0]:
+                while ref_buf.size < block.shape[0]:
+                    ref_buf = np.concatenate([ref_buf, next(reference)])
+                ref, ref_buf = ref_buf[: block.shape[0]], ref_buf[block.shape[0]:]
+                block = block + ((ref - block.sum(1)) / k)[:, None]
+            if block.shape[0]:
+                measured.add(np.ascontiguousarray(block.T))
+            for g in range(k):
+                writers[g].write(block[:, g])
+            written += block.shape[0]
+            if last:
+                break
+    finally:
+        for w in writers:
+            w.close()
+        for r in readers:
+            r.close()
+    env = measured.finish()
+    rms = np.sqrt(measured.sumsq / max(measured.count, 1))
+    return ([float(r) for r in rms], [float(a) for a in stem_activity(env)],
+            measured.mix_sumsq / max(measured.count, 1))
+
+
+__all__ = ["SeparateOptions", "separate_file", "group_stems", "plan_grouping", "stem_activity",
            "SilentInputWarning", "MacsError"]

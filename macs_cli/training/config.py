@@ -25,7 +25,11 @@ DEFAULTS: dict[str, Any] = {
     "train": {"steps": 1000, "epochs": 10, "seed": 0, "precision": "auto", "max_minutes": None,
               "exact_mixit": True, "init": None},
     "checkpoint": {"every": 200},
-    "validation": {"every": 200, "mixtures": 32, "sources": 2, "seed": 1234, "loop_prob": 0.0},
+    # held-out validation: "real" mixtures (every pair of sources overlapping, levels within 5 dB,
+    # steady sounds looped; data.real_eval_set) or the first, "sparse" set (sources placed at random,
+    # mostly not overlapping; loop_prob applies to it only). mixtures: in all, split over sources.
+    "validation": {"every": 200, "mixtures": 32, "sources": [2, 3], "seed": 1234, "mode": "real",
+                   "loop_prob": 0.0},
     "log": {"every": 10},
     # MACS's CLAP-space losses (macs_cli/training/clap_losses.py): with losses: true the objective
     # is (1 - alpha) mixit + alpha (align + rank), alpha = epoch / (epochs - 1)
@@ -231,14 +235,19 @@ def validate(cfg: dict[str, Any]) -> None:
     need(_pos_int(v["every"]), f"validation.every must be a positive integer (got {v['every']!r})")
     need(_integer(v["mixtures"]) and v["mixtures"] >= 0,
          f"validation.mixtures must be an integer >= 0 (0: no validation; got {v['mixtures']!r})")
-    need(_integer(v["sources"]) and v["sources"] in (2, 3, 4),
-         f"validation.sources must be 2, 3 or 4 (got {v['sources']!r})")
-    need(v["sources"] <= cfg["model"]["num_sources"],
+    counts = v["sources"] if isinstance(v["sources"], list) else [v["sources"]]
+    need(len(counts) > 0 and all(_integer(c) and c in (2, 3, 4) for c in counts),
+         f"validation.sources must be 2, 3 or 4, or a list of them (got {v['sources']!r})")
+    need(max(counts) <= cfg["model"]["num_sources"],
          f"validation.sources ({v['sources']}) must not exceed model.num_sources ({cfg['model']['num_sources']})")
+    need(v["mode"] in ("real", "sparse"), f"validation.mode must be real or sparse (got {v['mode']!r})")
     need(_integer(v["seed"]) and 0 <= v["seed"] < 2 ** 63,
          f"validation.seed must be a non-negative integer (got {v['seed']!r})")
     need(_number(v["loop_prob"]) and 0 <= v["loop_prob"] <= 1,
          f"validation.loop_prob must be in [0, 1] (got {v['loop_prob']!r})")
+    need(v["loop_prob"] == 0 or v["mode"] == "sparse",
+         "validation.loop_prob applies to validation.mode=sparse only (real-condition mixtures loop "
+         "steady sounds by their label)")
     validate_clap(cfg, need)
 
 

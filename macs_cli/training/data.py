@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -488,12 +489,13 @@ def synthesize(bank: ClipBank, batch_size: int, length: int, gen: torch.Generato
     return MixtureBatch(sources, groups, m1, m2, labels)
 
 
-def fixed_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, seed: int = 1234,
-                   repeats: tuple[int, int] = (1, 2), gain_db: tuple[float, float] = (-5.0, 5.0),
-                   loop_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic held-out mixtures: returns (mix (N, L), refs (N, S, L)), one clip per source,
-    never two clips of the same label in one mixture. ``loop_prob=1`` loops every clip through the
-    window, so all sources overlap all the time (the hardest case)."""
+def sparse_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, seed: int = 1234,
+                    repeats: tuple[int, int] = (1, 2), gain_db: tuple[float, float] = (-5.0, 5.0),
+                    loop_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first held-out set (kept for comparison): one clip per source placed 1-2 times at random
+    offsets, +-5 dB around unit RMS. With short clips most sources barely overlap, so it flatters a
+    separator. Returns (mix (N, L), refs (N, S, L)); never two clips of the same label in one
+    mixture. ``loop_prob=1`` loops every clip through the window."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     cpu = bank.to("cpu")
     mixes, refs = [], []
@@ -522,5 +524,191 @@ def fixed_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, se
     return torch.stack(mixes), torch.stack(refs)
 
 
-__all__ = ["ClipBank", "Clip", "DataError", "MixSpec", "synthesize", "fixed_eval_set", "load_clip_bank",
+# -- real-condition mixtures ------------------------------------------------------------------------
+# Words of a label that name a steady sound (a texture that runs on: rain, engines, crowds...). Such
+# clips loop through the whole window; the rest are placed once. Matched on the label's words, so
+# both this project's corpus labels (wind_rain_waves, vehicle_engine) and FSD50K's ("Rain",
+# "Engine", "Crowd") are recognised.
+STEADY_WORDS = frozenset([
+    "rain", "wind", "waves", "wave", "ocean", "surf", "water", "stream", "river", "waterfall",
+    "crowd", "chatter", "babble", "applause", "engine", "motor", "traffic", "machine", "machinery",
+    "fan", "hum", "fire", "crackle", "insect", "insects", "cricket", "bee", "buzz", "train",
+    "aircraft", "airplane", "helicopter", "drone", "vacuum", "hair dryer", "loop",
+])
+REAL_FRAME_SECONDS = 0.1      # activity frames of the real-condition set
+REAL_ACTIVE_DB = -20.0        # a source is active in a frame within 20 dB of its loudest frame
+REAL_MIN_OVERLAP_S = 1.0      # each pair overlaps >= min(1 s, half the shorter source's activity)
+REAL_LEVEL = 0.1              # RMS of a source over its active frames, before its +-level_db offset
+LOOP_FADE_SECONDS = 0.01      # cross-fade at the joins of a looped clip
+
+
+def is_steady(labels: list[str]) -> bool:
+    """Whether a clip's labels name a steady sound (:data:`STEADY_WORDS`)."""
+    for lab in labels:
+        words = [w for w in re.split(r"[^a-z]+", lab.lower()) if w]
+        if set(words) & STEADY_WORDS or " ".join(words) in STEADY_WORDS:
+            return True
+    return False
+
+
+def frame_activity(x: np.ndarray, frame: int, rel_db: float = REAL_ACTIVE_DB) -> np.ndarray:
+    """(..., T) -> (..., T // frame) booleans: frame power within ``rel_db`` of the loudest frame."""
+    n = x.shape[-1] // frame
+    power = np.square(x[..., : n * frame].reshape(*x.shape[:-1], n, frame), dtype=np.float64).mean(-1)
+    peak = power.max(-1, keepdims=True)
+    return (power > peak * 10 ** (rel_db / 10)) & (peak > 0)
+
+
+def pair_overlaps(active: np.ndarray, frame_seconds: float,
+                  min_overlap_s: float = REAL_MIN_OVERLAP_S) -> tuple[np.ndarray, np.ndarray]:
+    """For (S, F) activity: the overlap of every pair in frames (S, S), and the overlap each pair
+    needs, min(min_overlap_s, half the shorter source's active time), in frames (S, S)."""
+    a = active.astype(np.int64)
+    both = a @ a.T
+    dur = a.sum(1)
+    need = np.minimum(np.ceil(min_overlap_s / frame_seconds - 1e-9),
+                      np.ceil(0.5 * np.minimum(dur[:, None], dur[None, :]) - 1e-9))
+    return both, need
+
+
+def _loop(clip: np.ndarray, length: int, start: int, fade: int) -> np.ndarray:
+    """``clip`` repeated back to back (cross-faded over ``fade`` samples at each join) from
+    sample ``start`` of the loop, ``length`` samples."""
+    n = clip.size
+    fade = min(fade, n // 4)
+    if fade > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)).astype(np.float32)
+        period = n - fade
+        one = clip.copy()
+        one[:fade] = clip[:fade] * ramp + clip[n - fade:] * (1 - ramp)  # the join, folded in
+        one = one[:period]
+    else:
+        one = clip
+    reps = (start + length) // one.size + 2
+    return np.tile(one, reps)[start % one.size: start % one.size + length]
+
+
+def real_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, seed: int = 1234,
+                  level_db: float = 2.5, min_overlap_s: float = REAL_MIN_OVERLAP_S,
+                  return_info: bool = False):
+    """Deterministic held-out mixtures in real conditions: returns (mix (N, L), refs (N, S, L))
+    (and, with ``return_info``, one dict per mixture: clip indices, labels, steady flags, levels,
+    overlaps).
+
+    * each source is one clip of its own label (labels drawn uniformly, then a clip of the label);
+    * steady sounds (:func:`is_steady`: rain, engines, crowds, wind...) loop through the whole
+      window from a random point; other clips are placed once, longer ones cropped at random;
+    * every pair of sources overlaps by at least min(1 s, half the shorter source's active time)
+      (activity: 100 ms frames within 20 dB of the source's loudest frame): short clips are placed
+      around a shared time, and a draw that still misses is drawn again;
+    * each source's RMS over its active frames is 0.1 times a gain of +-``level_db`` dB, so any
+      two sources are within 2 x ``level_db`` dB of each other.
+    """
+    rng = np.random.default_rng(seed)
+    cpu = bank.to("cpu")
+    audio = cpu.audio.numpy()
+    starts, lengths = cpu.starts.numpy(), cpu.lengths.numpy()
+    rate = bank.sample_rate
+    frame = max(1, int(round(rate * REAL_FRAME_SECONDS)))
+    frame_s = frame / rate
+    fade = int(round(rate * LOOP_FADE_SECONDS))
+    keys: dict[str, list[int]] = {}
+    for i, labs in enumerate(cpu.labels):
+        keys.setdefault("|".join(labs) or f"#unlabelled{i}", []).append(i)  # unlabelled: its own key
+    names = sorted(keys)
+    if len(names) < num_sources:
+        raise DataError(f"cannot draw held-out mixtures of {num_sources} differently labelled clips from "
+                        f"{len(bank)} clip(s) with {len(names)} label(s)")
+    steady = {i: is_steady(labs) for i, labs in enumerate(cpu.labels)}
+    mixes, refs, infos = [], [], []
+    tries = 0
+    while len(mixes) < count:
+        tries += 1
+        if tries > 50 * count + 200:
+            raise DataError(f"cannot draw {count} held-out mixtures of {num_sources} overlapping sources from "
+                            f"{len(bank)} clip(s) (clips too short or too sparse?)")
+        picked = rng.choice(len(names), num_sources, replace=False)
+        clips = [int(rng.choice(keys[names[k]])) for k in picked]
+        # a shared time that every placed-once clip covers (in its middle half, at most 1 s around it)
+        anchor = rng.uniform(0.25, 0.75) * length
+        srcs, placement = [], []
+        for c in clips:
+            x = audio[starts[c]: starts[c] + lengths[c]]
+            n = x.size
+            if steady[c]:
+                start = int(rng.integers(0, n))
+                srcs.append(_loop(x, length, start, fade))
+                placement.append({"loop_start": start})
+            elif n >= length:
+                start = int(rng.integers(0, n - length + 1))
+                srcs.append(x[start: start + length].copy())
+                placement.append({"crop_start": start})
+            else:
+                h = min(0.5 * rate * min_overlap_s, n / 4)
+                lo = max(0, int(np.ceil(anchor + h - n)))
+                hi = min(length - n, int(np.floor(anchor - h)))
+                off = int(rng.integers(lo, hi + 1)) if hi >= lo else int(rng.integers(0, length - n + 1))
+                s = np.zeros(length, dtype=np.float32)
+                s[off: off + n] = x
+                srcs.append(s)
+                placement.append({"offset": off})
+        r = np.stack(srcs).astype(np.float32)
+        active = frame_activity(r, frame)
+        if not active.any(1).all():
+            continue
+        both, need = pair_overlaps(active, frame_s, min_overlap_s)
+        iu = np.triu_indices(num_sources, 1)
+        if np.any(both[iu] < need[iu]):
+            continue
+        act_rms = np.array([np.sqrt(np.mean(np.square(
+            s[: active.shape[1] * frame].reshape(-1, frame)[a], dtype=np.float64))) for s, a in zip(r, active)])
+        gains_db = rng.uniform(-level_db, level_db, num_sources)
+        r = r * (REAL_LEVEL * 10 ** (gains_db / 20) / np.maximum(act_rms, 1e-9))[:, None].astype(np.float32)
+        refs.append(torch.from_numpy(r))
+        mixes.append(torch.from_numpy(r.sum(0)))
+        if return_info:
+            infos.append({"clips": clips, "labels": [cpu.labels[c] for c in clips],
+                          "steady": [bool(steady[c]) for c in clips], "gain_db": gains_db.round(3).tolist(),
+                          "active_seconds": (active.sum(1) * frame_s).round(2).tolist(),
+                          "min_pair_overlap_seconds": float(both[iu].min() * frame_s),
+                          "placement": placement})
+    out = (torch.stack(mixes), torch.stack(refs))
+    return (*out, infos) if return_info else out
+
+
+EVAL_MODES = ("real", "sparse")
+
+
+def fixed_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, seed: int = 1234,
+                   mode: str = "real", loop_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic held-out mixtures (mix (N, L), refs (N, S, L)): ``mode="real"`` (the default)
+    is :func:`real_eval_set` (every pair of sources overlapping, levels within 5 dB, steady sounds
+    looped); ``"sparse"`` is the first set, :func:`sparse_eval_set`, whose sources mostly do not
+    overlap (``loop_prob`` applies to it only)."""
+    if mode == "real":
+        if loop_prob:
+            raise ConfigError("loop_prob applies to the sparse held-out set only (real-condition mixtures "
+                              "loop steady sounds by their label)")
+        return real_eval_set(bank, count, num_sources, length, seed=seed)
+    if mode == "sparse":
+        return sparse_eval_set(bank, count, num_sources, length, seed=seed, loop_prob=loop_prob)
+    raise ConfigError(f"held-out set mode must be one of {', '.join(EVAL_MODES)} (got {mode!r})")
+
+
+def validation_sets(bank: ClipBank, mixtures: int, sources, length: int, seed: int = 1234,
+                    mode: str = "real", loop_prob: float = 0.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The trainer's validation: ``mixtures`` in all, split evenly over the source counts in
+    ``sources`` (an int or a list), count S drawn with seed ``seed + S``; one (mix, refs) per count."""
+    counts = [sources] if isinstance(sources, int) else list(sources)
+    out = []
+    for i, s in enumerate(counts):
+        n = mixtures // len(counts) + (i < mixtures % len(counts))
+        if n:
+            out.append(fixed_eval_set(bank, n, int(s), length, seed=seed + int(s), mode=mode,
+                                      loop_prob=loop_prob))
+    return out
+
+
+__all__ = ["ClipBank", "Clip", "DataError", "MixSpec", "synthesize", "fixed_eval_set", "real_eval_set",
+           "sparse_eval_set", "validation_sets", "is_steady", "load_clip_bank",
            "data_kind", "list_clips", "AUDIO_SUFFIXES"]

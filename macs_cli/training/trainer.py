@@ -32,7 +32,7 @@ from ..separation.model import Separator
 from ..weights.separator import save_separator
 from ..weights.statecheck import describe_mismatch
 from .config import DEFAULTS, separator_config
-from .data import ClipBank, MixSpec, fixed_eval_set, load_clip_bank, synthesize
+from .data import ClipBank, MixSpec, load_clip_bank, synthesize, validation_sets
 from .losses import MixITLoss, MixtureBatch
 from .run import TrainingRun
 from .schedule import lr_factor, metric_rows, pyplot, save_png
@@ -47,20 +47,23 @@ class LossTerm:
     weight: Callable[[int, int], float] = lambda epoch, epochs: 1.0
 
 
-def evaluate(model: Separator, mixes: torch.Tensor, refs: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
-    """Mean SI-SDR improvement (dB) with the best grouping and the best one-to-one assignment."""
+def evaluate(model: Separator, mixes, refs: torch.Tensor | None = None, batch_size: int = 8) -> dict[str, float]:
+    """Mean SI-SDR improvement (dB) with the best grouping and the best one-to-one assignment, over
+    (mixes, refs), or over every mixture of a list of (mixes, refs) pairs (one per source count)."""
+    sets = [(mixes, refs)] if refs is not None else list(mixes)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     grouped, one, base = [], [], []
     with torch.inference_mode():
-        for i in range(0, len(mixes), batch_size):
-            m = mixes[i: i + batch_size].to(device)
-            r = refs[i: i + batch_size].to(device)
-            stems = model(m).float()
-            grouped.append(best_grouped_sisdr(stems, r)[0].cpu())
-            one.append(best_one_to_one_sisdr(stems, r)[0].cpu())
-            base.append(mixture_sisdr(m, r).cpu())
+        for mixes, refs in sets:
+            for i in range(0, len(mixes), batch_size):
+                m = mixes[i: i + batch_size].to(device)
+                r = refs[i: i + batch_size].to(device)
+                stems = model(m).float()
+                grouped.append(best_grouped_sisdr(stems, r)[0].cpu())
+                one.append(best_one_to_one_sisdr(stems, r)[0].cpu())
+                base.append(mixture_sisdr(m, r).cpu())
     model.train(was_training)
     g, o, b = torch.cat(grouped), torch.cat(one), torch.cat(base)
     return {"grouped": float((g - b).mean()), "one_to_one": float((o - b).mean()),
@@ -107,7 +110,7 @@ class Trainer(TrainingRun):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total, o["warmup"]))
         self.bank: ClipBank | None = None
-        self.val_set: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.val_set: list[tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _add_clap_terms(self) -> None:
         """Load the frozen CLAP encoder once and add the ``align`` and ``rank`` terms; MixIT's
@@ -168,9 +171,9 @@ class Trainer(TrainingRun):
                 held = load_clip_bank(d["heldout"] or d["train"], "heldout", sr, d["max_seconds"],
                                       d["kind"], d["max_clips"])
                 self._warn_skipped(held)
-                self.val_set = fixed_eval_set(held, v["mixtures"], v["sources"],
-                                              self.model_cfg.window_samples, seed=v["seed"],
-                                              loop_prob=v["loop_prob"])
+                self.val_set = validation_sets(held, v["mixtures"], v["sources"],
+                                               self.model_cfg.window_samples, seed=v["seed"],
+                                               mode=v["mode"], loop_prob=v["loop_prob"])
             except ConfigError as exc:
                 from rich.markup import escape
 
@@ -306,7 +309,8 @@ class Trainer(TrainingRun):
                     out_of_time = self.past(deadline)
                     if self.val_set is not None and (self.step % v["every"] == 0 or self.step == total
                                                      or out_of_time):
-                        val = evaluate(self.accel.unwrap_model(self.model), *self.val_set)
+                        sets = [self.val_set] if isinstance(self.val_set, tuple) else self.val_set
+                        val = evaluate(self.accel.unwrap_model(self.model), sets)
                         last_val = val
                     self.accel.wait_for_everyone()
                     if writer is not None and (self.step % self.cfg["log"]["every"] == 0 or val

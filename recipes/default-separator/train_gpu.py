@@ -124,12 +124,11 @@ def main() -> None:
     trainer = Trainer(cfg, Path(args.out), device=dev, progress=False)
     trainer.bank = bank
     trainer.load_data = lambda: None  # the bank is already on the GPU
-    from macs_cli.training.data import fixed_eval_set
+    from macs_cli.training.data import validation_sets
     held = load_clip_bank(args.corpus, "heldout", 16000, cfg["data"]["max_seconds"])
-    trainer.val_set = fixed_eval_set(held, cfg["validation"]["mixtures"], 2,
-                                     trainer.model_cfg.window_samples,
-                                     seed=cfg["validation"]["seed"],
-                                     loop_prob=cfg["validation"]["loop_prob"])
+    v = cfg["validation"]
+    trainer.val_set = validation_sets(held, v["mixtures"], v["sources"], trainer.model_cfg.window_samples,
+                                      seed=v["seed"], mode=v["mode"], loop_prob=v["loop_prob"])
     t0 = time.time()
     result = trainer.run()
     report.update(train_wall_s=time.time() - t0, final=result)

@@ -1,0 +1,480 @@
+"""Grouping the separator's stems into sources, and counting the sources: behind ``--num-sources``.
+
+The separator gives M stems (6 for the built-in model) and a sound usually lands on several of them.
+``--num-sources K`` merges them into K outputs, ``--num-sources auto`` estimates how many sources
+there are and merges to that. Everything here works on a stream: :class:`StemStatistics` takes the
+stitched stems window by window (as ``separate_file`` streams them to disk) and keeps compact
+statistics; :func:`plan_grouping` decides from them; :class:`GroupRenderer` then turns the raw
+stems, read back block by block, into the merged outputs.
+
+How (the parts, in order):
+
+1. **Clean stems.** The separator's masks are independent sigmoids and its mixture-consistency
+   step adds (mixture - sum of stems) / M to every stem, so where the masks sum to more than one
+   every stem carries a *negative* copy of the mixture. In each time-frequency bin the stem's signed
+   share of the mixture is m_i = Re(S_i X*) / |X|^2 (they sum to one); the clean share is
+   c_i = max(m_i, 0) / sum_j max(m_j, 0) (also summing to one). Statistics and merged outputs use
+   c_i X. (Measured on real-condition mixtures: features of the raw stems carry next to no
+   information about which stems share a source; those of the clean stems do.)
+2. **Statistics**, accumulated while streaming: for every stem, its clean power in 32 mel bands per
+   50 ms frame, and the M x M matrix of clean cross-power sum_tf c_i c_j |X|^2.
+3. **Pair scores.** For every pair of stems ten features (co-activation of their time-frequency
+   energy, cross-stem coherence, spectral similarity, correlation of their envelopes, of their
+   onsets, of their log spectrograms and of each band's envelope, the overlap of their active
+   frames, and their energy shares) go through a logistic model
+   that gives the log-odds that the two stems carry the same source (:data:`PAIR_MODEL`, fitted
+   by ``benchmarks/fit_grouping.py`` on mixtures of the training split only).
+4. **Partition.** The partition of the (audible) stems with the largest sum of within-group
+   log-odds: with exactly K groups for ``--num-sources K``; over any number of groups for ``auto``
+   (a pair goes together when its odds are better than even: that is the count estimate). Exhaustive
+   for M <= 8 (4,140 partitions of 8), greedy merging above.
+5. **Soft memberships.** Each stem then goes to the groups in proportion to exp(mean log-odds to
+   the group's other stems) (a stem that clearly belongs to one group goes there; an ambiguous one
+   is shared), so a wrong call costs less. The weights of a stem sum to one, so the outputs still
+   sum to the mixture.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+METHOD = "clean-stem pair model v1"
+BANDS = 32                # mel bands of the statistics
+POOL = 4                  # STFT hops per statistics frame (4 x 12.5 ms = 50 ms at the default STFT)
+MAX_FRAMES = 32768        # above this the frames are pooled in pairs (bounded memory on long files)
+AUDIBLE_SHARE = 1e-3      # a stem with less than 0.1 % (-30 dB) of the clean energy is silent
+TEMPERATURE = 1.0         # of the soft memberships (log-odds units)
+EXHAUSTIVE_MAX = 8        # partitions searched exhaustively up to this many stems
+
+FEATURES = ("tf", "xcoh", "spec", "env", "logtf", "bandcomod", "lminsh", "lmaxsh", "onset", "span")
+
+# Logistic model of "same source" from the standardised FEATURES: written by
+# benchmarks/fit_grouping.py (see there for the data: real-condition mixtures of the corpus's
+# *training* split, never the held-out split).
+PAIR_MODEL = {  # fitted by benchmarks/fit_grouping.py --seed 100 --mixtures 100 (training split)
+    "mean": [0.474581, 0.29684, 0.6837, 0.756073, 0.547106, 0.562711, -1.67753, -0.752922, 0.634003, 0.627896],
+    "scale": [0.305578, 0.298498, 0.24734, 0.346712, 0.407664, 0.392682, 0.844037, 0.482846, 0.325433, 0.278631],
+    "coef": [-0.0511221, 1.0172, 0.467653, -0.096583, -0.129611, -0.256781, -0.572422, 0.236145, 0.389009, 0.733618],
+    "intercept": -0.121582,
+}
+
+
+# -- the STFT used here: sqrt-Hann, hop n_fft / 2 (perfect reconstruction) ----------------------------
+def _window(n_fft: int) -> np.ndarray:
+    return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft))
+
+
+def clean_shares(spec: np.ndarray) -> np.ndarray:
+    """Clean time-frequency shares c (..., M, F) of stems with spectra ``spec`` (..., M, F): the
+    non-negative part of each stem's signed share of the mixture, renormalised to sum to one over
+    the stems (an equal split where no stem has a positive share)."""
+    mix = spec.sum(-2, keepdims=True)
+    power = mix.real ** 2 + mix.imag ** 2
+    signed = (spec.real * mix.real + spec.imag * mix.imag) / np.maximum(power, 1e-30)
+    pos = np.maximum(signed, 0.0)
+    total = pos.sum(-2, keepdims=True)
+    m = spec.shape[-2]
+    return np.where(total > 1e-12, pos / np.maximum(total, 1e-30), 1.0 / m)
+
+
+class _Framer:
+    """Cuts a (C, n) stream into frames of ``n_fft`` every ``n_fft // 2`` samples, with half a
+    frame of zeros in front, so that every sample is covered by exactly two frames."""
+
+    def __init__(self, channels: int, n_fft: int):
+        self.n_fft, self.hop = n_fft, n_fft // 2
+        self.buf = np.zeros((channels, self.hop), dtype=np.float64)
+        self.pushed = 0
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """(C, n) samples in -> (frames, C, n_fft) complete frames out."""
+        self.pushed += block.shape[1]
+        return self._cut(block)
+
+    def _cut(self, block: np.ndarray) -> np.ndarray:
+        self.buf = np.concatenate([self.buf, block.astype(np.float64, copy=False)], axis=1)
+        count = (self.buf.shape[1] - self.n_fft) // self.hop + 1 if self.buf.shape[1] >= self.n_fft else 0
+        if count <= 0:
+            return np.zeros((0, self.buf.shape[0], self.n_fft))
+        idx = np.arange(count)[:, None] * self.hop + np.arange(self.n_fft)[None, :]
+        frames = self.buf[:, idx].transpose(1, 0, 2)
+        self.buf = self.buf[:, count * self.hop:]
+        return frames
+
+    def finish(self) -> np.ndarray:
+        """The remaining frames (zero-padded) until every pushed sample is covered by two."""
+        padded = self.hop + self.pushed                 # samples so far, leading zeros included
+        last = (padded - 1) // self.hop                 # index of the last frame a sample needs
+        need = (last + 2) * self.hop                    # where that frame ends
+        consumed = padded - self.buf.shape[1]
+        return self._cut(np.zeros((self.buf.shape[0], need - consumed - self.buf.shape[1])))
+
+
+def mel_weights(n_fft: int, rate: int, bands: int = BANDS) -> np.ndarray:
+    """(bands, n_fft // 2 + 1) triangular mel filters; every bin's weights sum to one."""
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    imel = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = imel(np.linspace(0.0, mel(rate / 2.0), bands + 2))
+    w = np.zeros((bands, freqs.size))
+    for b in range(bands):
+        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
+        w[b] = np.clip(np.minimum((freqs - lo) / max(mid - lo, 1e-9), (hi - freqs) / max(hi - mid, 1e-9)), 0, None)
+    nearest = np.argmin(np.abs(freqs[None, :] - edges[1:-1, None]), axis=0)
+    empty = w.sum(0) == 0
+    w[nearest[empty], np.where(empty)[0]] = 1.0
+    return w / w.sum(0, keepdims=True)
+
+
+# -- 1-2. statistics while streaming ---------------------------------------------------------------
+class StemStatistics:
+    """Accumulates, from stitched (M, n) stem blocks at the model rate, each stem's clean power in
+    :data:`BANDS` mel bands per frame of :data:`POOL` STFT hops, and the clean cross-power matrix.
+    Memory is bounded: past :data:`MAX_FRAMES` frames, frames are pooled in pairs."""
+
+    def __init__(self, stems: int, rate: int, n_fft: int = 400):
+        self.m, self.rate, self.n_fft = stems, rate, n_fft
+        self._framer = _Framer(stems, n_fft)
+        self._win = _window(n_fft)
+        self._mel = mel_weights(n_fft, rate)
+        self.cross = np.zeros((stems, stems))
+        self._frames: list[np.ndarray] = []       # (frames, M, BANDS) float32
+        self._pending = np.zeros((0, stems, BANDS))  # hops not yet pooled
+        self.pool = POOL
+        self._count = 0
+
+    def add(self, stems: np.ndarray) -> None:
+        self._consume(self._framer.push(np.asarray(stems)))
+
+    def finish(self) -> "StemStatistics":
+        self._consume(self._framer.finish())
+        if self._pending.shape[0]:
+            self._append(self._pending.sum(0, keepdims=True))
+            self._pending = self._pending[:0]
+        return self
+
+    def _consume(self, frames: np.ndarray) -> None:
+        if not frames.shape[0]:
+            return
+        spec = np.fft.rfft(frames * self._win, axis=-1)          # (T, M, F)
+        c = clean_shares(spec)
+        mix = spec.sum(1)
+        power = mix.real ** 2 + mix.imag ** 2                      # (T, F)
+        cp = c * power[:, None, :]                                 # clean stem power (T, M, F)
+        m = self.m
+        self.cross += c.transpose(1, 0, 2).reshape(m, -1) @ cp.transpose(1, 0, 2).reshape(m, -1).T
+        band = cp @ self._mel.T                                    # (T, M, B)
+        data = np.concatenate([self._pending, band])
+        full = data.shape[0] // self.pool * self.pool
+        if full:
+            self._append(data[:full].reshape(-1, self.pool, self.m, BANDS).sum(1))
+        self._pending = data[full:]
+
+    def _append(self, frames: np.ndarray) -> None:
+        self._frames.append(frames.astype(np.float32))
+        self._count += frames.shape[0]
+        if self._count > MAX_FRAMES:   # pool pairs of frames: half the time resolution
+            allf = np.concatenate(self._frames)
+            even = allf.shape[0] // 2 * 2
+            pooled = allf[:even].reshape(-1, 2, self.m, BANDS).sum(1)
+            self._frames = [pooled] + ([allf[even:]] if even < allf.shape[0] else [])
+            self._count = sum(f.shape[0] for f in self._frames)
+            self.pool *= 2
+
+    @property
+    def band_power(self) -> np.ndarray:
+        """(frames, M, BANDS) clean power per frame and band."""
+        return np.concatenate(self._frames) if self._frames else np.zeros((0, self.m, BANDS), np.float32)
+
+    @property
+    def shares(self) -> np.ndarray:
+        """Each stem's share of the clean energy (sums to one; equal shares for silence)."""
+        e = np.clip(np.diag(self.cross), 0, None)
+        return e / e.sum() if e.sum() > 0 else np.full(self.m, 1.0 / self.m)
+
+
+def statistics_of(stems: np.ndarray, rate: int, n_fft: int = 400) -> StemStatistics:
+    """The statistics of one (M, T) array of stems (as if streamed in one block)."""
+    stats = StemStatistics(stems.shape[0], rate, n_fft)
+    stats.add(stems)
+    return stats.finish()
+
+
+# -- 3. pair features and scores -------------------------------------------------------------------
+def _corr_rows(x: np.ndarray) -> np.ndarray:
+    """Correlation matrix of the rows of x (K, N)."""
+    x = x - x.mean(1, keepdims=True)
+    x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-20)
+    return x @ x.T
+
+
+def pair_features(stats: StemStatistics) -> dict[str, np.ndarray]:
+    """Name -> (M, M) symmetric matrix of each pair feature (see the module docstring)."""
+    e = stats.band_power.astype(np.float64).transpose(1, 2, 0)       # (M, B, T)
+    m = stats.m
+    if e.shape[-1] == 0:
+        e = np.zeros((m, BANDS, 2))
+    floor = 1e-8 * max(float(e.sum(0).mean()), 1e-30)
+    env = np.log(e.sum(1) + floor * BANDS)                            # (M, T)
+    logtf = np.log(e + floor).reshape(m, -1)
+    spec = e.sum(2)
+    spec = spec / np.maximum(spec.sum(1, keepdims=True), 1e-30)
+    tfd = e.reshape(m, -1)
+    tfd = tfd / np.maximum(tfd.sum(1, keepdims=True), 1e-30)
+    logb = np.log(e + floor)                                          # (M, B, T)
+    bandc = np.mean([_corr_rows(logb[:, b]) for b in range(BANDS)], axis=0)
+    diag = np.sqrt(np.clip(np.diag(stats.cross), 1e-30, None))
+    sh = stats.shares
+    lo, hi = np.minimum.outer(sh, sh), np.maximum.outer(sh, sh)
+    onset = np.maximum(np.diff(env, axis=1), 0.0)
+    act = (env > env.max(1, keepdims=True) - np.log(100.0)).astype(float)
+    inter = act @ act.T
+    union = act.sum(1)[:, None] + act.sum(1)[None, :] - inter
+    return {"onset": _corr_rows(onset), "span": inter / np.maximum(union, 1.0),
+            "tf": np.sqrt(tfd) @ np.sqrt(tfd).T, "xcoh": stats.cross / np.outer(diag, diag),
+            "spec": np.sqrt(spec) @ np.sqrt(spec).T, "env": _corr_rows(env), "logtf": _corr_rows(logtf),
+            "bandcomod": bandc, "lminsh": np.log10(lo + 1e-4), "lmaxsh": np.log10(hi + 1e-4)}
+
+
+def feature_rows(feats: dict[str, np.ndarray]) -> np.ndarray:
+    """(pairs, len(FEATURES)) for the pairs i < j, in np.triu_indices order."""
+    m = next(iter(feats.values())).shape[0]
+    iu = np.triu_indices(m, 1)
+    return np.stack([feats[k][iu] for k in FEATURES], axis=1)
+
+
+def pair_logits(stats: StemStatistics, model: dict | None = None) -> np.ndarray:
+    """(M, M) log-odds that stems i and j carry the same source (0 on the diagonal)."""
+    model = model or PAIR_MODEL
+    rows = feature_rows(pair_features(stats))
+    z = (rows - np.asarray(model["mean"])) / np.asarray(model["scale"])
+    logit = z @ np.asarray(model["coef"]) + float(model["intercept"])
+    out = np.zeros((stats.m, stats.m))
+    out[np.triu_indices(stats.m, 1)] = logit
+    return out + out.T
+
+
+# -- 4. partitions -----------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def set_partitions(n: int) -> np.ndarray:
+    """Every partition of n items as restricted growth strings, (Bell(n), n)."""
+    out: list[tuple[int, ...]] = []
+
+    def rec(prefix: list[int], top: int) -> None:
+        if len(prefix) == n:
+            out.append(tuple(prefix))
+            return
+        for g in range(top + 2):
+            rec(prefix + [g], max(top, g))
+
+    if n == 0:
+        return np.zeros((1, 0), dtype=np.int64)
+    rec([0], 0)
+    return np.array(out, dtype=np.int64)
+
+
+def best_partition(logits: np.ndarray, k: int | None) -> np.ndarray:
+    """Labels (n,) of the partition maximising the sum of within-group log-odds: exactly ``k``
+    groups, or any number if ``k`` is None."""
+    n = logits.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k is not None and k >= n:
+        return np.arange(n)
+    if n <= EXHAUSTIVE_MAX:
+        parts = set_partitions(n)
+        iu = np.triu_indices(n, 1)
+        same = parts[:, iu[0]] == parts[:, iu[1]]
+        score = same @ logits[iu]
+        if k is not None:
+            score = np.where(parts.max(1) + 1 == k, score, -np.inf)
+        return parts[int(np.argmax(score))].copy()
+    # greedy: merge the two groups with the largest total between-group log-odds
+    groups = [[i] for i in range(n)]
+    while len(groups) > (k or 1):
+        best, pair = -np.inf, None
+        for a, b in itertools.combinations(range(len(groups)), 2):
+            gain = logits[np.ix_(groups[a], groups[b])].sum()
+            if gain > best:
+                best, pair = gain, (a, b)
+        if k is None and best <= 0:
+            break
+        a, b = pair
+        groups[a] = groups[a] + groups[b]
+        del groups[b]
+    labels = np.zeros(n, dtype=np.int64)
+    for g, members in enumerate(groups):
+        labels[members] = g
+    return labels
+
+
+def soft_memberships(logits: np.ndarray, labels: np.ndarray, k: int,
+                     temperature: float = TEMPERATURE) -> np.ndarray:
+    """(M, k) weights: stem i's affinity to group g is its mean log-odds with the group's other
+    stems (0 for its own group when it is alone there); weights = softmax(affinity / temperature)
+    over the groups, so every stem's weights sum to one."""
+    m = logits.shape[0]
+    aff = np.full((m, k), -10.0)
+    for i in range(m):
+        for g in range(k):
+            members = [j for j in range(m) if labels[j] == g and j != i]
+            if members:
+                aff[i, g] = logits[i, members].mean()
+            elif labels[i] == g:
+                aff[i, g] = 0.0
+    if temperature <= 0:
+        return np.eye(k)[labels]
+    z = aff / temperature
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+@dataclass
+class GroupingPlan:
+    """How M stems become the outputs: ``weights`` (M, K), every row summing to one."""
+
+    weights: np.ndarray
+    requested: int | str | None       # K, "auto" or None (no merging)
+    estimated: int                    # the number of outputs
+    method: str = METHOD
+    audible: list[int] = field(default_factory=list)
+
+    @property
+    def identity(self) -> bool:
+        w = self.weights
+        return w.shape[0] == w.shape[1] and np.array_equal(w, np.eye(w.shape[0]))
+
+    def hard_groups(self) -> list[list[int]]:
+        """Per output, the stems whose largest weight is on it."""
+        top = self.weights.argmax(1)
+        return [[int(i) for i in np.where(top == g)[0]] for g in range(self.weights.shape[1])]
+
+    def to_dict(self) -> dict:
+        return {"method": self.method if self.requested is not None else "none",
+                "requested": self.requested, "estimated_sources": int(self.estimated),
+                "audible_stems": [int(i) for i in self.audible],
+                "weights": np.round(self.weights, 4).tolist()}
+
+
+def plan_grouping(stats: StemStatistics, num_sources: int | str | None,
+                  model: dict | None = None) -> GroupingPlan:
+    """Decide the outputs: ``None`` keeps every stem, an int K merges to K, ``"auto"`` estimates
+    the number of sources (silent stems never count as one) and merges to it."""
+    m = stats.m
+    if num_sources is None:
+        return GroupingPlan(np.eye(m), None, m, audible=list(range(m)))
+    if num_sources != "auto" and int(num_sources) >= m:
+        return GroupingPlan(np.eye(m), int(num_sources), m, audible=list(range(m)))
+    shares = stats.shares
+    silent = float(np.clip(np.diag(stats.cross), 0, None).sum()) <= 1e-20
+    audible = [] if silent else [i for i in range(m) if shares[i] >= AUDIBLE_SHARE]
+    logits = pair_logits(stats, model)
+    if num_sources == "auto":
+        if not audible:                      # a silent input: one (silent) output
+            return GroupingPlan(np.ones((m, 1)), "auto", 1, audible=[])
+        sub = best_partition(logits[np.ix_(audible, audible)], None)
+        k = int(sub.max()) + 1
+    else:
+        k = int(num_sources)
+        if len(audible) < k:                 # too few audible stems: group them all
+            audible = list(range(m))
+        sub = best_partition(logits[np.ix_(audible, audible)], k)
+    labels = np.full(m, -1)
+    labels[audible] = sub
+    weights = soft_memberships(logits, _attach(labels, logits, k), k)
+    order = np.argsort(-(weights * shares[:, None]).sum(0), kind="stable")   # loudest output first
+    return GroupingPlan(weights[:, order], num_sources, k, audible=audible)
+
+
+def _attach(labels: np.ndarray, logits: np.ndarray, k: int) -> np.ndarray:
+    """Give each unlabelled (silent) stem the group it has the largest mean log-odds with."""
+    labels = labels.copy()
+    known = labels >= 0
+    for i in np.where(~known)[0]:
+        scores = [logits[i, known & (labels == g)].mean() if (known & (labels == g)).any() else -np.inf
+                  for g in range(k)]
+        labels[i] = int(np.argmax(scores))
+    return labels
+
+
+# -- merged outputs ------------------------------------------------------------------------------------
+class GroupRenderer:
+    """Raw (M, n) stem blocks in (model rate), (K, n) merged outputs out: output g is the inverse
+    STFT of sum_i w_ig c_i X (clean shares c, mixture X). The outputs sum to the sum of the stems
+    (the mixture) up to float rounding. Output lags input by up to one frame; :meth:`finish` flushes."""
+
+    def __init__(self, weights: np.ndarray, n_fft: int = 400):
+        self.w = np.asarray(weights, dtype=np.float64)          # (M, K)
+        self.n_fft, self.hop = n_fft, n_fft // 2
+        self._framer = _Framer(self.w.shape[0], n_fft)
+        self._win = _window(n_fft)
+        self._carry = np.zeros((self.w.shape[1], n_fft // 2))    # second half of the last frame
+        self._skip = self.hop                                     # the framer's leading zeros
+        self._emitted = 0
+
+    def _render(self, frames: np.ndarray) -> np.ndarray:
+        if not frames.shape[0]:
+            return np.zeros((self.w.shape[1], 0))
+        spec = np.fft.rfft(frames * self._win, axis=-1)            # (T, M, F)
+        c = clean_shares(spec)
+        mix = spec.sum(1)                                          # (T, F)
+        out_spec = np.einsum("tmf,mk->tkf", c, self.w) * mix[:, None, :]
+        y = np.fft.irfft(out_spec, n=self.n_fft, axis=-1) * self._win   # (T, K, n_fft)
+        h = self.hop
+        # frames overlap by half: hop i = first half of frame i + second half of frame i - 1
+        second = np.concatenate([self._carry[None], y[:-1, :, h:]])   # (T, K, hop)
+        seg = y[:, :, :h] + second
+        self._carry = y[-1, :, h:].copy()
+        return seg.transpose(1, 0, 2).reshape(y.shape[1], -1)
+
+    def _emit(self, block: np.ndarray, limit: int | None = None) -> np.ndarray:
+        if self._skip:
+            cut = min(self._skip, block.shape[1])
+            block, self._skip = block[:, cut:], self._skip - cut
+        if limit is not None:
+            block = block[:, : max(0, limit - self._emitted)]
+        self._emitted += block.shape[1]
+        return block.astype(np.float32)
+
+    def push(self, stems: np.ndarray) -> np.ndarray:
+        return self._emit(self._render(self._framer.push(np.asarray(stems))))
+
+    def finish(self) -> np.ndarray:
+        total = self._framer.pushed
+        return self._emit(self._render(self._framer.finish()), limit=total)
+
+
+def render(stems: np.ndarray, plan: GroupingPlan, n_fft: int = 400) -> np.ndarray:
+    """The merged outputs (K, T) of one (M, T) array of stems (as if streamed in one block)."""
+    if plan.identity:
+        return np.asarray(stems, dtype=np.float32)
+    r = GroupRenderer(plan.weights, n_fft)
+    return np.concatenate([r.push(stems), r.finish()], axis=1)
+
+
+def parse_num_sources(value: str | int | None) -> int | str | None:
+    """``--num-sources`` text -> a positive int, ``"auto"`` or None; a ValueError otherwise."""
+    if value is None or isinstance(value, int):
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be a positive integer or 'auto' (got {value})")
+        return value
+    v = str(value).strip().lower()
+    if v == "auto":
+        return "auto"
+    try:
+        k = int(v)
+    except ValueError:
+        raise ValueError(f"must be a positive integer or 'auto' (got {value!r})") from None
+    if k < 1 or not math.isfinite(k):
+        raise ValueError(f"must be a positive integer or 'auto' (got {value!r})")
+    return k
+
+
+__all__ = ["METHOD", "StemStatistics", "statistics_of", "pair_features", "pair_logits", "best_partition",
+           "soft_memberships", "plan_grouping", "GroupingPlan", "GroupRenderer", "render", "clean_shares",
+           "set_partitions", "parse_num_sources", "PAIR_MODEL", "FEATURES"]

@@ -1,0 +1,240 @@
+"""Grouping and counting of stems (macs_cli/separation/grouping.py) on synthetic stems whose true
+grouping is known, the streaming pieces against their one-shot versions, and the real-condition
+held-out mixtures (macs_cli/training/data.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from macs_cli.evaluation.sisdr import matched_sisdr, si_sdr
+from macs_cli.separation import grouping as G
+from macs_cli.training.data import (ClipBank, DataError, fixed_eval_set, frame_activity, is_steady,
+                                    pair_overlaps, real_eval_set, validation_sets)
+
+RATE = 16000
+
+
+def _source(kind: str, rng: np.random.Generator, n: int = RATE * 4) -> np.ndarray:
+    """Three sounds that differ in spectrum and in time: a tremolo harmonic tone (0.5-2.5 s),
+    noise bursts (1.5-3.8 s) and a rising chirp (0.2-1.8 s and 2.6-3.4 s)."""
+    t = np.arange(n) / RATE
+    if kind == "tone":
+        x = sum(np.sin(2 * np.pi * 220 * h * t) / h for h in range(1, 12)) * (1 + 0.8 * np.sin(2 * np.pi * 4 * t))
+        on = (t > 0.5) & (t < 2.5)
+    elif kind == "noise":
+        x = rng.standard_normal(n)
+        on = (t > 1.5) & (t < 3.8) & ((t % 0.3) < 0.12)
+    else:
+        x = np.sin(2 * np.pi * (300 + 800 * t) * t)
+        on = ((t > 0.2) & (t < 1.8)) | ((t > 2.6) & (t < 3.4))
+    y = x * on
+    return (0.1 * y / np.sqrt(np.mean(y ** 2))).astype(np.float32)
+
+
+def _stems(layout: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Sources split over stems the way a MixIT separator spreads a sound: each stem holds a
+    random share of the source (a soft split). Returns (stems (M, T), sources (S, T), truth)."""
+    rng = np.random.default_rng(seed)
+    kinds = ["tone", "noise", "chirp"]
+    sources = [_source(k, rng) for k in kinds[: len(layout)]]
+    stems, truth = [], []
+    for si, (s, parts) in enumerate(zip(sources, layout)):
+        w = rng.dirichlet(np.full(parts, 2.0))
+        stems += [s * wk for wk in w]
+        truth += [si] * parts
+    return np.stack(stems).astype(np.float32), np.stack(sources), truth
+
+
+def _same_partition(groups: list[list[int]], truth: list[int]) -> bool:
+    want = sorted(sorted(i for i, t in enumerate(truth) if t == g) for g in set(truth))
+    return sorted(sorted(g) for g in groups) == want
+
+
+@pytest.mark.parametrize("layout", [[3, 3], [4, 2], [2, 2, 2], [3, 2, 1], [1, 2, 3]])
+def test_known_grouping_is_found_with_k_and_auto(layout):
+    stems, sources, truth = _stems(layout, seed=len(layout) * 10 + layout[0])
+    stats = G.statistics_of(stems, RATE)
+    for request in (len(layout), "auto"):
+        plan = G.plan_grouping(stats, request)
+        assert plan.estimated == len(layout), (request, plan.hard_groups())
+        assert _same_partition(plan.hard_groups(), truth), (request, plan.hard_groups(), truth)
+        assert np.allclose(plan.weights.sum(1), 1.0)
+        out = G.render(stems, plan)
+        assert out.shape == (len(layout), stems.shape[1])
+        assert np.abs(out.sum(0) - stems.sum(0)).max() < 1e-5      # outputs sum to the mixture
+        # every source comes back well: > 15 dB SI-SDR (the mixture: 0 dB or less)
+        score = matched_sisdr(torch.from_numpy(out), torch.from_numpy(sources))
+        assert score > 15.0, score
+    # the old merge (loudness envelopes) is not what runs: record of the method
+    assert G.plan_grouping(stats, "auto").to_dict()["method"] == G.METHOD
+
+
+def test_auto_counts_one_to_three_sources_and_ignores_silent_stems():
+    for layout in ([6], [3, 3], [2, 2, 2]):
+        stems, _, truth = _stems(layout, seed=7)
+        assert G.plan_grouping(G.statistics_of(stems, RATE), "auto").estimated == len(layout)
+    # two silent stems next to four stems of two sources: still two sources, and the silent
+    # stems get weights like any other (nothing is lost: outputs still sum to the mixture)
+    stems, _, _ = _stems([2, 2], seed=3)
+    stems = np.concatenate([stems, np.zeros((2, stems.shape[1]), np.float32)])
+    plan = G.plan_grouping(G.statistics_of(stems, RATE), "auto")
+    assert plan.estimated == 2 and plan.audible == [0, 1, 2, 3]
+    assert np.abs(G.render(stems, plan).sum(0) - stems.sum(0)).max() < 1e-5
+    # a silent input is one (silent) output
+    silent = np.zeros((6, RATE), np.float32)
+    plan = G.plan_grouping(G.statistics_of(silent, RATE), "auto")
+    assert plan.estimated == 1 and not G.render(silent, plan).any()
+
+
+def test_no_merge_and_k_at_least_m_keep_every_stem():
+    stems, _, _ = _stems([3, 3])
+    stats = G.statistics_of(stems, RATE)
+    for request in (None, 6):
+        plan = G.plan_grouping(stats, request)
+        assert plan.identity and plan.hard_groups() == [[i] for i in range(6)]
+        assert np.array_equal(G.render(stems, plan), stems)
+
+
+def test_best_partition_exhaustive_and_greedy_agree_on_blocks():
+    rng = np.random.default_rng(0)
+    for n, truth in [(6, [0, 0, 1, 1, 1, 2]), (10, [0, 1, 0, 2, 1, 1, 0, 2, 2, 0])]:
+        t = np.array(truth)
+        logits = np.where(t[:, None] == t[None, :], 2.0, -2.0) + 0.3 * rng.standard_normal((n, n))
+        logits = (logits + logits.T) / 2
+        np.fill_diagonal(logits, 0)
+        for k in (None, 3):
+            lab = G.best_partition(logits, k)
+            assert len(set(lab)) == 3
+            assert all((lab[i] == lab[j]) == (t[i] == t[j]) for i in range(n) for j in range(n))
+        assert len(set(G.best_partition(logits, 2))) == 2 and len(set(G.best_partition(logits, 5))) == 5
+    assert G.set_partitions(6).shape == (203, 6)          # Bell(6)
+    lab = G.best_partition(np.zeros((4, 4)), 2)
+    lab[:] = 7                                             # callers get a copy, not the cached table
+    assert G.set_partitions(4).max() <= 3
+
+
+def test_streaming_statistics_and_rendering_match_one_shot():
+    stems, _, _ = _stems([3, 3], seed=5)
+    one = G.statistics_of(stems, RATE)
+    streamed = G.StemStatistics(6, RATE)
+    rng = np.random.default_rng(1)
+    pos = 0
+    while pos < stems.shape[1]:
+        step = int(rng.integers(1, 5000))
+        streamed.add(stems[:, pos: pos + step])
+        pos += step
+    streamed.finish()
+    assert np.allclose(streamed.cross, one.cross, rtol=1e-6)
+    assert np.allclose(streamed.band_power, one.band_power, rtol=1e-5, atol=1e-12)
+    plan = G.plan_grouping(one, 2)
+    r = G.GroupRenderer(plan.weights)
+    parts, pos = [], 0
+    while pos < stems.shape[1]:
+        step = int(rng.integers(1, 7000))
+        parts.append(r.push(stems[:, pos: pos + step]))
+        pos += step
+    parts.append(r.finish())
+    assert np.allclose(np.concatenate(parts, axis=1), G.render(stems, plan), atol=1e-6)
+    for n in (1, 199, 200, 401):                           # short inputs keep their length
+        assert G.render(stems[:, :n], plan).shape == (2, n)
+
+
+def test_long_inputs_keep_bounded_statistics(monkeypatch):
+    monkeypatch.setattr(G, "MAX_FRAMES", 50)
+    stats = G.StemStatistics(2, RATE)
+    x = np.random.default_rng(0).standard_normal((2, RATE * 10)).astype(np.float32)
+    for i in range(0, x.shape[1], 4000):
+        stats.add(x[:, i: i + 4000])
+    stats.finish()
+    assert stats.band_power.shape[0] <= 50 and stats.pool > G.POOL
+    # total energy is kept by pooling
+    assert np.isclose(stats.band_power.sum(), G.statistics_of(x, RATE).band_power.sum(), rtol=1e-5)
+
+
+def test_clean_shares_are_a_partition_of_one():
+    rng = np.random.default_rng(0)
+    spec = rng.standard_normal((5, 6, 9)) + 1j * rng.standard_normal((5, 6, 9))
+    c = G.clean_shares(spec)
+    assert (c >= 0).all() and np.allclose(c.sum(1), 1.0)
+    spec[:, :, 0] = 0                                      # a silent bin: an equal split
+    assert np.allclose(G.clean_shares(spec)[:, :, 0], 1 / 6)
+
+
+@pytest.mark.parametrize("text,want", [("auto", "auto"), (" AUTO ", "auto"), ("3", 3), ("1", 1), (None, None)])
+def test_parse_num_sources_accepts(text, want):
+    assert G.parse_num_sources(text) == want
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "two", "2.5", "", "auto3"])
+def test_parse_num_sources_rejects(text):
+    with pytest.raises(ValueError, match="positive integer or 'auto'"):
+        G.parse_num_sources(text)
+
+
+def test_matched_sisdr_with_fewer_estimates_than_references():
+    rng = np.random.default_rng(0)
+    refs = torch.from_numpy(rng.standard_normal((3, 4000)))
+    noisy = refs[2] + 0.1 * torch.from_numpy(rng.standard_normal(4000))
+    est = torch.stack([refs[0] + refs[1], noisy])          # two outputs, three sources
+    both = matched_sisdr(est, refs)
+    alone = float(si_sdr(noisy, refs[2]))
+    shared = float(si_sdr(refs[0] + refs[1], refs[0]) + si_sdr(refs[0] + refs[1], refs[1]))
+    assert abs(both - (shared + alone) / 3) < 1e-6
+    assert matched_sisdr(torch.cat([est, refs[:1]]), refs) > both
+
+
+# -- real-condition held-out mixtures ----------------------------------------------------------------
+def _bank(rate: int = 4000) -> ClipBank:
+    rng = np.random.default_rng(0)
+    clips, labels = [], []
+    for i, lab in enumerate(["dog", "bell", "rain", "speech", "engine", "piano", "door", "bird"]):
+        for k in range(3):
+            n = int(rate * rng.uniform(0.3, 2.5))
+            t = np.arange(n) / rate
+            x = np.sin(2 * np.pi * (150 + 60 * i) * t) * np.exp(-2 * t) * rng.uniform(0.05, 1.0)
+            clips.append((x + 0.01 * rng.standard_normal(n)).astype(np.float32))
+            labels.append([lab])
+    return ClipBank.from_arrays(clips, labels, rate)
+
+
+def test_real_eval_set_overlap_levels_loops_and_determinism():
+    bank = _bank()
+    rate, length = bank.sample_rate, 4000 * 8
+    for s in (2, 3, 4):
+        mix, refs, info = real_eval_set(bank, 12, s, length, seed=s, level_db=2.5, return_info=True)
+        assert mix.shape == (12, length) and refs.shape == (12, s, length)
+        assert torch.allclose(mix, refs.sum(1), atol=1e-6)
+        frame = int(rate * 0.1)
+        for r, meta in zip(refs.numpy(), info):
+            assert len({tuple(lab) for lab in meta["labels"]}) == s           # one label per source
+            active = frame_activity(r, frame)
+            both, need = pair_overlaps(active, 0.1)
+            iu = np.triu_indices(s, 1)
+            assert (both[iu] >= need[iu]).all()                               # every pair overlaps
+            level = [10 * np.log10(np.mean(np.square(x[: active.shape[1] * frame].reshape(-1, frame)[a])))
+                     for x, a in zip(r, active)]
+            assert max(level) - min(level) <= 5.0 + 1e-6                     # within 2 x 2.5 dB
+            for x, a, steady in zip(r, active, meta["steady"]):
+                if steady:                                                    # rain, engine loop
+                    assert np.abs(x).reshape(-1, frame).max(1).min() > 0
+    again = real_eval_set(bank, 12, 3, length, seed=3)
+    assert torch.equal(again[0], real_eval_set(bank, 12, 3, length, seed=3)[0])
+    assert not torch.equal(again[0], real_eval_set(bank, 12, 3, length, seed=4)[0])
+    with pytest.raises(DataError, match="differently labelled"):
+        real_eval_set(_bank(), 2, 9, length)
+
+
+def test_steady_labels_and_eval_modes():
+    assert is_steady(["wind_rain_waves"]) and is_steady(["Rain"]) and is_steady(["vehicle_engine"])
+    assert is_steady(["drum_loop"]) and is_steady(["Crowd"])
+    assert not is_steady(["woodwind"]) and not is_steady(["sea_mammal"]) and not is_steady(["dog"])
+    bank = _bank()
+    sparse = fixed_eval_set(bank, 4, 2, 8000, mode="sparse", loop_prob=0.5)
+    real = fixed_eval_set(bank, 4, 2, 8000)
+    assert sparse[0].shape == real[0].shape == (4, 8000)
+    with pytest.raises(Exception, match="sparse"):
+        fixed_eval_set(bank, 4, 2, 8000, loop_prob=0.5)
+    sets = validation_sets(bank, 7, [2, 3, 4], 8000)
+    assert [r.shape[:2] for _, r in sets] == [(3, 2), (2, 3), (2, 4)]
