@@ -43,21 +43,9 @@ def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 # -- tokenizers -----------------------------------------------------------------------------------
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
-def looks_like_path(text: str) -> bool:
-    """True for a filesystem path (absolute, ``./``, ``../``, ``~``), False for a hub id like ``org/name``."""
-    return Path(text).expanduser().is_absolute() or text.startswith((".", "~"))
-
-
-def missing_hub_files_message(what: str, repo: str, files: str, flag: str) -> str:
-    """One line: ``what`` is not cached, and the three ways to get it."""
-    command = f"hf download {repo} {files}".strip()
-    return (f"{what} is not in the Hugging Face cache: run once with network access (downloads "
-            f"allowed), or `{command}`, or pass {flag}")
+from ..weights.hub import first_line as _first_line  # noqa: E402
+from ..weights.hub import looks_like_path  # noqa: E402
+from ..weights.hub import not_cached_message as missing_hub_files_message  # noqa: E402
 
 
 def check_tokenizer(tok: Any, vocab_rows: int, source: str) -> Any:

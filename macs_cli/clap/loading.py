@@ -30,8 +30,9 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
-from .encoders import (ROBERTA, ClapEncoder, HFClapEncoder, LaionClapEncoder, _first_line,
-                       looks_like_path, missing_hub_files_message)
+from ..weights.hub import first_line as _first_line
+from ..weights.hub import looks_like_path
+from .encoders import ROBERTA, ClapEncoder, HFClapEncoder, LaionClapEncoder
 
 DEFAULT_REPO = "lukewys/laion_clap"
 DEFAULT_FILE = "630k-audioset-best.pt"
@@ -83,15 +84,10 @@ def extract_laion_state(obj: Any, source: str = "checkpoint") -> tuple[dict[str,
 # -- the laion-clap backend -----------------------------------------------------------------------
 def default_checkpoint(allow_download: bool = False, cache_dir: str | os.PathLike | None = None) -> Path:
     """``630k-audioset-best.pt`` from the Hugging Face cache (or the hub, if allowed)."""
-    from huggingface_hub import hf_hub_download
+    from ..weights.hub import hub_file
 
-    try:
-        return Path(hf_hub_download(DEFAULT_REPO, DEFAULT_FILE, local_files_only=not allow_download,
-                                    cache_dir=None if cache_dir is None else str(cache_dir)))
-    except Exception as exc:
-        what = f"laion-clap checkpoint {DEFAULT_FILE} ({DEFAULT_REPO})"
-        raise ModelError(f"{missing_hub_files_message(what, DEFAULT_REPO, DEFAULT_FILE, CLI_FLAG)} "
-                         f"({type(exc).__name__})") from None
+    return hub_file(DEFAULT_REPO, DEFAULT_FILE, f"laion-clap checkpoint {DEFAULT_FILE} ({DEFAULT_REPO})",
+                    CLI_FLAG, allow_download, cache_dir)
 
 
 def load_laion_checkpoint(path: Path, tokenizer: Any = None, allow_download: bool = False,
@@ -150,16 +146,12 @@ def load_hf_clap(src: str | os.PathLike, allow_download: bool = False,
     elif looks_like_path(src):
         raise ModelError(f"{src}: no such folder")
     else:
-        from huggingface_hub import hf_hub_download
+        from ..weights.hub import hub_file
 
         kw = {"local_files_only": not allow_download,
               "cache_dir": None if cache_dir is None else str(cache_dir)}
-        try:
-            config = hf_hub_download(src, "config.json", **kw)
-        except Exception as exc:
-            raise ModelError(f"{missing_hub_files_message(f'CLAP model {src!r}', src, '', CLI_FLAG)} "
-                             f"({type(exc).__name__})") from None
-        _check_clap_config(Path(config), src)
+        config = hub_file(src, "config.json", f"CLAP model {src!r}", CLI_FLAG, allow_download, cache_dir)
+        _check_clap_config(config, src)
         where = src
     from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 

@@ -12,6 +12,7 @@ from . import rank as _rank
 from . import separate as _separate
 from . import train_gen as _train_gen
 from . import train_sep as _train_sep
+from . import weights as _weights
 from .common import Terminated, exit_cleanly_on_sigterm, say_error
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.command("generate", no_args_is_help=True)(_generate.generate)
 app.command("train-sep", no_args_is_help=True)(_train_sep.train_sep)
 app.command("train-gen", no_args_is_help=True)(_train_gen.train_gen)
 app.command("eval", no_args_is_help=True)(_eval.evaluate)
+app.command("weights")(_weights.weights)
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import ConfigError, ModelError
+from ..weights.hub import first_line as _first_line
+from ..weights.hub import hub_repo_cached, looks_like_path, not_cached_message
 
 SD_V14 = "CompVis/stable-diffusion-v1-4"
 SD_V15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -31,15 +33,9 @@ HUB_DOWNLOAD = ('--include "model_index.json" "*/*.json" "*/*.txt" "*/*.safetens
                 '--exclude "safety_checker/*" "*fp16*" "*non_ema*"')
 
 
-def looks_like_path(text: str) -> bool:
-    """A filesystem path (absolute, ``./``, ``../``, ``~`` or an existing entry), not ``org/name``."""
-    return Path(text).expanduser().is_absolute() or text.startswith((".", "~")) or Path(text).exists()
-
-
 def missing_backbone_message(repo: str) -> str:
-    return (f"Stable Diffusion weights '{repo}' are not in the Hugging Face cache: download them once with "
-            f"`hf download {repo} {HUB_DOWNLOAD}` "
-            f"(or rerun with --allow-download), or pass {SD_FLAG} (a local diffusers pipeline folder)")
+    return not_cached_message(f"Stable Diffusion weights '{repo}'", repo, HUB_DOWNLOAD,
+                              f"{SD_FLAG} (a local diffusers pipeline folder)")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
@@ -94,16 +90,8 @@ def locate_backbone(spec: str, allow_download: bool = False, cache_dir: str | os
         if not (path / "model_index.json").exists():
             raise ModelError(f"{path}: no model_index.json (not a diffusers Stable Diffusion pipeline folder)")
         return str(path)
-    if not allow_download:
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            found = try_to_load_from_cache(spec, "model_index.json",
-                                           cache_dir=None if cache_dir is None else str(cache_dir))
-        except Exception:  # an invalid repo id
-            found = None
-        if not isinstance(found, str):
-            raise ModelError(missing_backbone_message(spec))
+    if not allow_download and hub_repo_cached(spec, "model_index.json", cache_dir) is None:
+        raise ModelError(missing_backbone_message(spec))
     return spec
 
 
@@ -111,14 +99,8 @@ def snapshot_revision(spec: str, cache_dir: str | os.PathLike | None = None) -> 
     """The cached snapshot (commit hash) a hub id resolves to, for the record."""
     if looks_like_path(spec):
         return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(spec, "model_index.json",
-                                       cache_dir=None if cache_dir is None else str(cache_dir))
-        return Path(found).parent.name if isinstance(found, str) else None
-    except Exception:
-        return None
+    snapshot = hub_repo_cached(spec, "model_index.json", cache_dir)
+    return None if snapshot is None else snapshot.name
 
 
 def load_backbone(spec: str | None = None, device: str | torch.device = "cpu", dtype: Any = "auto",
@@ -153,7 +135,3 @@ def load_backbone(spec: str | None = None, device: str | torch.device = "cpu", d
     pipe.macs_revision = snapshot_revision(spec, cache_dir)  # type: ignore[attr-defined]
     return pipe.to(device)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -179,16 +179,12 @@ def load_official(mlp_path: str | os.PathLike, unet_path: str | os.PathLike,
 
 
 def _official_from_hub(dataset: str, allow_download: bool) -> tuple[Path, Path]:
-    from huggingface_hub import hf_hub_download
+    from ..weights.hub import hub_file
 
     files = (f"{dataset}_mlp.pt", f"{dataset}_unet.pt")
-    try:
-        return tuple(Path(hf_hub_download(OFFICIAL_REPO, f, local_files_only=not allow_download))  # type: ignore
-                     for f in files)
-    except Exception as exc:
-        raise ModelError(f"official MACS adapter '{dataset}' ({files[0]}, {files[1]}) is not in the Hugging "
-                         f"Face cache: run `hf download {OFFICIAL_REPO} {files[0]} {files[1]}` (or add "
-                         f"--allow-download), or pass --adapter-mlp/--adapter-unet ({type(exc).__name__})") from None
+    what = f"official MACS adapter '{dataset}' ({files[0]}, {files[1]})"
+    return tuple(hub_file(OFFICIAL_REPO, f, what, "--adapter-mlp/--adapter-unet", allow_download)  # type: ignore
+                 for f in files)
 
 
 def _official_pairs(folder: Path) -> dict[str, tuple[Path, Path]]:
@@ -253,7 +249,3 @@ def resolve_adapter(adapter: str | os.PathLike | None = None, adapter_mlp: str |
         return load_official(mlp, unet, backbone_weights)
     raise ModelError(f"{path}: not an adapter (expected .safetensors, an official *_mlp.pt/*_unet.pt pair or a folder)")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -156,21 +155,10 @@ def _official_path(allow_download: bool = False) -> Path:
     env = os.environ.get("MACS_OFFICIAL_SEPARATOR")
     if env:
         return Path(env)
-    from huggingface_hub import hf_hub_download
+    from .hub import hub_file
 
-    try:
-        return Path(hf_hub_download(OFFICIAL_REPO, OFFICIAL_FILE, local_files_only=True))
-    except Exception as exc:  # not cached (or a broken cache entry)
-        first = exc
-    if allow_download:
-        try:
-            return Path(hf_hub_download(OFFICIAL_REPO, OFFICIAL_FILE))
-        except Exception as exc:  # offline, no permission...
-            first = exc
-    raise ModelError(
-        f"official separator {OFFICIAL_FILE} is not in the Hugging Face cache "
-        f"({type(first).__name__}): run with --allow-download, or `hf download {OFFICIAL_REPO} "
-        f"{OFFICIAL_FILE}`, or pass --model /path/to/{OFFICIAL_FILE}") from None
+    return hub_file(OFFICIAL_REPO, OFFICIAL_FILE, f"official separator {OFFICIAL_FILE}",
+                    f"--model /path/to/{OFFICIAL_FILE}", allow_download)
 
 
 def load_separator(spec: str | os.PathLike | None = "default", device: str | torch.device = "cpu",
@@ -212,9 +200,3 @@ def load_separator(spec: str | os.PathLike | None = "default", device: str | tor
     model.source = str(path)  # type: ignore[attr-defined]
     return model.to(device)
 
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def safe_name(text: str) -> str:
-    return _SAFE_NAME.sub("_", text).strip("_") or "audio"
