@@ -7,18 +7,21 @@ format tags were recorded are recognised by the keys they hold.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zipfile
 from pathlib import Path
 
-from .fsutil import OutputKind, json_kind, read_json, sibling_kind
+from .errors import MacsError
+from .fsutil import OutputKind, json_kind, read_json, require_regular_file, sibling_kind
 
 STEMS_FORMAT = "macs-stems-v1"            # manifest.json of `macs separate`
 EMBEDDINGS_FORMAT = "macs-embeddings-v1"  # sidecar of `macs embed`
 RANKED_FORMAT = "macs-ranked-v1"          # sidecar of `macs rank`
 IMAGE_FORMAT = "macs-image-v1"            # sidecar of a `macs generate` image
 REPORT_FORMAT = "macs-report-v1"          # report.json of `macs eval`
+STEM_ORDERS = ("separator", "significance")   # the two stem orders (macs_cli.ranking)
 PNG_MARK = "macs"                         # text chunk in every PNG macs writes
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -191,3 +194,131 @@ def run_file_kinds(label: str, sections: frozenset[str]) -> dict[str, OutputKind
         "samples": _samples,
     }
     return {name: OutputKind(f"{label} {name}", fn) for name, fn in checks.items()}
+
+
+# -- embedding sets: one .npy (rows: stems) and its .json sidecar ---------------------------------
+def write_npy_with_sidecar(out: Path, array: np.ndarray, sidecar: dict, kind: str = "embeddings",
+                           force: bool = False) -> list[Path]:
+    """``out`` (.npy) and its ``.json`` sidecar, written together: both are complete under
+    temporary names before either is placed, the sidecar first, so no ``.npy`` ever stands
+    without its sidecar. ``kind`` (``embeddings`` or ``ranked``) sets the format tag and what
+    ``force`` may replace: only a previous output of the same kind."""
+    import numpy as np
+
+    from .fsutil import OutputSet
+
+    kinds = {"embeddings": (EMBEDDINGS, EMBED_SIDECAR, EMBEDDINGS_FORMAT),
+             "ranked": (RANKED, RANK_SIDECAR, RANKED_FORMAT)}
+    npy_kind, side_kind, fmt = kinds[kind]
+    out = Path(out)
+    with OutputSet(force) as outputs:
+        side_tmp = outputs.path(out.with_suffix(".json"), side_kind)
+        npy_tmp = outputs.path(out, npy_kind)
+        side_tmp.write_text(json.dumps({"format": fmt, **sidecar}, indent=2) + "\n")
+        with open(npy_tmp, "wb") as f:
+            np.save(f, np.asarray(array, dtype=np.float32))
+    return [out, out.with_suffix(".json")]
+
+
+def read_npy_with_sidecar(path: Path) -> tuple[np.ndarray, dict]:
+    """An array written by :func:`write_npy_with_sidecar` (or any plain .npy) and its sidecar
+    (``{}`` when there is none); never unpickles."""
+    import numpy as np
+
+    path = Path(path)
+    require_regular_file(path, "file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MacsError(f"{path}: not a .npy array ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    if not isinstance(arr, np.ndarray):   # np.load opens a .npz archive too
+        arr.close()
+        raise MacsError(f"{path}: not a .npy array (a .npz archive; save one array with numpy.save)")
+    side = path.with_suffix(".json")
+    meta = {}
+    if os.path.lexists(side):
+        require_regular_file(side, "sidecar")
+        try:
+            meta = json.loads(side.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise MacsError(f"{side}: not JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise MacsError(f"{side}: not a sidecar (a JSON object is expected, found {type(meta).__name__})")
+    return arr, meta
+
+
+def find_embedding_files(items: list[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Inputs -> [(embeddings file, its name below the output folder)]: a file is itself (its file
+    name); a folder is searched recursively for ``macs embed`` outputs, which keep their path below
+    it (``a/song.npy`` and ``b/song.npy`` stay apart)."""
+    found, problems = [], []
+    for item in items:
+        item = Path(item)
+        if item.is_dir():
+            hits = sorted(p for p in item.rglob("*.npy")
+                          if not any(part.startswith(".") for part in p.relative_to(item).parts)
+                          and EMBEDDINGS.owns(p))
+            if not hits:
+                problems.append(f"{item}: holds no macs embed output (.npy with its .json sidecar)")
+            found += [(p, p.relative_to(item)) for p in hits]
+        else:
+            found.append((item, Path(item.name)))
+    return found, problems
+
+
+class EmbeddingSet:
+    """One embedding set as ``macs embed`` / ``macs rank`` write it: ``array`` (M, D) float32 rows
+    in ``stem_order``, ``meta`` (the sidecar), ``path`` (None for a set made in memory)."""
+
+    def __init__(self, array, meta: dict | None = None, path: Path | None = None):
+        import numpy as np
+
+        self.array = np.asarray(array, dtype=np.float32)
+        self.meta = dict(meta or {})
+        self.path = None if path is None else Path(path)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "EmbeddingSet":
+        array, meta = read_npy_with_sidecar(Path(path))
+        return cls(array, meta, Path(path))
+
+    @property
+    def ranked(self) -> bool:
+        """Written by ``macs rank`` (most significant first)."""
+        return isinstance(self.meta.get("order"), list)
+
+    @property
+    def stem_order(self) -> str:
+        return "significance" if self.ranked else "separator"
+
+    @property
+    def mixture(self):
+        import numpy as np
+
+        mix = self.meta.get("mixture_embedding")
+        return None if mix is None else np.asarray(mix, dtype=np.float32)
+
+    @property
+    def labels(self) -> list | None:
+        labels = self.meta.get("labels")
+        return labels if isinstance(labels, list) and len(labels) == len(self.array) else None
+
+    def ordered(self, order: str = "significance") -> tuple["EmbeddingSet", dict]:
+        """The set in ``order`` (see :func:`macs_cli.ranking.ensure_order`), labels following their
+        stems, and a record of what was done."""
+        from .ranking import ensure_order
+
+        arr, perm, record = ensure_order(self.array, self.meta, order, str(self.path or "embeddings"))
+        meta = self.meta
+        if perm is not None and self.labels is not None:
+            meta = {**meta, "labels": [self.labels[i] for i in perm]}
+        return EmbeddingSet(arr, meta, self.path), record
+
+    def write(self, path: str | os.PathLike, kind: str = "embeddings", force: bool = False) -> list[Path]:
+        return write_npy_with_sidecar(Path(path), self.array, self.meta, kind, force)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __repr__(self) -> str:
+        return f"EmbeddingSet({self.array.shape[0]} stems x {self.array.shape[1]}, {self.stem_order} order)"

@@ -698,7 +698,7 @@ def test_manifest_cannot_point_outside_its_folder(stems_and_clap, tmp_path):
 def test_a_stems_folder_given_as_dot_is_named_after_itself(stems_and_clap, monkeypatch):
     """`cd song && macs embed . -o ../emb/` writes emb/song.npy, not the hidden emb/..npy that a
     folder search (rank emb/) would then leave out."""
-    from macs_cli.cli.embed import expand_stem_sets
+    from macs_cli.clap.api import find_stem_sets as expand_stem_sets
 
     stems, _ = stems_and_clap
     monkeypatch.chdir(stems / "clip0")

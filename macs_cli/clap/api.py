@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.io import AUDIO_SUFFIXES, read_audio
-from ..errors import AudioError, ConfigError, MacsError
+from ..errors import AudioError, MacsError
 from ..fsutil import require_regular_file
 from .preprocess import CLAP_SAMPLE_RATE
 
@@ -155,99 +155,69 @@ def _as_triples(rows) -> list[list[tuple[str, float, float]]]:
     return out
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman rank correlation of two vectors (average ranks for ties); None where it is
-    undefined (fewer than two values, or all of one vector equal)."""
-    from scipy.stats import spearmanr
-
-    if len(a) < 2 or np.all(np.asarray(a) == np.asarray(a)[0]):
-        return None
-    r = spearmanr(a, b).statistic
-    return float(r) if np.isfinite(r) else None
+def _folder_name(folder: Path) -> str:
+    """A folder's own name, also when it is given as ``.`` or ``..`` (whose output would else be the
+    hidden ``..npy``)."""
+    name = folder.name if folder.name not in ("", ".", "..") else folder.resolve().name
+    return name or "stems"
 
 
-@dataclass
-class Ranked:
-    order: list[int]           # stem indices, most significant first
-    scores: list[float]        # cosine to the mixture, per original stem index
-    spearman: float | None     # agreement of the scores with the separator's output order (None: undefined)
-    embeddings: np.ndarray     # (K, 512) in ranked order, top_k kept
+def find_stem_sets(inputs: list[Path]) -> tuple[list[tuple[str, list[Path], Path | None]], list[str]]:
+    """Inputs -> [(name, stem files, mixture)]: a folder with manifest.json is one set; a folder
+    without one is searched for such folders (recursively), or else taken as a set of audio files;
+    loose audio files together form one set."""
+    sets, problems, loose = [], [], []
+    for item in inputs:
+        if item.is_file():
+            loose.append(item)
+        elif item.is_dir():
+            if (item / "manifest.json").exists():
+                found = [item]
+            else:
+                found = sorted(p.parent for p in item.rglob("manifest.json")
+                               if not any(part.startswith(".") for part in p.relative_to(item).parts))
+            if found:
+                for folder in found:
+                    try:
+                        files, mix = stems_of(folder)
+                    except MacsError as exc:
+                        problems.append(str(exc))
+                        continue
+                    rel = folder.relative_to(item) if folder != item else Path(_folder_name(folder))
+                    sets.append((str(rel), files, mix))
+            elif any(p.suffix.lower() in AUDIO_SUFFIXES for p in item.iterdir() if p.is_file()):
+                files, mix = stems_of(item)
+                sets.append((_folder_name(item), files, mix))
+            else:
+                problems.append(f"{item}: holds no stems (no manifest.json and no audio files)")
+        elif os.path.lexists(item):
+            try:
+                require_regular_file(item, "stem file")
+            except MacsError as exc:
+                problems.append(str(exc))
+        else:
+            problems.append(f"{item}: no such file or folder")
+    if loose:
+        sets.append((_folder_name(loose[0].parent), loose, None))
+    return sets, problems
 
 
-def rank_embeddings(embeddings: np.ndarray, mixture: np.ndarray, top_k: int | None = None,
-                    device: str = "cpu") -> Ranked:
-    """Order stems by the cosine similarity of their embedding to the mixture's (contextual
-    significance); ``spearman`` compares those scores with the order M..1 the separator is trained
-    to produce (1: the separator's order is exactly the significance order). The similarities are
-    computed in float64 on ``device``."""
-    import torch
+def sidecar_of(result: Embedded, encoder, precision: str, seconds: float, model: str | None = None) -> dict:
+    """What ``macs embed`` records beside the array (format macs-embeddings-v1)."""
+    from ..fsutil import file_sha256
 
-    try:
-        e = np.asarray(embeddings, dtype=np.float64)
-        m = np.asarray(mixture, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise ConfigError("the embeddings or the mixture embedding are not arrays of numbers") from None
-    if e.ndim != 2 or e.shape[1] != m.shape[0]:
-        raise ConfigError(f"embeddings of shape {e.shape} do not match a mixture embedding of size {m.shape[0]}")
-    if e.shape[0] == 0:
-        raise ConfigError("no stem embeddings to rank (shape (0, D))")
-    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(m))):
-        raise ConfigError("the embeddings or the mixture embedding hold NaN or infinite values")
-    if not np.any(m):
-        raise ConfigError("the mixture embedding is all zeros: nothing to rank against")
-    if top_k is not None and not 1 <= top_k <= e.shape[0]:
-        raise ConfigError(f"--top-k must be in 1..{e.shape[0]} (got {top_k})")
-    et = torch.as_tensor(e, device=device)
-    mt = torch.as_tensor(m, device=device)
-    scores = torch.nn.functional.cosine_similarity(et, mt[None], dim=1, eps=1e-12).cpu().numpy()
-    order = [int(i) for i in np.argsort(-scores, kind="stable")]
-    keep = order[: top_k or len(order)]
-    rho = spearman(scores, np.arange(e.shape[0], 0, -1))
-    return Ranked(order, [float(s) for s in scores], rho, np.asarray(embeddings, dtype=np.float32)[keep])
+    side = {"stems": result.files, "model": getattr(encoder, "source", str(model or "default")),
+            "backend": type(encoder).__name__, "sample_rate": encoder.sample_rate,
+            "shape": list(result.embeddings.shape), "normalized": True,
+            "stem_sha256": [file_sha256(Path(f)) for f in result.files],
+            "mixture": result.mixture_file,
+            "mixture_embedding": None if result.mixture is None else [float(v) for v in result.mixture],
+            "precision": precision, "seconds": round(seconds, 3)}
+    if result.labels is not None:
+        side["labels"] = result.labels
+    return side
 
 
-# -- files -----------------------------------------------------------------------------------------
-def write_npy_with_sidecar(out: Path, array: np.ndarray, sidecar: dict, kind: str = "embeddings",
-                           force: bool = False) -> list[Path]:
-    """``out`` (.npy) and its ``.json`` sidecar, written together: both are complete under
-    temporary names before either is placed, the sidecar first, so no ``.npy`` ever stands
-    without its sidecar. ``kind`` (``embeddings`` or ``ranked``) sets the format tag and what
-    ``force`` may replace: only a previous output of the same kind."""
-    from ..formats import (EMBED_SIDECAR, EMBEDDINGS, EMBEDDINGS_FORMAT, RANK_SIDECAR, RANKED,
-                           RANKED_FORMAT)
-    from ..fsutil import OutputSet
-
-    kinds = {"embeddings": (EMBEDDINGS, EMBED_SIDECAR, EMBEDDINGS_FORMAT),
-             "ranked": (RANKED, RANK_SIDECAR, RANKED_FORMAT)}
-    npy_kind, side_kind, fmt = kinds[kind]
-    out = Path(out)
-    with OutputSet(force) as outputs:
-        side_tmp = outputs.path(out.with_suffix(".json"), side_kind)
-        npy_tmp = outputs.path(out, npy_kind)
-        side_tmp.write_text(json.dumps({"format": fmt, **sidecar}, indent=2) + "\n")
-        with open(npy_tmp, "wb") as f:
-            np.save(f, np.asarray(array, dtype=np.float32))
-    return [out, out.with_suffix(".json")]
-
-
-def read_npy_with_sidecar(path: Path) -> tuple[np.ndarray, dict]:
-    path = Path(path)
-    require_regular_file(path, "file")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise MacsError(f"{path}: not a .npy array ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
-    if not isinstance(arr, np.ndarray):   # np.load opens a .npz archive too
-        arr.close()
-        raise MacsError(f"{path}: not a .npy array (a .npz archive; save one array with numpy.save)")
-    side = path.with_suffix(".json")
-    meta = {}
-    if os.path.lexists(side):
-        require_regular_file(side, "sidecar")
-        try:
-            meta = json.loads(side.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MacsError(f"{side}: not JSON ({exc})") from None
-        if not isinstance(meta, dict):
-            raise MacsError(f"{side}: not a sidecar (a JSON object is expected, found {type(meta).__name__})")
-    return arr, meta
+# moved: ranking to macs_cli.ranking, the .npy + sidecar files to macs_cli.formats
+from ..formats import read_npy_with_sidecar, write_npy_with_sidecar  # noqa: E402,F401
+from ..ranking import Ranked, rank_embeddings, spearman  # noqa: E402,F401

@@ -16,6 +16,7 @@ import typer
 
 from ..fsutil import file_sha256
 from ..precision import PRECISION_HELP
+from ..formats import STEM_ORDERS
 from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, one_line_errors, plan_output, process_device,
                      threads_for_cpu)
 
@@ -23,7 +24,6 @@ SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v
            "stable-diffusion-v1-5/stable-diffusion-v1-5), read from the Hugging Face cache, or a local "
            "diffusers pipeline folder. Default: the backbone the adapter was trained on; else v1-4 for "
            "official adapters, v1-5 otherwise.")
-STEM_ORDERS = ("separator", "significance")   # macs_cli.generation.audio.STEM_ORDERS (not imported: start-up time)
 ADAPTER_HELP = ("MACS adapter: a .safetensors from `macs train-gen` (or its run folder), an official "
                 "<Dataset>_mlp.pt (with <Dataset>_unet.pt beside it), a folder holding such a pair, or "
                 "official:<Dataset> (the authors' files in the Hugging Face cache).")
@@ -43,53 +43,16 @@ def gpu_memory_errors(hint: str) -> Iterator[None]:
 
 
 def _load_embeddings(path: Path, order: str = "significance") -> tuple[Any, dict, dict]:
-    """An embeddings file -> (array (N, K, 512) in ``order``, its sidecar, a record of what was done).
-
-    ``order`` is the stem order the adapter takes: ``significance`` (most significant first) or
-    ``separator`` (the separator's own output order). ``macs embed`` output (a sidecar with
-    ``mixture_embedding`` but no ``order``) is in separator order: ranked here for
-    ``significance``. ``macs rank`` output (its sidecar has ``order``) is in significance order:
-    put back into separator order for ``separator`` (which needs all its stems). Anything else is
-    taken as given."""
-    from ..clap.api import rank_embeddings, read_npy_with_sidecar
-    from ..errors import ConfigError
+    """An embeddings file -> (array (N, K, 512) in ``order``, its sidecar, a record of what was done);
+    the order rules are :func:`macs_cli.ranking.ensure_order`'s."""
+    from ..formats import EmbeddingSet
     from ..generation.pipeline import as_batch
 
-    arr, meta = read_npy_with_sidecar(path)
-    record: dict[str, Any] = {"file": str(path.resolve()), "sha256": file_sha256(path), "shape": list(arr.shape)}
-    perm = None
-    if arr.ndim == 2 and "order" not in meta and meta.get("mixture_embedding") is not None:
-        if order == "significance":
-            try:
-                r = rank_embeddings(arr, meta["mixture_embedding"])
-            except ConfigError as exc:
-                raise ConfigError(f"{path}: {exc}") from None
-            arr, perm = r.embeddings, r.order
-            record.update(ranked_here=True, order=r.order)
-        else:
-            record.update(ranked_here=False, order=list(range(arr.shape[0])))
-        record["stem_order"] = order
-    elif arr.ndim == 2 and isinstance(meta.get("order"), list):
-        kept = meta.get("kept", meta["order"])
-        record["ranked_here"] = False
-        if order == "separator":
-            m = len(meta["order"])
-            if not (isinstance(kept, list) and sorted(kept) == list(range(m)) and len(kept) == arr.shape[0]):
-                raise ConfigError(f"{path}: holds {arr.shape[0]} of {m} ranked stems; the adapter takes stems in "
-                                  "the separator's order, which needs them all (give the `macs embed` output, "
-                                  "or pass --order significance)")
-            perm = [kept.index(i) for i in range(m)]
-            arr = arr[perm]
-            record.update(order=list(range(m)), restored_separator_order=True)
-        else:
-            record["order"] = kept
-        record["stem_order"] = order
-    else:
-        record.update(ranked_here=False, stem_order="as given")
-    labels = meta.get("labels")
-    if perm is not None and isinstance(labels, list) and len(labels) == len(perm):   # titles follow their stems
-        meta = {**meta, "labels": [labels[i] for i in perm]}
-    return as_batch(arr, str(path)), meta, record
+    found = EmbeddingSet.read(path)
+    record: dict[str, Any] = {"file": str(path.resolve()), "sha256": file_sha256(path), "shape": list(found.array.shape)}
+    ordered, done = found.ordered(order)
+    record.update(done)
+    return as_batch(ordered.array, str(path)), ordered.meta, record
 
 
 def _labels_of(meta: dict, k: int) -> list[str]:

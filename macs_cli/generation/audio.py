@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-STEM_ORDERS = ("separator", "significance")
+from ..formats import STEM_ORDERS
+
 PAD_MODES = ("zeros", "reflect")
 
 

@@ -24,13 +24,13 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, ModelError
+from ..formats import STEM_ORDERS
 from ..weights.statecheck import read_safetensors
 from .adapter import AdapterConfig, MacsAdapter, config_from_state, trainable_keys
 
 FORMAT = "macs-adapter-v1"
 DEFAULT_NAME = "adapter"
 OFFICIAL_REPO = "alxzzz/MACS"
-STEM_ORDERS = ("separator", "significance")
 # train-gen adapters saved before the order was recorded were trained on ranked stems (data.rank's
 # default); the official adapters on the official separator's own output order
 LEGACY_STEM_ORDER = "significance"

@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -161,6 +161,160 @@ def output_name(rel: Path) -> str:
     return str(Path(*parts)) if parts else "_"
 
 
+@dataclass
+class Source:
+    """Where the mixture comes from: its ``info`` and ``blocks(n)``, mono float32 blocks of n frames
+    at its own rate, readable more than once (the outputs are made to sum to it)."""
+
+    info: AudioInfo
+    blocks: Callable[[int], Iterator[np.ndarray]]
+    path: str | None = None          # recorded in the manifest (None: an array in memory)
+
+    @property
+    def name(self) -> str:
+        return self.path or "waveform"
+
+    @classmethod
+    def from_array(cls, waveform: np.ndarray, sample_rate: int) -> "Source":
+        """(T,) or (T, channels) / (channels, T) samples -> a source (channels averaged, as for files)."""
+        from ..errors import AudioError
+
+        x = np.asarray(waveform, dtype=np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=1) if x.shape[0] > x.shape[1] else x.mean(axis=0)
+        if x.ndim != 1 or x.size == 0:
+            raise AudioError(f"expected a 1-D (or 2-D channels x samples) waveform, got shape {np.shape(waveform)}")
+        if not np.all(np.isfinite(x)):
+            raise AudioError("the waveform holds NaN or infinite samples")
+        if not (isinstance(sample_rate, (int, np.integer)) and 1000 <= sample_rate <= 384000):
+            raise AudioError(f"sample_rate must be an integer in 1000..384000 (got {sample_rate!r})")
+        info = AudioInfo(Path("<memory>"), int(sample_rate), 1, int(x.size), "array", "FLOAT")
+
+        def blocks(n: int) -> Iterator[np.ndarray]:
+            for i in range(0, x.size, n):
+                yield x[i:i + n]
+
+        return cls(info, blocks)
+
+
+class FolderStore:
+    """Tracks as WAV files in a (temporary) folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def writer(self, name: str, rate: int, subtype: str):
+        import soundfile as sf
+
+        return sf.SoundFile(str(self.folder / name), "w", rate, 1, subtype=subtype)
+
+    def reader(self, name: str):
+        import soundfile as sf
+
+        return sf.SoundFile(str(self.folder / name))
+
+    def rename(self, a: str, b: str) -> None:
+        (self.folder / a).rename(self.folder / b)
+
+    def unlink(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
+
+class _Track:
+    """A mono float32 track in memory, written then read like a soundfile.SoundFile."""
+
+    def __init__(self):
+        self.parts: list[np.ndarray] = []
+        self.pos = 0
+
+    def write(self, x: np.ndarray) -> None:
+        self.parts.append(np.array(x, dtype=np.float32, copy=True))
+
+    def read(self, n: int, dtype: str = "float32") -> np.ndarray:
+        data = self.array()
+        out = data[self.pos:self.pos + n]
+        self.pos += out.size
+        return out
+
+    def array(self) -> np.ndarray:
+        if len(self.parts) != 1:
+            self.parts = [np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)]
+        return self.parts[0]
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryStore:
+    """Tracks as arrays (the in-memory path: nothing touches the disk)."""
+
+    def __init__(self):
+        self.tracks: dict[str, _Track] = {}
+
+    def writer(self, name: str, rate: int, subtype: str) -> _Track:
+        self.tracks[name] = _Track()
+        return self.tracks[name]
+
+    def reader(self, name: str) -> _Track:
+        self.tracks[name].pos = 0
+        return self.tracks[name]
+
+    def rename(self, a: str, b: str) -> None:
+        self.tracks[b] = self.tracks.pop(a)
+
+    def unlink(self, name: str) -> None:
+        self.tracks.pop(name, None)
+
+
+@dataclass
+class Stems:
+    """The result of :func:`separate_waveform`: ``audio`` (K, T) float32 stems at ``sample_rate``
+    that sum to the mixture, and the manifest ``macs separate`` would write (per-stem ``rms``,
+    ``activity``, ``active``, the ``grouping``)."""
+
+    audio: np.ndarray
+    sample_rate: int
+    manifest: dict
+
+    @property
+    def activity(self) -> list[float]:
+        return [s["activity"] for s in self.manifest["stems"]]
+
+    @property
+    def active(self) -> list[bool]:
+        return [s["active"] for s in self.manifest["stems"]]
+
+    @property
+    def grouping(self) -> dict:
+        return self.manifest["grouping"]
+
+    @property
+    def mixture(self) -> np.ndarray:
+        return self.audio.sum(0)
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    def __iter__(self):
+        return iter(self.audio)
+
+    def __repr__(self) -> str:
+        return f"Stems({len(self)} x {self.audio.shape[1]} samples at {self.sample_rate} Hz)"
+
+
+def separate_waveform(model: Separator, waveform: np.ndarray, sample_rate: int,
+                      opts: SeparateOptions | None = None) -> Stems:
+    """Separate samples held in memory: the same code as :func:`separate_file` (same stems, same
+    manifest figures), with the stems returned as arrays instead of written."""
+    opts = opts or SeparateOptions()
+    opts.validate(model.config.num_sources)
+    store = MemoryStore()
+    manifest = _separate_core(model, Source.from_array(waveform, sample_rate), store, opts, None)
+    audio = np.stack([store.tracks[s["file"]].array() for s in manifest["stems"]]) if manifest["stems"] else \
+        np.zeros((0, manifest["source_frames"]), np.float32)
+    return Stems(audio, manifest["sample_rate"], manifest)
+
+
 def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: SeparateOptions,
                   name: str | None = None, on_progress: Callable[[float], None] | None = None) -> dict:
     """Separate one file into ``outdir/<name>/``; returns the manifest (also written as JSON).
@@ -214,107 +368,11 @@ def write_failure(where: Path, exc: BaseException) -> str:
 
 def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, opts: SeparateOptions,
                    on_progress: Callable[[float], None] | None) -> dict:
-    import soundfile as sf
-
-    cfg = model.config
-    out_rate = output_rate(opts, info, cfg.sample_rate)
-    window = cfg.window_samples
-    overlap = int(round(window * opts.overlap))
-    t0 = time.time()
+    """The file path: :func:`_separate_core` from the file into a temporary folder, then placed."""
     with atomic_dir(target, STEMS_OUTPUT, force=opts.force) as tmp:
         try:
-            m = cfg.num_sources
-            raw_paths = [tmp / f".raw_{i:02d}.wav" for i in range(m)]
-            writers = [sf.SoundFile(str(p), "w", cfg.sample_rate, 1, subtype="FLOAT") for p in raw_paths]
-            stats = _StemStats(m, cfg.sample_rate)
-            gstats = StemStatistics(m, cfg.sample_rate, cfg.n_fft) if opts.num_sources is not None else None
-            window_fn = model_window_fn(model, opts.precision)
-            ola = OverlapAdd(window_fn, window, overlap, opts.batch_size, opts.align)
-            to_model = StreamResampler(info.sample_rate, cfg.sample_rate)
-
-            def sink(blocks):
-                for stems in blocks:
-                    stats.add(stems)
-                    if gstats is not None:
-                        gstats.add(stems)
-                    for w, s in zip(writers, stems):
-                        w.write(s)
-
-            try:
-                for block in iter_blocks(path, block_frames=max(4096, info.sample_rate)):
-                    sink(ola.push(to_model(block)))
-                    if on_progress:
-                        on_progress(block.shape[0] / info.sample_rate)
-                tail = to_model(np.zeros(0, dtype=np.float32), last=True)
-                sink(ola.push(tail))
-                sink(ola.finish())
-            finally:
-                for w in writers:
-                    w.close()
-            env = stats.finish()
-            activity = stem_activity(env)
-            rms = np.sqrt(stats.sumsq / max(stats.count, 1))
-            silent_input = stats.peak < 1e-6
-            if silent_input:
-                warnings.warn(f"{path}: input is silent; the stems are silent", SilentInputWarning,
-                              stacklevel=2)
-            plan = plan_grouping(gstats.finish(), opts.num_sources) if gstats is not None else \
-                GroupingPlan(np.eye(m), None, m, audible=list(range(m)))
-            groups = plan.hard_groups()
-            mix_energy = stats.mix_sumsq / max(stats.count, 1)
-            if plan.identity:
-                group_rms = [float(r) for r in rms]
-                group_act = [float(a) for a in activity]
-            else:   # merged outputs: measured while they are written (at the output rate)
-                group_rms, group_act, mix_energy = _write_merged(tmp, raw_paths, plan, path, info,
-                                                                 cfg.sample_rate, out_rate, opts, cfg.n_fft)
-            active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
-                      for a, r in zip(group_act, group_rms)]
-            drop = opts.drop_silent or opts.num_sources == "auto"   # auto: silent outputs never count
-            keep = [i for i in range(len(groups)) if active[i] or not drop]
-            if plan.identity:
-                _write_outputs(tmp, raw_paths, groups, keep, path, info, cfg.sample_rate, out_rate, opts)
-            else:
-                for j, i in enumerate(keep):
-                    (tmp / f".out_{i:02d}.wav").rename(tmp / f"stem_{j:02d}.wav")
-                for i in range(len(groups)):
-                    (tmp / f".out_{i:02d}.wav").unlink(missing_ok=True)
-            for p in raw_paths:
-                p.unlink(missing_ok=True)
-            seconds = time.time() - t0
-            manifest = {
-                "format": STEMS_FORMAT,
-                "macs_version": __version__,
-                "source": str(path.resolve()),
-                "source_sample_rate": info.sample_rate,
-                "source_channels": info.channels,
-                "source_frames": info.frames,
-                "duration_s": info.duration,
-                "sample_rate": out_rate,
-                "model_sample_rate": cfg.sample_rate,
-                "model": {"source": getattr(model, "source", "in-memory"), "name": cfg.name,
-                          "num_sources": cfg.num_sources, "channels": cfg.channels,
-                          "window_seconds": cfg.window_seconds},
-                "settings": {**asdict(opts), "device": str(next(model.parameters()).device),
-                             "precision_used": getattr(window_fn, "precision", opts.precision)},
-                "grouping": plan.to_dict(),
-                "silent_input": bool(silent_input),
-                "stems": [],
-                "dropped": [],
-                "timing": {"seconds": round(seconds, 3),
-                           "real_time_factor": round(seconds / max(info.duration, 1e-9), 4)},
-            }
-            written = 0
-            for gi, g in enumerate(groups):
-                entry = {"model_stems": g, "stem_weights": np.round(plan.weights[:, gi], 4).tolist(),
-                         "rms": group_rms[gi], "rms_db": _db(group_rms[gi] ** 2),
-                         "activity": group_act[gi], "active": bool(active[gi])}
-                if gi in keep:
-                    entry = {"file": f"stem_{written:02d}.wav", "index": written, **entry}
-                    manifest["stems"].append(entry)
-                    written += 1
-                else:
-                    manifest["dropped"].append(entry)
+            source = Source(info, lambda n: iter_blocks(path, block_frames=n), str(path.resolve()))
+            manifest = _separate_core(model, source, FolderStore(tmp), opts, on_progress)
             if opts.spectrograms:
                 from .plots import plot_separation
 
@@ -324,31 +382,133 @@ def _separate_into(model: Separator, path: Path, info: AudioInfo, target: Path, 
             raise MacsError(f"{path} -> {write_failure(target, exc)}") from None
         except OSError as exc:
             raise MacsError(f"{path} -> {describe_os_error(exc, target)}") from None
-
     return manifest
 
 
-def _write_outputs(tmp: Path, raw_paths: list[Path], groups: list[list[int]], keep: list[int],
-                   source: Path, info: AudioInfo, model_rate: int, out_rate: int,
-                   opts: SeparateOptions) -> None:
-    """Second pass: group, drop and resample the raw model-rate stems into the final files."""
-    import soundfile as sf
+def _separate_core(model: Separator, source: "Source", store: "FolderStore | MemoryStore", opts: SeparateOptions,
+                   on_progress: Callable[[float], None] | None) -> dict:
+    """Separate ``source`` into ``store`` (``stem_NN.wav`` tracks); returns the manifest. One code
+    path for files and for arrays in memory, so both give the same stems."""
+    cfg = model.config
+    info = source.info
+    out_rate = output_rate(opts, info, cfg.sample_rate)
+    window = cfg.window_samples
+    overlap = int(round(window * opts.overlap))
+    t0 = time.time()
+    m = cfg.num_sources
+    raw_paths = [f".raw_{i:02d}.wav" for i in range(m)]
+    writers = [store.writer(p, cfg.sample_rate, "FLOAT") for p in raw_paths]
+    stats = _StemStats(m, cfg.sample_rate)
+    gstats = StemStatistics(m, cfg.sample_rate, cfg.n_fft) if opts.num_sources is not None else None
+    window_fn = model_window_fn(model, opts.precision)
+    ola = OverlapAdd(window_fn, window, overlap, opts.batch_size, opts.align)
+    to_model = StreamResampler(info.sample_rate, cfg.sample_rate)
 
-    finals = [tmp / f"stem_{j:02d}.wav" for j in range(len(keep))]
+    def sink(blocks):
+        for stems in blocks:
+            stats.add(stems)
+            if gstats is not None:
+                gstats.add(stems)
+            for w, s in zip(writers, stems):
+                w.write(s)
+
+    try:
+        for block in source.blocks(max(4096, info.sample_rate)):
+            sink(ola.push(to_model(block)))
+            if on_progress:
+                on_progress(block.shape[0] / info.sample_rate)
+        tail = to_model(np.zeros(0, dtype=np.float32), last=True)
+        sink(ola.push(tail))
+        sink(ola.finish())
+    finally:
+        for w in writers:
+            w.close()
+    env = stats.finish()
+    activity = stem_activity(env)
+    rms = np.sqrt(stats.sumsq / max(stats.count, 1))
+    silent_input = stats.peak < 1e-6
+    if silent_input:
+        warnings.warn(f"{source.name}: input is silent; the stems are silent", SilentInputWarning,
+                      stacklevel=2)
+    plan = plan_grouping(gstats.finish(), opts.num_sources) if gstats is not None else \
+        GroupingPlan(np.eye(m), None, m, audible=list(range(m)))
+    groups = plan.hard_groups()
+    mix_energy = stats.mix_sumsq / max(stats.count, 1)
+    if plan.identity:
+        group_rms = [float(r) for r in rms]
+        group_act = [float(a) for a in activity]
+    else:   # merged outputs: measured while they are written (at the output rate)
+        group_rms, group_act, mix_energy = _write_merged(store, raw_paths, plan, source,
+                                                         cfg.sample_rate, out_rate, opts, cfg.n_fft)
+    active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
+              for a, r in zip(group_act, group_rms)]
+    drop = opts.drop_silent or opts.num_sources == "auto"   # auto: silent outputs never count
+    keep = [i for i in range(len(groups)) if active[i] or not drop]
+    if plan.identity:
+        _write_outputs(store, raw_paths, groups, keep, source, cfg.sample_rate, out_rate, opts)
+    else:
+        for j, i in enumerate(keep):
+            store.rename(f".out_{i:02d}.wav", f"stem_{j:02d}.wav")
+        for i in range(len(groups)):
+            store.unlink(f".out_{i:02d}.wav")
+    for p in raw_paths:
+        store.unlink(p)
+    seconds = time.time() - t0
+    manifest = {
+        "format": STEMS_FORMAT,
+        "macs_version": __version__,
+        "source": source.path,
+        "source_sample_rate": info.sample_rate,
+        "source_channels": info.channels,
+        "source_frames": info.frames,
+        "duration_s": info.duration,
+        "sample_rate": out_rate,
+        "model_sample_rate": cfg.sample_rate,
+        "model": {"source": getattr(model, "source", "in-memory"), "name": cfg.name,
+                  "num_sources": cfg.num_sources, "channels": cfg.channels,
+                  "window_seconds": cfg.window_seconds},
+        "settings": {**asdict(opts), "device": str(next(model.parameters()).device),
+                     "precision_used": getattr(window_fn, "precision", opts.precision)},
+        "grouping": plan.to_dict(),
+        "silent_input": bool(silent_input),
+        "stems": [],
+        "dropped": [],
+        "timing": {"seconds": round(seconds, 3),
+                   "real_time_factor": round(seconds / max(info.duration, 1e-9), 4)},
+    }
+    written = 0
+    for gi, g in enumerate(groups):
+        entry = {"model_stems": g, "stem_weights": np.round(plan.weights[:, gi], 4).tolist(),
+                 "rms": group_rms[gi], "rms_db": _db(group_rms[gi] ** 2),
+                 "activity": group_act[gi], "active": bool(active[gi])}
+        if gi in keep:
+            entry = {"file": f"stem_{written:02d}.wav", "index": written, **entry}
+            manifest["stems"].append(entry)
+            written += 1
+        else:
+            manifest["dropped"].append(entry)
+    return manifest
+
+
+def _write_outputs(store, raw_paths: list[str], groups: list[list[int]], keep: list[int],
+                   source: "Source", model_rate: int, out_rate: int, opts: SeparateOptions) -> None:
+    """Second pass: group, drop and resample the raw model-rate stems into the final files."""
+    info = source.info
+    finals = [f"stem_{j:02d}.wav" for j in range(len(keep))]
     identity = all(g == [i] for i, g in enumerate(groups))
     if identity and len(keep) == len(groups) and out_rate == model_rate and opts.subtype == "FLOAT":
         for i, f in zip(keep, finals):
-            raw_paths[i].rename(f)
+            store.rename(raw_paths[i], f)
         return
-    readers = [sf.SoundFile(str(p)) for p in raw_paths]
+    readers = [store.reader(p) for p in raw_paths]
     n_groups = len(groups)
     resampler = StreamResampler(model_rate, out_rate, channels=n_groups)
     # exact mixture consistency at the input rate: the original (mono) input is the reference
-    reference = iter_blocks(source, block_frames=65536) if out_rate == info.sample_rate else None
+    reference = source.blocks(65536) if out_rate == info.sample_rate else None
     ref_buf = np.zeros(0, dtype=np.float32)
     expected = info.frames if out_rate == info.sample_rate else None
     written = 0
-    writers = [sf.SoundFile(str(f), "w", out_rate, 1, subtype=opts.subtype) for f in finals]
+    writers = [store.writer(f, out_rate, opts.subtype) for f in finals]
     try:
         while True:
             raw = np.stack([r.read(65536, dtype="float32") for r in readers])
@@ -378,26 +538,24 @@ def _write_outputs(tmp: Path, raw_paths: list[Path], groups: list[list[int]], ke
             r.close()
 
 
-def _write_merged(tmp: Path, raw_paths: list[Path], plan: GroupingPlan, source: Path, info: AudioInfo,
+def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Source",
                   model_rate: int, out_rate: int, opts: SeparateOptions,
                   n_fft: int) -> tuple[list[float], list[float], float]:
     """Second pass for ``--num-sources``: render the merged outputs (grouping.GroupRenderer) from
     the raw stems into ``.out_XX.wav``, resampled and made to sum to the input as in
     :func:`_write_outputs`; returns each output's RMS and activity and the mixture's mean square,
     measured on what was written."""
-    import soundfile as sf
-
+    info = source.info
     k = plan.weights.shape[1]
     renderer = GroupRenderer(plan.weights, n_fft)
-    readers = [sf.SoundFile(str(p)) for p in raw_paths]
+    readers = [store.reader(p) for p in raw_paths]
     resampler = StreamResampler(model_rate, out_rate, channels=k)
-    reference = iter_blocks(source, block_frames=65536) if out_rate == info.sample_rate else None
+    reference = source.blocks(65536) if out_rate == info.sample_rate else None
     ref_buf = np.zeros(0, dtype=np.float32)
     expected = info.frames if out_rate == info.sample_rate else None
     measured = _StemStats(k, out_rate)
     written = 0
-    writers = [sf.SoundFile(str(tmp / f".out_{g:02d}.wav"), "w", out_rate, 1, subtype=opts.subtype)
-               for g in range(k)]
+    writers = [store.writer(f".out_{g:02d}.wav", out_rate, opts.subtype) for g in range(k)]
     try:
         while True:
             raw = np.stack([r.read(65536, dtype="float32") for r in readers])
@@ -432,5 +590,5 @@ def _write_merged(tmp: Path, raw_paths: list[Path], plan: GroupingPlan, source: 
             measured.mix_sumsq / max(measured.count, 1))
 
 
-__all__ = ["SeparateOptions", "separate_file", "group_stems", "plan_grouping", "stem_activity",
+__all__ = ["SeparateOptions", "separate_file", "separate_waveform", "Stems", "Source", "group_stems", "plan_grouping", "stem_activity",
            "SilentInputWarning", "MacsError"]
