@@ -490,52 +490,63 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
     return manifest
 
 
+def _output_blocks(store, raw_paths: list[str], combine: Callable[[np.ndarray, bool], np.ndarray], channels: int,
+                   source: "Source", model_rate: int, out_rate: int) -> Iterator[np.ndarray]:
+    """The second pass shared by every output layout: read the raw model-rate stems in blocks,
+    ``combine(raw (M, n), last) -> (channels, n')``, resample to ``out_rate`` and, at the input's
+    own rate, make the outputs sum exactly to the (mono) input; yields (n, channels) blocks."""
+    info = source.info
+    readers = [store.reader(p) for p in raw_paths]
+    resampler = StreamResampler(model_rate, out_rate, channels=channels)
+    reference = source.blocks(65536) if out_rate == info.sample_rate else None
+    ref_buf = np.zeros(0, dtype=np.float32)
+    expected = info.frames if out_rate == info.sample_rate else None
+    written = 0
+    try:
+        while True:
+            raw = np.stack([r.read(65536, dtype="float32") for r in readers])
+            last = raw.shape[1] == 0
+            block = resampler(np.ascontiguousarray(combine(raw, last).T), last=last)   # (n, channels)
+            if expected is not None:
+                block = block[: max(0, expected - written)]
+                if last and written + block.shape[0] < expected:  # pad a short resampler tail
+                    pad = np.zeros((expected - written - block.shape[0], channels), dtype=np.float32)
+                    block = np.concatenate([block, pad])
+            if reference is not None and block.shape[0]:
+                while ref_buf.size < block.shape[0]:
+                    ref_buf = np.concatenate([ref_buf, next(reference)])
+                ref, ref_buf = ref_buf[: block.shape[0]], ref_buf[block.shape[0]:]
+                block = block + ((ref - block.sum(1)) / channels)[:, None]
+            written += block.shape[0]
+            yield block
+            if last:
+                return
+    finally:
+        for r in readers:
+            r.close()
+
+
 def _write_outputs(store, raw_paths: list[str], groups: list[list[int]], keep: list[int],
                    source: "Source", model_rate: int, out_rate: int, opts: SeparateOptions) -> None:
     """Second pass: group, drop and resample the raw model-rate stems into the final files."""
-    info = source.info
     finals = [f"stem_{j:02d}.wav" for j in range(len(keep))]
     identity = all(g == [i] for i, g in enumerate(groups))
     if identity and len(keep) == len(groups) and out_rate == model_rate and opts.subtype == "FLOAT":
         for i, f in zip(keep, finals):
             store.rename(raw_paths[i], f)
         return
-    readers = [store.reader(p) for p in raw_paths]
-    n_groups = len(groups)
-    resampler = StreamResampler(model_rate, out_rate, channels=n_groups)
-    # exact mixture consistency at the input rate: the original (mono) input is the reference
-    reference = source.blocks(65536) if out_rate == info.sample_rate else None
-    ref_buf = np.zeros(0, dtype=np.float32)
-    expected = info.frames if out_rate == info.sample_rate else None
-    written = 0
+
+    def combine(raw: np.ndarray, last: bool) -> np.ndarray:
+        return np.stack([raw[g].sum(0) for g in groups]) if not last else np.zeros((len(groups), 0), np.float32)
+
     writers = [store.writer(f, out_rate, opts.subtype) for f in finals]
     try:
-        while True:
-            raw = np.stack([r.read(65536, dtype="float32") for r in readers])
-            last = raw.shape[1] == 0
-            grouped = np.stack([raw[g].sum(0) for g in groups], axis=1) if not last else \
-                np.zeros((0, n_groups), dtype=np.float32)
-            block = resampler(grouped, last=last)  # (n, groups)
-            if expected is not None:
-                block = block[: max(0, expected - written)]
-                if last and written + block.shape[0] < expected:  # pad a short resampler tail
-                    pad = np.zeros((expected - written - block.shape[0], n_groups), dtype=np.float32)
-                    block = np.concatenate([block, pad])
-            if reference is not None and block.shape[0]:
-                while ref_buf.size < block.shape[0]:
-                    ref_buf = np.concatenate([ref_buf, next(reference)])
-                ref, ref_buf = ref_buf[: block.shape[0]], ref_buf[block.shape[0]:]
-                block = block + ((ref - block.sum(1)) / n_groups)[:, None]
+        for block in _output_blocks(store, raw_paths, combine, len(groups), source, model_rate, out_rate):
             for j, i in enumerate(keep):
                 writers[j].write(block[:, i])
-            written += block.shape[0]
-            if last:
-                break
     finally:
         for w in writers:
             w.close()
-        for r in readers:
-            r.close()
 
 
 def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Source",
@@ -545,45 +556,20 @@ def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Sour
     the raw stems into ``.out_XX.wav``, resampled and made to sum to the input as in
     :func:`_write_outputs`; returns each output's RMS and activity and the mixture's mean square,
     measured on what was written."""
-    info = source.info
     k = plan.weights.shape[1]
     renderer = GroupRenderer(plan.weights, n_fft)
-    readers = [store.reader(p) for p in raw_paths]
-    resampler = StreamResampler(model_rate, out_rate, channels=k)
-    reference = source.blocks(65536) if out_rate == info.sample_rate else None
-    ref_buf = np.zeros(0, dtype=np.float32)
-    expected = info.frames if out_rate == info.sample_rate else None
     measured = _StemStats(k, out_rate)
-    written = 0
     writers = [store.writer(f".out_{g:02d}.wav", out_rate, opts.subtype) for g in range(k)]
     try:
-        while True:
-            raw = np.stack([r.read(65536, dtype="float32") for r in readers])
-            last = raw.shape[1] == 0
-            merged = renderer.finish() if last else renderer.push(raw)          # (k, n)
-            block = resampler(np.ascontiguousarray(merged.T), last=last)          # (n', k)
-            if expected is not None:
-                block = block[: max(0, expected - written)]
-                if last and written + block.shape[0] < expected:
-                    pad = np.zeros((expected - written - block.shape[0], k), dtype=np.float32)
-                    block = np.concatenate([block, pad])
-            if reference is not None and block.shape[0]:
-                while ref_buf.size < block.shape[0]:
-                    ref_buf = np.concatenate([ref_buf, next(reference)])
-                ref, ref_buf = ref_buf[: block.shape[0]], ref_buf[block.shape[0]:]
-                block = block + ((ref - block.sum(1)) / k)[:, None]
+        for block in _output_blocks(store, raw_paths, lambda raw, last: renderer.finish() if last else renderer.push(raw),
+                                    k, source, model_rate, out_rate):
             if block.shape[0]:
                 measured.add(np.ascontiguousarray(block.T))
             for g in range(k):
                 writers[g].write(block[:, g])
-            written += block.shape[0]
-            if last:
-                break
     finally:
         for w in writers:
             w.close()
-        for r in readers:
-            r.close()
     env = measured.finish()
     rms = np.sqrt(measured.sumsq / max(measured.count, 1))
     return ([float(r) for r in rms], [float(a) for a in stem_activity(env)],
