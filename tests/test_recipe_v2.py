@@ -191,3 +191,70 @@ def test_trainer_builds_the_v2_terms(tmp_path):
                     tmp_path / "run2", device="cpu", progress=False)
     assert [t.name for t in plain.terms] == ["mixit"] and not plain.terms[0].fn.empty_refs
     assert not plain.augment.active
+
+
+# -- the GPU script (tiny CPU mode) and its shard merge --------------------------------------------
+def _load_gpu_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "default-separator" / "train_gpu_v2.py"
+    spec = importlib.util.spec_from_file_location("train_gpu_v2", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _mulaw_corpus(path, seed=0):
+    from macs_cli.training.data import mulaw_encode
+
+    rng = np.random.default_rng(seed)
+    clips, labels, splits = [], [], []
+    for i in range(24):
+        n = int(rng.integers(8000, 24000))
+        t = np.arange(n) / 16000
+        x = 0.3 * np.sin(2 * np.pi * (200 + 150 * (i % 6)) * t) * (0.5 + 0.5 * rng.random(n))
+        clips.append(mulaw_encode(x.astype(np.float32)))
+        labels.append(f"class{i % 6}")
+        splits.append("heldout" if i % 4 == 0 else "train")
+    offsets = np.concatenate([[0], np.cumsum([c.size for c in clips])]).astype(np.int64)
+    np.savez_compressed(path, audio=np.concatenate(clips), offsets=offsets, labels=np.array(labels),
+                        groups=np.array(labels), splits=np.array(splits), sample_rate=np.int64(16000),
+                        encoding=np.array("mulaw"))
+
+
+def test_gpu_v2_script_tiny_run_shards_and_merge(tmp_path):
+    import json
+
+    from macs_cli.weights.separator import load_separator
+
+    mod = _load_gpu_script()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _mulaw_corpus(corpus / "corpus.npz")
+    with pytest.raises(SystemExit, match="READY"):
+        mod.resolve_corpus(str(corpus))
+    (corpus / "READY").write_text("")
+    assert mod.resolve_corpus(str(corpus)) == corpus / "corpus.npz"
+    out = tmp_path / "run"
+    mod.main(["--corpus", str(corpus), "--out", str(out), "--tiny", "--tiny-steps", "2"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 2 and report["final"]["step"] == 2
+    assert "grouped" in report["final"]["validation"]
+    shards = sorted((out / "shards").glob("shard_*.safetensors"))
+    assert shards and all(f.stat().st_size < 16 * 2 ** 20 for f in shards)
+    # several shards (a small limit) merge back into the run's model, up to float16 rounding
+    trained = load_separator(str(out))
+    multi = tmp_path / "multi"
+    mod.write_shards(trained, multi, limit=4000)
+    assert len(list(multi.glob("shard_*.safetensors"))) > 2
+    merged = mod.merge(multi, tmp_path / "v2.safetensors")
+    model = load_separator(str(merged))
+    x = torch.randn(1, trained.config.window_samples) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(model(x), trained(x), atol=1e-3)
+    with pytest.raises(Exception):
+        mod.merge(multi, tmp_path / "v2.safetensors")          # never over an existing file
+    (multi / "shard_0.safetensors").unlink()
+    with pytest.raises(SystemExit, match="do not make the model"):
+        mod.merge(multi, tmp_path / "v3.safetensors")
