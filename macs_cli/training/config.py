@@ -19,7 +19,15 @@ DEFAULTS: dict[str, Any] = {
               # the U-Net's bilinear resize; null: that of train.init's model, else true (the official)
               "align_corners": None},
     "data": {"train": None, "heldout": None, "kind": "auto", "max_seconds": 8.0, "max_clips": None},
-    "mix": {"sources_per_mixture": [1, 2], "repeats": [1, 3], "gain_db": [-6.0, 6.0], "loop_prob": 0.0},
+    # total_sources: null, or [lo, hi] sources in the whole mixture of mixtures (split at random
+    # between m1 and m2; with lo = 1, m2 may be empty): replaces sources_per_mixture when set
+    "mix": {"sources_per_mixture": [1, 2], "repeats": [1, 3], "gain_db": [-6.0, 6.0], "loop_prob": 0.0,
+            "total_sources": None},
+    # extra loss terms beside MixIT: sparsity, the weight of the stem-activity penalty (sparse
+    # MixIT; 0: off), sparsity_kind l1_l2 or l1 (macs_cli.training.losses.StemSparsity)
+    "loss": {"sparsity": 0.0, "sparsity_kind": "l1_l2"},
+    # per-source augmentation before the mixtures are summed (macs_cli.training.augment); 0: off
+    "augment": {"eq_prob": 0.0, "eq_db": 6.0, "reverb_prob": 0.0, "rt60": [0.2, 0.8], "drr_db": [0.0, 10.0]},
     "optim": {"lr": 1.0e-3, "weight_decay": 1.0e-2, "betas": [0.9, 0.999], "warmup": 0.1,
               "grad_accum": 1, "batch_size": 8, "clip_grad": 5.0},
     "train": {"steps": 1000, "epochs": 10, "seed": 0, "precision": "auto", "max_minutes": None,
@@ -202,6 +210,25 @@ def validate(cfg: dict[str, Any]) -> None:
          f"mix.gain_db must be two numbers low, high (dB) with -100 <= low <= high <= 100 (got {v!r})")
     need(_number(m["loop_prob"]) and 0 <= m["loop_prob"] <= 1,
          f"mix.loop_prob must be in [0, 1] (got {m['loop_prob']!r})")
+    v = m["total_sources"]
+    need(v is None or (_pair(v, _integer) and 1 <= v[0] <= v[1] <= 8 and v[1] >= 2),
+         f"mix.total_sources must be null or two integers lo, hi with 1 <= lo <= hi <= 8 and hi >= 2 "
+         f"(got {v!r})")
+
+    lo = cfg["loss"]
+    need(_number(lo["sparsity"]) and 0 <= lo["sparsity"] <= 100,
+         f"loss.sparsity must be a number in [0, 100] (0: off; got {lo['sparsity']!r})")
+    need(lo["sparsity_kind"] in ("l1_l2", "l1"),
+         f"loss.sparsity_kind must be l1_l2 or l1 (got {lo['sparsity_kind']!r})")
+
+    a = cfg["augment"]
+    for key in ("eq_prob", "reverb_prob"):
+        need(_number(a[key]) and 0 <= a[key] <= 1, f"augment.{key} must be in [0, 1] (got {a[key]!r})")
+    need(_number(a["eq_db"]) and 0 <= a["eq_db"] <= 24, f"augment.eq_db must be in [0, 24] dB (got {a['eq_db']!r})")
+    need(_pair(a["rt60"]) and 0.05 <= a["rt60"][0] <= a["rt60"][1] <= 3.0,
+         f"augment.rt60 must be two numbers lo, hi (seconds) with 0.05 <= lo <= hi <= 3 (got {a['rt60']!r})")
+    need(_pair(a["drr_db"]) and -20 <= a["drr_db"][0] <= a["drr_db"][1] <= 40,
+         f"augment.drr_db must be two numbers lo, hi (dB) with -20 <= lo <= hi <= 40 (got {a['drr_db']!r})")
 
     o = cfg["optim"]
     need(_number(o["lr"]) and 0 < o["lr"] < 1, f"optim.lr must be in (0, 1) (got {o['lr']!r})")

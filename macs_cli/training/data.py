@@ -420,6 +420,10 @@ class MixSpec:
     repeats: tuple[int, int] = (1, 3)               # each clip occurs this many times in the window
     gain_db: tuple[float, float] = (-6.0, 6.0)      # per-source level relative to unit RMS
     loop_prob: float = 0.0                          # chance that a clip loops through the window
+    # sources in the whole mixture of mixtures, drawn uniformly in lo..hi and split at random
+    # between m1 (at least one) and m2 (may be empty when one source is drawn); None: the
+    # per-mixture counts of sources_per_mixture
+    total_sources: tuple[int, int] | None = None
 
     def validate(self) -> "MixSpec":
         # (no square brackets in these messages: the console would take "[lo, hi]" for markup)
@@ -441,6 +445,10 @@ class MixSpec:
         lp = self.loop_prob
         if not (isinstance(lp, (int, float)) and not isinstance(lp, bool) and 0.0 <= lp <= 1.0):
             raise ConfigError("mix.loop_prob must be in [0, 1]")
+        ts = self.total_sources
+        if ts is not None and not (ints(ts) and 1 <= ts[0] <= ts[1] <= 8 and ts[1] >= 2):
+            raise ConfigError("mix.total_sources must be null or two integers lo, hi with 1 <= lo <= hi <= 8 "
+                              "and hi >= 2")
         return self
 
 
@@ -449,12 +457,23 @@ def _randint(lo: int, hi: int, shape, gen: torch.Generator, device) -> torch.Ten
 
 
 def synthesize(bank: ClipBank, batch_size: int, length: int, gen: torch.Generator,
-               spec: MixSpec = MixSpec()) -> MixtureBatch:
-    """Draw ``batch_size`` mixtures of mixtures of ``length`` samples from ``bank``."""
+               spec: MixSpec = MixSpec(), augment: "AugmentSpec | None" = None) -> MixtureBatch:
+    """Draw ``batch_size`` mixtures of mixtures of ``length`` samples from ``bank``; ``augment``
+    (:mod:`macs_cli.training.augment`): EQ and reverb on each source before m1, m2 are summed."""
     device = bank.audio.device
-    lo, hi = spec.sources_per_mixture
-    b, s = batch_size, 2 * hi
-    counts = _randint(lo, hi, (b, 2), gen, device)                          # clips in m1, m2
+    b = batch_size
+    if spec.total_sources is None:
+        lo, hi = spec.sources_per_mixture
+        counts = _randint(lo, hi, (b, 2), gen, device)                      # clips in m1, m2
+    else:
+        tlo, thi = spec.total_sources
+        hi = max(1, thi - 1)
+        total = _randint(tlo, thi, (b,), gen, device)
+        u = torch.rand((b,), generator=gen, device=device)
+        k1 = torch.where(total >= 2, torch.minimum(1 + (u * (total - 1).float()).long(), total - 1),
+                         torch.ones_like(total))
+        counts = torch.stack([k1, total - k1], dim=1)
+    s = 2 * hi
     slot = torch.arange(s, device=device)
     group = (slot >= hi).long()[None, :].expand(b, s)
     present = (slot % hi)[None, :] < counts.gather(1, group)
@@ -480,6 +499,10 @@ def synthesize(bank: ClipBank, batch_size: int, length: int, gen: torch.Generato
         idx = start[..., None] + pos.clamp(min=0).minimum(n[..., None] - 1)
         sources += torch.where(valid, bank.audio[idx], 0.0)
     sources = sources * (gain * present)[..., None]
+    if augment is not None and augment.active:
+        from .augment import augment_sources
+
+        sources = augment_sources(sources, present, gen, augment, bank.sample_rate)
     groups = torch.where(present, group, torch.full_like(group, -1))
     m1 = (sources * (groups == 0)[..., None]).sum(1)
     m2 = (sources * (groups == 1)[..., None]).sum(1)

@@ -49,17 +49,67 @@ class MixITLoss:
     official MixIT: a mixture left without stems scores -80 dB, so "every stem to one mixture"
     (which mixture consistency makes a constant, with no gradient) is never the minimum. Scores
     are computed in float64; the loss comes back in float32 (float64 for float64 stems).
+
+    With ``empty_refs=True`` (training with ``mix.total_sources`` from 1, where m2 may hold no
+    source) a silent reference is handled as "no source here": assignments that give it stems are
+    excluded and it adds nothing to the others' score. For such an item the loss is then SI-SDR of
+    all stems against m1, a constant under mixture consistency: one-source items teach only through
+    other terms (the sparsity penalty), as in sparse MixIT.
     """
 
     name = "mixit"
 
-    def __init__(self, num_sources: int, exact: bool = True):
+    def __init__(self, num_sources: int, exact: bool = True, empty_refs: bool = False):
         mats = grouping_matrices(num_sources, 2, include_empty=True)
         if not exact:
             mats = mats[mats[:, 0].sum(-1) > 0]
         self.assignments = mats
+        self.empty_refs = empty_refs
 
     def __call__(self, batch: MixtureBatch, stems: torch.Tensor) -> torch.Tensor:
-        scores = assignment_sisdr(stems, batch.references, self.assignments)
-        loss = -scores.sum(-1)                               # (B, K)
-        return loss.min(dim=1).values.mean().to(torch.promote_types(stems.dtype, torch.float32))
+        refs = batch.references
+        scores = assignment_sisdr(stems, refs, self.assignments)
+        out_dtype = torch.promote_types(stems.dtype, torch.float32)
+        if not self.empty_refs:
+            loss = -scores.sum(-1)                           # (B, K)
+            return loss.min(dim=1).values.mean().to(out_dtype)
+        centred = refs.double() - refs.double().mean(-1, keepdim=True)
+        empty = centred.square().sum(-1) <= 1e-12            # (B, S)
+        has = (self.assignments.to(stems.device).sum(-1) > 0)  # (K, S)
+        loss = -torch.where(empty[:, None, :], torch.zeros_like(scores), scores).sum(-1)
+        excluded = (empty[:, None, :] & has[None]).any(-1)   # (B, K)
+        loss = loss.masked_fill(excluded, float("inf"))
+        best = loss.min(dim=1).values
+        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))  # (both silent: nothing)
+        return best.mean().to(out_dtype)
+
+
+SPARSITY_KINDS = ("l1_l2", "l1")
+
+
+class StemSparsity:
+    """Activity penalty so that a source lands on few stems (sparse MixIT).
+
+    Per item, r_m is the RMS of stem m (B, M); ``l1_l2`` (default) is sum_m r_m / sqrt(sum_m r_m^2),
+    which is 1 when one stem carries everything and sqrt(M) when all are equal, scale-free (the
+    L1/L2 ratio of Wisdom et al. 2021, "Sparse, efficient, and semantic mixture invariant
+    training"); ``l1`` is sum_m r_m / RMS(mixture), >= 1 for mixture-consistent stems of
+    uncorrelated content. Averaged over the batch; computed in float32.
+    """
+
+    name = "sparsity"
+
+    def __init__(self, kind: str = "l1_l2", eps: float = 1e-8):
+        if kind not in SPARSITY_KINDS:
+            raise ValueError(f"sparsity kind must be one of {', '.join(SPARSITY_KINDS)} (got {kind!r})")
+        self.kind, self.eps = kind, eps
+
+    def __call__(self, batch: MixtureBatch, stems: torch.Tensor) -> torch.Tensor:
+        x = stems.float()
+        rms = (x.square().mean(-1) + self.eps).sqrt()        # (B, M)
+        if self.kind == "l1_l2":
+            pen = rms.sum(-1) / rms.square().sum(-1).sqrt()
+        else:
+            mix = batch.mix.float()
+            pen = rms.sum(-1) / (mix.square().mean(-1) + self.eps).sqrt()
+        return pen.mean()

@@ -33,7 +33,8 @@ from ..weights.separator import save_separator
 from ..weights.statecheck import describe_mismatch
 from .config import DEFAULTS, separator_config
 from .data import ClipBank, MixSpec, load_clip_bank, synthesize, validation_sets
-from .losses import MixITLoss, MixtureBatch
+from .augment import AugmentSpec
+from .losses import MixITLoss, MixtureBatch, StemSparsity
 from .run import TrainingRun
 from .schedule import lr_factor, metric_rows, pyplot, save_png
 
@@ -45,6 +46,17 @@ class LossTerm:
     name: str
     fn: Callable[[MixtureBatch, torch.Tensor], torch.Tensor]
     weight: Callable[[int, int], float] = lambda epoch, epochs: 1.0
+
+
+def mix_specs(cfg: dict[str, Any]) -> tuple[MixSpec, AugmentSpec]:
+    """The batch synthesiser's settings of a training config: (mix.*, augment.*), validated."""
+    m = cfg["mix"]
+    total = m.get("total_sources")
+    spec = MixSpec(tuple(m["sources_per_mixture"]), tuple(m["repeats"]), tuple(m["gain_db"]), m["loop_prob"],
+                   tuple(total) if total is not None else None).validate()
+    a = cfg.get("augment", DEFAULTS["augment"])
+    aug = AugmentSpec(a["eq_prob"], a["eq_db"], a["reverb_prob"], tuple(a["rt60"]), tuple(a["drr_db"])).validate()
+    return spec, aug
 
 
 def evaluate(model: Separator, mixes, refs: torch.Tensor | None = None, batch_size: int = 8) -> dict[str, float]:
@@ -81,14 +93,20 @@ class Trainer(TrainingRun):
         super().__init__(cfg, run_dir, device, console, progress)
         init = self._load_init(str(cfg["train"]["init"])) if cfg["train"]["init"] else None
         self.model_cfg = separator_config(cfg, init.config.align_corners if init is not None else None)
-        self.spec = MixSpec(tuple(cfg["mix"]["sources_per_mixture"]), tuple(cfg["mix"]["repeats"]),
-                            tuple(cfg["mix"]["gain_db"]), cfg["mix"]["loop_prob"]).validate()
+        self.spec, self.augment = mix_specs(cfg)
         torch.manual_seed(cfg["train"]["seed"])
         self.model = Separator(self.model_cfg)
         if init is not None:
             self._init_from(str(cfg["train"]["init"]), init)
         self.model = self.model.to(self.device)
-        self.terms = [LossTerm("mixit", MixITLoss(self.model_cfg.num_sources, cfg["train"]["exact_mixit"]))]
+        self.terms = [LossTerm("mixit", MixITLoss(self.model_cfg.num_sources, cfg["train"]["exact_mixit"],
+                                                  empty_refs=self.spec.total_sources is not None
+                                                  and self.spec.total_sources[0] == 1))]
+        loss_cfg = cfg.get("loss", DEFAULTS["loss"])
+        if loss_cfg["sparsity"]:
+            weight = float(loss_cfg["sparsity"])
+            self.terms.append(LossTerm("sparsity", StemSparsity(loss_cfg["sparsity_kind"]),
+                                       lambda epoch, epochs, w=weight: w))
         self.clap_space = None
         if cfg.get("clap", {}).get("losses"):
             self._add_clap_terms()
@@ -273,7 +291,7 @@ class Trainer(TrainingRun):
                     for micro in range(accum):
                         self.seed_micro_batch(gen, micro)
                         batch = synthesize(self.bank, o["batch_size"], self.model_cfg.window_samples,
-                                           gen, self.spec)
+                                           gen, self.spec, self.augment)
                         sync = micro == accum - 1
                         ctx = self.accel.no_sync(self.model) if not sync else contextlib.nullcontext()
                         with ctx:
