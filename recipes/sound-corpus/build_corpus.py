@@ -1162,25 +1162,23 @@ def robust_fingerprint(x, sr=SR):
 
 
 def fingerprint_ber(fa, fb, max_lag_sec=DUP_MAX_LAG_SEC):
-    """Lowest bit error rate over lags of two robust fingerprints (1.0 if too little overlap)."""
+    """Lowest bit error rate over lags (+-max_lag_sec) of two robust fingerprints, counted over
+    the frames loud in both (1.0 if fewer than DUP_MIN_FRAMES overlap).  All lags at once via
+    FFT cross-correlation of the +-1 bit signals."""
+    from scipy.signal import fftconvolve
     (ba, la, _), (bb, lb, _) = fa, fb
-    best = 1.0
+    sa = (2.0 * ba - 1.0) * la[:, None]
+    sb = (2.0 * bb - 1.0) * lb[:, None]
+    # corr[k] = sum_t sa[t + lag] * sb[t], lag = k - (len(sb) - 1)
+    agree = fftconvolve(sa, sb[::-1], mode="full", axes=0).sum(1)
+    both = fftconvolve(la.astype(float), lb[::-1].astype(float), mode="full")
+    lags = np.arange(len(agree)) - (len(sb) - 1)
     max_lag = int(max_lag_sec * SR / FP_HOP)
-    for lag in range(-max_lag, max_lag + 1):
-        if lag >= 0:
-            a, b, ma, mb = ba[lag:], bb, la[lag:], lb
-        else:
-            a, b, ma, mb = ba, bb[-lag:], la, lb[-lag:]
-        n = min(len(a), len(b))
-        if n < DUP_MIN_FRAMES:
-            continue
-        m = ma[:n] | mb[:n]
-        if m.sum() < DUP_MIN_FRAMES:
-            continue
-        ber = float(np.mean(a[:n][m] != b[:n][m]))
-        if ber < best:
-            best = ber
-    return best
+    ok = (np.abs(lags) <= max_lag) & (both >= DUP_MIN_FRAMES - 0.5)
+    if not ok.any():
+        return 1.0
+    ber = 0.5 * (1.0 - agree[ok] / (ba.shape[1] * both[ok]))
+    return float(np.clip(ber.min(), 0.0, 1.0))
 
 
 def is_duplicate(x, y, sr_x=SR, sr_y=SR):
@@ -1188,7 +1186,7 @@ def is_duplicate(x, y, sr_x=SR, sr_y=SR):
     return fingerprint_ber(robust_fingerprint(x, sr_x), robust_fingerprint(y, sr_y)) < DUP_BER
 
 
-def find_duplicates(fps, sources, coarse_min=0.9, log_every=None):
+def find_duplicates(fps, sources, coarse_min=0.95, log_every=None, max_cand=6):
     """fps: robust fingerprints in priority order; sources: file id per fingerprint (segments
     of one file are never compared).  Returns {j: (i, ber)} for each j duplicating an earlier,
     kept i.  Candidate pairs: coarse spectral cosine >= coarse_min, then the bit error test."""
@@ -1201,7 +1199,7 @@ def find_duplicates(fps, sources, coarse_min=0.9, log_every=None):
         for r in range(sim.shape[0]):
             j = start + r
             cand = np.flatnonzero(sim[r, :j] >= coarse_min)
-            for i in cand[np.argsort(-sim[r, cand])][:50]:
+            for i in cand[np.argsort(-sim[r, cand])][:max_cand]:
                 if i in dup or sources[i] == sources[j]:
                     continue
                 checked += 1
