@@ -92,7 +92,7 @@ PACKAGES = [
     "warzone2100-data", "freedroidrpg-data", "supertux-data", "naev-data", "lincity-ng-data",
     "lugaru-data", "ktuberling-data", "extremetuxracer-data", "trigger-rally-data", "tuxfootball",
     "freeciv-data", "endless-sky-data", "xmoto-data", "lordsawar-data", "frozen-bubble-data",
-    "grandorgue-demo", "alienblaster-data", "bzflag-data", "musescore-general-soundfont",
+    "alienblaster-data", "bzflag-data",
 ]
 # zip-format containers whose audio members are unpacked into <pkg>/_zip/<container name>/
 CONTAINERS = {
