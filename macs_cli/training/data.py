@@ -318,6 +318,8 @@ def _load_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float 
                         "have the wrong shape)")
     if n > 0 and (offsets[0] < 0 or offsets[-1] > audio.size or np.any(np.diff(offsets) < 0)):
         raise DataError(f"{path}: not a macs corpus .npz (offsets out of order or past the audio)")
+    if encoding == "ogg":
+        return _load_ogg_npz_bank(path, split, sample_rate, max_seconds, audio, offsets, labels, splits, rate)
     if encoding == "mulaw":
         audio = mulaw_decode(audio)
     scale = 1.0 / 32768.0 if audio.dtype == np.int16 else 1.0
@@ -343,6 +345,47 @@ def _load_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float 
         clips = [c if c.size else np.zeros(1, np.float32) for c in clips]
     return skips.bank(path, split, clips, labs, sample_rate, considered)
 
+
+
+def _load_ogg_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float | None, audio, offsets,
+                       labels, splits, rate: int) -> ClipBank:
+    """``encoding='ogg'``: ``audio`` is uint8, each clip an Ogg (Opus/Vorbis) file at
+    ``offsets[i]:offsets[i + 1]`` (byte offsets), decoded with soundfile."""
+    import io
+
+    import soundfile as sf
+
+    clips, labs = [], []
+    skips = _Skips()
+    limit = _clip_limit(max_seconds, rate)
+    considered = 0
+    raw = np.asarray(audio, dtype=np.uint8).tobytes()
+    for i in range(len(offsets) - 1):
+        if str(splits[i]) != split:
+            continue
+        considered += 1
+        try:
+            c, sr = sf.read(io.BytesIO(raw[offsets[i]: offsets[i + 1]]), dtype="float32", always_2d=True)
+        except (RuntimeError, ValueError, sf.LibsndfileError) as exc:  # a damaged clip is skipped
+            skips.add("undecodable", f"{path}: clip {i} ({exc})")
+            continue
+        c = c.mean(axis=1)
+        if sr != rate:
+            from ..audio.io import resample
+
+            c = resample(c, sr, rate)
+        reason = _clip_problem(c, rate)
+        if reason is not None:
+            skips.add(reason, f"{path}: clip {i} is {reason}")
+            continue
+        clips.append(c[:limit] if limit is not None else c)
+        labs.append(_split_labels(str(labels[i])))
+    if rate != sample_rate:
+        from ..audio.io import resample
+
+        clips = [resample(c, rate, sample_rate) for c in clips]
+        clips = [c if c.size else np.zeros(1, np.float32) for c in clips]
+    return skips.bank(path, split, clips, labs, sample_rate, considered)
 
 def data_kind(spec: str | Path, kind: str = "auto") -> str:
     """The kind of a data source (folder, csv, fsd50k or npz), ``auto`` resolved, after cheap checks

@@ -14,9 +14,9 @@ EXTRACT="data/.extract"
 RENDER="data/.render"
 PY="${PYTHON:-python3}"
 
-PACKAGES=(qabcs-data openttd-opensfx tuxpaint-stamps-default sonic-pi-samples scratch
-          minetest-data widelands-data scorched3d-data lmms-common wesnoth-1.16-data
-          fluid-soundfont-gm)
+# the package list lives in build_corpus.py (PACKAGES); --list-packages refuses deny-listed ones
+read -r -a PACKAGES <<< "$("$PY" "$HERE/build_corpus.py" --list-packages)"
+"$PY" "$HERE/build_corpus.py" --check-packages "${PACKAGES[@]}"
 
 echo "== sound-corpus: output $OUTDIR"
 mkdir -p "$DEBS" "$EXTRACT" "$RENDER" "$OUTDIR"
@@ -33,6 +33,7 @@ fi
 
 # 2. download (no dependencies) and extract each package
 for p in "${PACKAGES[@]}"; do
+  "$PY" "$HERE/build_corpus.py" --check-packages "$p" || exit 1   # never download a denied package
   if ! ls "$DEBS/${p}_"*.deb >/dev/null 2>&1; then
     echo "== downloading $p"
     (cd "$DEBS" && apt-get download "$p" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
@@ -42,12 +43,16 @@ for p in "${PACKAGES[@]}"; do
   if [ ! -f "$EXTRACT/$p/.done" ]; then
     echo "== extracting $(basename "$deb")"
     rm -rf "$EXTRACT/$p"; mkdir -p "$EXTRACT/$p"
-    dpkg-deb -x "$deb" "$EXTRACT/$p"
+    # audio, soundfonts, zip-format containers and the copyright file only
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$EXTRACT/$p" --wildcards --no-anchored \
+      '*.ogg' '*.wav' '*.flac' '*.mp3' '*.OGG' '*.WAV' '*.cat' '*.sf2' '*.sf3' '*.zip' '*.pk3' '*.wz' \
+      '*.orgue' '*copyright' || true
     touch "$EXTRACT/$p/.done"
   fi
 done
 
 # 3. python part (needs numpy, scipy, soundfile>=0.12 with mp3 support)
 "$PY" -c "import numpy, scipy, soundfile" || { echo "!! need numpy scipy soundfile"; exit 1; }
-"$PY" "$HERE/build_corpus.py" --extract "$EXTRACT" --cache "$RENDER" --outdir "$OUTDIR"
-echo "== done: $OUTDIR/manifest.csv, $OUTDIR/corpus.npz"
+"$PY" "$HERE/build_corpus.py" --extract "$EXTRACT" --cache "$RENDER" --outdir "$OUTDIR" ${DENY_AUDIO:+--deny-audio "$DENY_AUDIO"}
+"$PY" "$HERE/licences.py" --extract "$EXTRACT" --outdir "$OUTDIR" > "$OUTDIR/licences.md"
+echo "== done: $OUTDIR/manifest.csv, $OUTDIR/corpus-ogg.npz, $OUTDIR/licences.csv"

