@@ -61,8 +61,15 @@ def make_input(example: Path, seconds: float, path: Path) -> dict:
 
 
 def macs_command() -> list[str]:
-    exe = shutil.which("macs")
-    return [exe] if exe else [sys.executable, "-m", "macs_cli"]
+    # ``python -m macs_cli`` run with this checkout first on PYTHONPATH (run_separate), so the code
+    # measured is this checkout's, not whichever copy an installed ``macs`` script would import
+    return [sys.executable, "-m", "macs_cli"]
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 # A small launcher process runs the command and reports its rusage. Why not Popen + wait4 from
@@ -131,7 +138,7 @@ def run_separate(path: Path, outdir: Path, extra: list[str], poll_every: float =
     busy_before = cpu_busy_seconds()
     log_path = outdir.parent / f"{outdir.name}.log"
     res = subprocess.run([sys.executable, "-c", LAUNCHER, str(log_path), str(poll_every), *cmd],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=child_env())
     busy = cpu_busy_seconds() - busy_before
     r = json.loads(res.stdout.strip().splitlines()[-1])
     output = log_path.read_text(errors="replace") if log_path.exists() else ""
