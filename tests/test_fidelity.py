@@ -270,6 +270,89 @@ def test_separate_runs_in_the_precision_asked_and_records_it(tiny_model_path, tm
     assert r.exit_code == 2 and "fp16 needs a CUDA device" in r.output and not (tmp_path / "o2").exists()
 
 
+def _tiny_with_trained_bn(path) -> "torch.nn.Module":
+    """The tiny model with BatchNorm statistics and affine terms that are not the identity."""
+    model = load_separator(path)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                c = mod.num_features
+                mod.running_mean.copy_(0.2 * torch.randn(c, generator=g))
+                mod.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                mod.weight.copy_(1 + 0.3 * torch.randn(c, generator=g))
+                mod.bias.copy_(0.1 * torch.randn(c, generator=g))
+    return model.eval()
+
+
+def test_auto_precision_is_fp32_in_separate_where_the_cpu_lacks_bf16(tiny_model_path, tmp_path, monkeypatch):
+    """`--precision auto` end to end: the built-in model's name, detection mocked either way."""
+    from macs_cli import precision as P
+
+    model = load_separator(tiny_model_path)
+    model.config = model.config.replace(name="macs-default-v1")   # a model whose bf16 error was measured
+    wav = tmp_path / "x.wav"
+    sf.write(wav, (0.1 * np.random.default_rng(2).standard_normal(model.config.window_samples)).astype(np.float32),
+             16000)
+    monkeypatch.setattr(P, "cpu_bf16_native", lambda: False)
+    man = separate_file(model, wav, tmp_path / "a", SeparateOptions())
+    assert man["settings"]["precision"] == "auto" and man["settings"]["precision_used"] == "fp32"
+    monkeypatch.setattr(P, "cpu_bf16_native", lambda: True)
+    man = separate_file(model, wav, tmp_path / "b", SeparateOptions())
+    assert man["settings"]["precision_used"] == "bf16"
+    man = separate_file(model, wav, tmp_path / "c", SeparateOptions(precision="fp32"))   # asked: kept
+    assert man["settings"]["precision_used"] == "fp32"
+
+
+def test_precision_choices_on_the_command_line(tiny_model_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from macs_cli.cli.main import app
+    from macs_cli.precision import PRECISION_HELP, PRECISIONS
+
+    assert PRECISIONS == ("auto", "fp32", "bf16", "fp16") and all(p in PRECISION_HELP for p in PRECISIONS)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32) + 0.01, 16000)
+    r = CliRunner().invoke(app, ["separate", str(wav), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path),
+                                 "--device", "cpu", "--precision", "fp8", "-q"])
+    assert r.exit_code == 2 and "--precision must be one of" in r.output and not (tmp_path / "o").exists()
+    r = CliRunner().invoke(app, ["separate", str(wav), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path),
+                                 "--device", "cpu", "--precision", "fp32", "-q"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "x" / "manifest.json").is_file()
+
+
+def test_cpu_inference_copy_folds_batchnorm_and_keeps_the_stems(tiny_model_path):
+    """The CPU path runs a copy with BatchNorm folded into the convolutions and channels_last
+    layout: same stems up to float rounding; the caller's model is untouched; the copy is made once
+    and remade when the weights change."""
+    from macs_cli.separation.api import _cpu_inference_model, model_window_fn
+    from macs_cli.separation.model import cpu_inference_copy
+
+    model = _tiny_with_trained_bn(tiny_model_path)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    fast = cpu_inference_copy(model)
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert left == 1 < n_bn     # only in_conv's, behind the position embedding, stays
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn   # caller's model unchanged
+    x = (0.1 * np.random.default_rng(3).standard_normal((2, model.config.window_samples))).astype(np.float32)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)).numpy()
+        got = fast(torch.from_numpy(x)).numpy()
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
+    np.testing.assert_allclose(got.sum(1), x, atol=1e-5)
+    assert _cpu_inference_model(model) is _cpu_inference_model(model)      # made once
+    np.testing.assert_allclose(model_window_fn(model, "fp32")(x), ref, rtol=0, atol=1e-5)
+    with torch.no_grad():                                                    # the weights change ...
+        model.unet.out_conv[-1].bias.add_(0.5)
+    with torch.inference_mode():
+        ref2 = model(torch.from_numpy(x)).numpy()
+    assert np.abs(ref2 - ref).max() > 1e-3
+    np.testing.assert_allclose(model_window_fn(model, "fp32")(x), ref2, rtol=0, atol=1e-5)   # ... so does the copy
+    model.train()
+    assert _cpu_inference_model(model) is model                              # training mode: as it is
+
+
 # -- 5. MixIT's SI-SDR: auraloss semantics, float64 ------------------------------------------------------
 def _auraloss_sisdr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
     """auraloss.time.SISDRLoss (negated), as the official MixIT calls it, in float64 numpy."""
