@@ -322,6 +322,23 @@ def test_precision_choices_on_the_command_line(tiny_model_path, tmp_path):
     assert (tmp_path / "o" / "x" / "manifest.json").is_file()
 
 
+def test_forced_bf16_on_a_cpu_without_it_is_warned_about(tiny_model_path, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from macs_cli import precision as P
+    from macs_cli.cli.main import app
+
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32) + 0.01, 16000)
+    args = ["separate", str(wav), "--model", str(tiny_model_path), "--device", "cpu", "--precision", "bf16"]
+    monkeypatch.setattr(P, "cpu_bf16_native", lambda: False)
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "no native bf16" in r.output
+    monkeypatch.setattr(P, "cpu_bf16_native", lambda: True)
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0 and "no native bf16" not in r.output
+
+
 def test_cpu_inference_copy_folds_batchnorm_and_keeps_the_stems(tiny_model_path):
     """The CPU path runs a copy with BatchNorm folded into the convolutions and channels_last
     layout: same stems up to float rounding; the caller's model is untouched; the copy is made once
