@@ -563,3 +563,17 @@ def test_resuming_a_run_from_before_the_field_keeps_its_resize(tmp_path, clip_fo
     r = CliRunner().invoke(app, [*args, "--steps", "3", "--resume"])
     assert r.exit_code == 0, r.output
     assert load_separator(run_dir).config.align_corners is False
+
+
+def test_loading_the_builtin_model_does_not_import_the_compiler_stack():
+    """Start-up: the built-in model is built without the meta-device shape check, which imports
+    torch._dynamo and sympy (over a second); a user's checkpoint is still checked (test_safety_outputs)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from macs_cli.weights.separator import load_separator; m = load_separator('default'); "
+            "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules, m.config.name)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.stdout.split() == ["False", "False", "macs-default-v1"]
