@@ -61,8 +61,15 @@ def make_input(example: Path, seconds: float, path: Path) -> dict:
 
 
 def macs_command() -> list[str]:
-    exe = shutil.which("macs")
-    return [exe] if exe else [sys.executable, "-m", "macs_cli"]
+    # ``python -m macs_cli`` run with this checkout first on PYTHONPATH (run_separate), so the code
+    # measured is this checkout's, not whichever copy an installed ``macs`` script would import
+    return [sys.executable, "-m", "macs_cli"]
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 # A small launcher process runs the command and reports its rusage. Why not Popen + wait4 from
@@ -131,7 +138,7 @@ def run_separate(path: Path, outdir: Path, extra: list[str], poll_every: float =
     busy_before = cpu_busy_seconds()
     log_path = outdir.parent / f"{outdir.name}.log"
     res = subprocess.run([sys.executable, "-c", LAUNCHER, str(log_path), str(poll_every), *cmd],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=child_env())
     busy = cpu_busy_seconds() - busy_before
     r = json.loads(res.stdout.strip().splitlines()[-1])
     output = log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -176,8 +183,14 @@ def machine() -> dict:
         pass
     import torch
 
+    sys.path.insert(0, str(ROOT))
+    from macs_cli.precision import cpu_bf16_native
+
+    # what decides --precision auto on the CPU: without native bf16 the separator runs in fp32
     return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+            "torch": torch.__version__, "platform": platform.platform(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16_native": bool(cpu_bf16_native())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    rows = ["| input (44.1 kHz stereo) | uncontended runs | wall time (s), median | RTF (wall), median [min-max] | "
-            "manifest time (s), median | RTF (manifest), median | peak RSS (MiB), median [min-max] |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| input (44.1 kHz stereo) | uncontended runs | precision used | wall time (s), median | "
+            "RTF (wall), median [min-max] | manifest time (s), median | RTF (manifest), median | "
+            "process CPU s (user + sys), median | other processes' CPU s, median | peak RSS (MiB), median [min-max] |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     results["summary"] = []
     for seconds in args.durations:
         every = [r for r in results["runs"] if abs(r["input"]["seconds"] - seconds) < 1e-6]
@@ -257,12 +271,17 @@ def main(argv: list[str] | None = None) -> int:
                 "rtf_wall_min": float(rtf.min()), "rtf_wall_max": float(rtf.max()),
                 "manifest_seconds_median": float(np.median(mt)), "rtf_manifest_median": float(np.median(mrtf)),
                 "peak_rss_mib_median": float(np.median(rss)), "peak_rss_mib_min": float(rss.min()),
-                "peak_rss_mib_max": float(rss.max())}
+                "peak_rss_mib_max": float(rss.max()),
+                "process_cpu_s_median": float(np.median([r["user_s"] + r["sys_s"] for r in runs])),
+                "other_cpu_s_median": float(np.median([r["other_cpu_s"] for r in runs])),
+                "precision_used": sorted({str(r["manifest_settings"].get("precision_used")) for r in runs})}
         results["summary"].append(summ)
         flag = "" if clean else " (all contended)"
-        rows.append(f"| {summ['duration_s']:.0f} s | {len(runs)} of {len(every)}{flag} | {summ['wall_s_median']:.1f} | "
+        rows.append(f"| {summ['duration_s']:.0f} s | {len(runs)} of {len(every)}{flag} | "
+                    f"{', '.join(summ['precision_used'])} | {summ['wall_s_median']:.1f} | "
                     f"{summ['rtf_wall_median']:.4f} [{rtf.min():.4f}-{rtf.max():.4f}] | "
                     f"{summ['manifest_seconds_median']:.1f} | {summ['rtf_manifest_median']:.4f} | "
+                    f"{summ['process_cpu_s_median']:.1f} | {summ['other_cpu_s_median']:.1f} | "
                     f"{summ['peak_rss_mib_median']:.0f} [{rss.min():.0f}-{rss.max():.0f}] |")
     results["markdown"] = "\n".join(rows)
     print(results["markdown"])

@@ -270,6 +270,106 @@ def test_separate_runs_in_the_precision_asked_and_records_it(tiny_model_path, tm
     assert r.exit_code == 2 and "fp16 needs a CUDA device" in r.output and not (tmp_path / "o2").exists()
 
 
+def _tiny_with_trained_bn(path) -> "torch.nn.Module":
+    """The tiny model with BatchNorm statistics and affine terms that are not the identity."""
+    model = load_separator(path)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                c = mod.num_features
+                mod.running_mean.copy_(0.2 * torch.randn(c, generator=g))
+                mod.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                mod.weight.copy_(1 + 0.3 * torch.randn(c, generator=g))
+                mod.bias.copy_(0.1 * torch.randn(c, generator=g))
+    return model.eval()
+
+
+def test_auto_precision_is_fp32_in_separate_where_the_cpu_lacks_bf16(tiny_model_path, tmp_path, monkeypatch):
+    """`--precision auto` end to end: the built-in model's name, detection mocked either way."""
+    from macs_cli import precision as P
+
+    model = load_separator(tiny_model_path)
+    model.config = model.config.replace(name="macs-default-v1")   # a model whose bf16 error was measured
+    wav = tmp_path / "x.wav"
+    sf.write(wav, (0.1 * np.random.default_rng(2).standard_normal(model.config.window_samples)).astype(np.float32),
+             16000)
+    monkeypatch.setattr(P, "cpu_bf16_native", lambda: False)
+    man = separate_file(model, wav, tmp_path / "a", SeparateOptions())
+    assert man["settings"]["precision"] == "auto" and man["settings"]["precision_used"] == "fp32"
+    monkeypatch.setattr(P, "cpu_bf16_native", lambda: True)
+    man = separate_file(model, wav, tmp_path / "b", SeparateOptions())
+    assert man["settings"]["precision_used"] == "bf16"
+    man = separate_file(model, wav, tmp_path / "c", SeparateOptions(precision="fp32"))   # asked: kept
+    assert man["settings"]["precision_used"] == "fp32"
+
+
+def test_precision_choices_on_the_command_line(tiny_model_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from macs_cli.cli.main import app
+    from macs_cli.precision import PRECISION_HELP, PRECISIONS
+
+    assert PRECISIONS == ("auto", "fp32", "bf16", "fp16") and all(p in PRECISION_HELP for p in PRECISIONS)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32) + 0.01, 16000)
+    r = CliRunner().invoke(app, ["separate", str(wav), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path),
+                                 "--device", "cpu", "--precision", "fp8", "-q"])
+    assert r.exit_code == 2 and "--precision must be one of" in r.output and not (tmp_path / "o").exists()
+    r = CliRunner().invoke(app, ["separate", str(wav), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path),
+                                 "--device", "cpu", "--precision", "fp32", "-q"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "x" / "manifest.json").is_file()
+
+
+def test_forced_bf16_on_a_cpu_without_it_is_warned_about(tiny_model_path, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from macs_cli import precision as P
+    from macs_cli.cli.main import app
+
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32) + 0.01, 16000)
+    args = ["separate", str(wav), "--model", str(tiny_model_path), "--device", "cpu", "--precision", "bf16"]
+    monkeypatch.setattr(P, "cpu_bf16_native", lambda: False)
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "no native bf16" in r.output
+    monkeypatch.setattr(P, "cpu_bf16_native", lambda: True)
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0 and "no native bf16" not in r.output
+
+
+def test_cpu_inference_copy_folds_batchnorm_and_keeps_the_stems(tiny_model_path):
+    """The CPU path runs a copy with BatchNorm folded into the convolutions and channels_last
+    layout: same stems up to float rounding; the caller's model is untouched; the copy is made once
+    and remade when the weights change."""
+    from macs_cli.separation.api import _cpu_inference_model, model_window_fn
+    from macs_cli.separation.model import cpu_inference_copy
+
+    model = _tiny_with_trained_bn(tiny_model_path)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    fast = cpu_inference_copy(model)
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert left == 1 < n_bn     # only in_conv's, behind the position embedding, stays
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn   # caller's model unchanged
+    x = (0.1 * np.random.default_rng(3).standard_normal((2, model.config.window_samples))).astype(np.float32)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)).numpy()
+        got = fast(torch.from_numpy(x)).numpy()
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
+    np.testing.assert_allclose(got.sum(1), x, atol=1e-5)
+    assert _cpu_inference_model(model) is _cpu_inference_model(model)      # made once
+    np.testing.assert_allclose(model_window_fn(model, "fp32")(x), ref, rtol=0, atol=1e-5)
+    with torch.no_grad():                                                    # the weights change ...
+        model.unet.out_conv[-1].bias.add_(0.5)
+    with torch.inference_mode():
+        ref2 = model(torch.from_numpy(x)).numpy()
+    assert np.abs(ref2 - ref).max() > 1e-3
+    np.testing.assert_allclose(model_window_fn(model, "fp32")(x), ref2, rtol=0, atol=1e-5)   # ... so does the copy
+    model.train()
+    assert _cpu_inference_model(model) is model                              # training mode: as it is
+
+
 # -- 5. MixIT's SI-SDR: auraloss semantics, float64 ------------------------------------------------------
 def _auraloss_sisdr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
     """auraloss.time.SISDRLoss (negated), as the official MixIT calls it, in float64 numpy."""
@@ -463,3 +563,17 @@ def test_resuming_a_run_from_before_the_field_keeps_its_resize(tmp_path, clip_fo
     r = CliRunner().invoke(app, [*args, "--steps", "3", "--resume"])
     assert r.exit_code == 0, r.output
     assert load_separator(run_dir).config.align_corners is False
+
+
+def test_loading_the_builtin_model_does_not_import_the_compiler_stack():
+    """Start-up: the built-in model is built without the meta-device shape check, which imports
+    torch._dynamo and sympy (over a second); a user's checkpoint is still checked (test_safety_outputs)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from macs_cli.weights.separator import load_separator; m = load_separator('default'); "
+            "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules, m.config.name)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.stdout.split() == ["False", "False", "macs-default-v1"]

@@ -100,6 +100,13 @@ def separate(
         from ..precision import resolve_precision
 
         resolve_precision(precision, dev)   # fp16 on a CPU is an option error, before the model loads
+        if dev == "cpu" and precision == "bf16" and not quiet:
+            from .. import precision as _precision
+
+            if not _precision.cpu_bf16_native():
+                say_warning("--precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX), so bf16 is "
+                            "emulated and much slower than fp32 (over 10x per window measured on an "
+                            "AVX2 CPU; benchmarks/README.md section 2)")
         notes: list[str] = []
         files, problems = find_audio_files(list(inputs), skip_outputs=True, notes=notes)
         check_writable_dir(output)

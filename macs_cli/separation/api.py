@@ -16,6 +16,7 @@ import json
 import os
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -30,7 +31,7 @@ from ..errors import ConfigError, MacsError
 from ..formats import STEMS_FORMAT, STEMS_OUTPUT
 from ..fsutil import atomic_dir, describe_os_error, is_inside
 from .grouping import GroupingPlan, GroupRenderer, StemStatistics, plan_grouping, statistics_of
-from .model import Separator
+from .model import Separator, cpu_inference_copy
 
 FRAME_SECONDS = 0.1      # envelope resolution for activity and grouping
 ACTIVE_REL_DB = -30.0    # a stem frame is active if within 30 dB of the mixture frame...
@@ -82,14 +83,34 @@ def model_window_fn(model: Separator, precision: str = "auto") -> Callable[[np.n
 
     device = next(model.parameters()).device
     used = resolve_precision(precision, device, "separator", model.config.name)
+    net = _cpu_inference_model(model) if device.type == "cpu" else model
 
     def run(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         with inference(used, device):
-            return model(x).float().cpu().numpy()
+            return net(x).float().cpu().numpy()
 
     run.precision = used  # type: ignore[attr-defined]
     return run
+
+
+_CPU_COPIES: "weakref.WeakKeyDictionary[Separator, tuple[tuple, Separator]]" = weakref.WeakKeyDictionary()
+
+
+def _cpu_inference_model(model: Separator) -> Separator:
+    """``model`` prepared for the CPU (:func:`~macs_cli.separation.model.cpu_inference_copy`: BatchNorm
+    folded, channels_last), made once per model and remade if its weights or buffers change (their
+    in-place version counters and storage identify them). A model in training mode is used as it is."""
+    if model.training:
+        return model
+    tensors = [*model.parameters(), *model.buffers()]
+    key = tuple((t.data_ptr(), t._version) for t in tensors)
+    hit = _CPU_COPIES.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    fast = cpu_inference_copy(model)
+    _CPU_COPIES[model] = (key, fast)
+    return fast
 
 
 class _StemStats:

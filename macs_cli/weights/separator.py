@@ -134,15 +134,20 @@ def _load_torch_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], Separat
 
 
 # -- building a model ---------------------------------------------------------------------------
-def build_from_state(state: dict[str, torch.Tensor], config: SeparatorConfig, source: str) -> Separator:
+def build_from_state(state: dict[str, torch.Tensor], config: SeparatorConfig, source: str,
+                     check_shapes: bool = True) -> Separator:
     """A separator from a state dict and the config that came with it. The config is checked
     against the tensors on the ``meta`` device first (no memory is allocated), so a file whose
-    metadata asks for a huge model is refused before anything is built."""
-    with torch.device("meta"):
-        shapes = Separator(config).state_dict()
-    problem = describe_mismatch(shapes, state)
-    if problem:
-        raise ModelError(f"{source}: checkpoint does not fit the separator its config describes ({problem})")
+    metadata asks for a huge model is refused before anything is built. ``check_shapes=False``
+    skips that check, for the built-in model shipped with the package: building on the meta device
+    imports torch's compiler stack (torch._dynamo, sympy), over a second of start-up; the strict
+    ``load_state_dict`` still refuses a mismatch."""
+    if check_shapes:
+        with torch.device("meta"):
+            shapes = Separator(config).state_dict()
+        problem = describe_mismatch(shapes, state)
+        if problem:
+            raise ModelError(f"{source}: checkpoint does not fit the separator its config describes ({problem})")
     model = Separator(config)
     model.load_state_dict(state)
     model.eval()
@@ -192,7 +197,7 @@ def load_separator(spec: str | os.PathLike | None = "default", device: str | tor
             state, config = _load_safetensors(path)
         else:
             state, config = _load_torch_checkpoint(path)
-        model = build_from_state(state, config, str(path))
+        model = build_from_state(state, config, str(path), check_shapes=spec != "default")
     except ConfigError as exc:
         raise ModelError(f"{path}: {exc}") from None
     except MacsError:
