@@ -323,6 +323,21 @@ def _load_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float 
     if encoding == "mulaw":
         audio = mulaw_decode(audio)
     scale = 1.0 / 32768.0 if audio.dtype == np.int16 else 1.0
+
+    def decode(i: int) -> np.ndarray:
+        return audio[offsets[i]: offsets[i + 1]].astype(np.float32) * scale
+
+    return _collect_bank(path, split, sample_rate, max_seconds, rate, n, labels, splits, decode)
+
+
+class _Undecodable(Exception):
+    """One clip of a packed corpus cannot be decoded (it is skipped and counted)."""
+
+
+def _collect_bank(path: Path, split: str, sample_rate: int, max_seconds: float | None, rate: int, n: int,
+                  labels, splits, decode) -> ClipBank:
+    """The clips of ``split`` from a packed corpus: ``decode(i)`` gives clip i as float32 at
+    ``rate`` (or raises _Undecodable); unusable clips are skipped and counted; then resampled."""
     clips, labs = [], []
     skips = _Skips()
     limit = _clip_limit(max_seconds, rate)
@@ -331,7 +346,11 @@ def _load_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float 
         if str(splits[i]) != split:
             continue
         considered += 1
-        c = audio[offsets[i]: offsets[i + 1]].astype(np.float32) * scale
+        try:
+            c = decode(i)
+        except _Undecodable as exc:
+            skips.add("undecodable", f"{path}: clip {i} ({exc})")
+            continue
         reason = _clip_problem(c, rate)
         if reason is not None:
             skips.add(reason, f"{path}: clip {i} is {reason}")
@@ -344,7 +363,6 @@ def _load_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float 
         clips = [resample(c, rate, sample_rate) for c in clips]
         clips = [c if c.size else np.zeros(1, np.float32) for c in clips]
     return skips.bank(path, split, clips, labs, sample_rate, considered)
-
 
 
 def _load_ogg_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: float | None, audio, offsets,
@@ -355,37 +373,22 @@ def _load_ogg_npz_bank(path: Path, split: str, sample_rate: int, max_seconds: fl
 
     import soundfile as sf
 
-    clips, labs = [], []
-    skips = _Skips()
-    limit = _clip_limit(max_seconds, rate)
-    considered = 0
     raw = np.asarray(audio, dtype=np.uint8).tobytes()
-    for i in range(len(offsets) - 1):
-        if str(splits[i]) != split:
-            continue
-        considered += 1
+
+    def decode(i: int) -> np.ndarray:
         try:
             c, sr = sf.read(io.BytesIO(raw[offsets[i]: offsets[i + 1]]), dtype="float32", always_2d=True)
         except (RuntimeError, ValueError, sf.LibsndfileError) as exc:  # a damaged clip is skipped
-            skips.add("undecodable", f"{path}: clip {i} ({exc})")
-            continue
+            raise _Undecodable(str(exc)) from None
         c = c.mean(axis=1)
         if sr != rate:
             from ..audio.io import resample
 
             c = resample(c, sr, rate)
-        reason = _clip_problem(c, rate)
-        if reason is not None:
-            skips.add(reason, f"{path}: clip {i} is {reason}")
-            continue
-        clips.append(c[:limit] if limit is not None else c)
-        labs.append(_split_labels(str(labels[i])))
-    if rate != sample_rate:
-        from ..audio.io import resample
+        return c
 
-        clips = [resample(c, rate, sample_rate) for c in clips]
-        clips = [c if c.size else np.zeros(1, np.float32) for c in clips]
-    return skips.bank(path, split, clips, labs, sample_rate, considered)
+    return _collect_bank(path, split, sample_rate, max_seconds, rate, len(offsets) - 1, labels, splits, decode)
+
 
 def data_kind(spec: str | Path, kind: str = "auto") -> str:
     """The kind of a data source (folder, csv, fsd50k or npz), ``auto`` resolved, after cheap checks
