@@ -258,3 +258,21 @@ def test_gpu_v2_script_tiny_run_shards_and_merge(tmp_path):
     (multi / "shard_0.safetensors").unlink()
     with pytest.raises(SystemExit, match="do not make the model"):
         mod.merge(multi, tmp_path / "v3.safetensors")
+
+
+def test_resume_of_a_run_older_than_a_setting_reports_no_change():
+    """A checkpoint saved before loss.* / augment.* existed: their defaults are no change; a real
+    change still is."""
+    import yaml
+
+    from macs_cli.training.config import DEFAULTS
+    from macs_cli.training.run import config_changes
+
+    cfg = yaml.safe_load(yaml.safe_dump(DEFAULTS))
+    old = {k: v for k, v in cfg.items() if k not in ("loss", "augment")}
+    old["mix"] = {k: v for k, v in cfg["mix"].items() if k != "total_sources"}
+    saved = yaml.safe_dump(old)
+    assert config_changes(saved, cfg) != []                     # without defaults: spurious changes
+    assert config_changes(saved, cfg, DEFAULTS) == []
+    cfg["loss"]["sparsity"] = 2.0
+    assert config_changes(saved, cfg, DEFAULTS) == ["loss.sparsity (0.0 -> 2.0)"]

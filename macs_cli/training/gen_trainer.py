@@ -156,6 +156,7 @@ class AdapterTrainingModel(torch.nn.Module):
 
 
 class GenTrainer(TrainingRun):
+    config_defaults = DEFAULTS
     label = "train-gen"
     run_files = TrainingRun.run_files + ("adapter.safetensors", "adapter.json", "samples")
     config_sections = frozenset(DEFAULTS)

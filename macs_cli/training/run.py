@@ -58,9 +58,10 @@ def _same_setting(old: Any, new: Any) -> bool:
     return False
 
 
-def config_changes(saved_yaml: str | None, cfg: dict[str, Any]) -> list[str]:
+def config_changes(saved_yaml: str | None, cfg: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
     """``key (old -> new)`` for every setting that differs from the checkpoint's configuration,
-    except those a resume is expected to change (the step budget, time budget, logging cadence)."""
+    except those a resume is expected to change (the step budget, time budget, logging cadence).
+    A setting the checkpoint predates (absent from it) counts as its default in ``defaults``."""
     if not saved_yaml:
         return []
     try:
@@ -78,6 +79,8 @@ def config_changes(saved_yaml: str | None, cfg: dict[str, Any]) -> list[str]:
 
     expected = ("train.steps", "train.epochs", "train.max_minutes", "checkpoint.", "log.", "sample.")
     old, new = flat(saved), flat(cfg)
+    for k, v in flat(defaults or {}).items():
+        old.setdefault(k, v)
     return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted(set(old) | set(new))
             if not _same_setting(old.get(k), new.get(k)) and not k.startswith(expected)]
 
@@ -128,6 +131,7 @@ def _int_or_none(v: Any) -> int | None:
 class TrainingRun:
     """Base of the two trainers. Subclasses set ``optimizer`` and ``scheduler`` and implement
     :meth:`save` (via :meth:`save_state`) and :meth:`resume` (via :meth:`load_state`)."""
+    config_defaults: dict[str, Any] | None = None   # a trainer's defaults (settings older runs lack)
 
     label = "train"
     # what a run writes into its folder: all that --force removes (the user's other files stay)
@@ -297,7 +301,7 @@ class TrainingRun:
         except Exception as exc:
             raise ModelError(f"{self.checkpoint_path}: cannot resume ({str(exc).splitlines()[0]})") from None
         self.step = int(state["step"])
-        changed = config_changes(state.get("config"), self.cfg)
+        changed = config_changes(state.get("config"), self.cfg, self.config_defaults)
         if changed:
             from rich.markup import escape
 

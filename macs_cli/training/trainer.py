@@ -83,6 +83,7 @@ def evaluate(model: Separator, mixes, refs: torch.Tensor | None = None, batch_si
 
 
 class Trainer(TrainingRun):
+    config_defaults = DEFAULTS
     label = "train-sep"
     run_files = TrainingRun.run_files + ("separator.safetensors", "separator.json")
     config_sections = frozenset(DEFAULTS)
