@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .hub import cached_file, fetch_command
+from .hub import cached_file, fetch_command, hub_repo_cached
 
 
 @dataclass
@@ -38,11 +38,6 @@ def _size(path: Path | None) -> int | None:
 def _entry(name: str, kind: str, used_by: str, found: Path | None, fetch: str) -> ModelEntry:
     return ModelEntry(name, kind, used_by, found is not None, None if found is None else str(found),
                       _size(found), fetch)
-
-
-def _snapshot(repo: str, marker: str, cache_dir: str | os.PathLike | None) -> Path | None:
-    found = cached_file(repo, marker, cache_dir)
-    return None if found is None else found.parent
 
 
 def _official_adapters(cache_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
@@ -81,15 +76,15 @@ def catalog(cache_dir: str | os.PathLike | None = None, weights_dir: str | os.Pa
                fetch_command(SEP_REPO, OFFICIAL_FILE) + " (or set MACS_OFFICIAL_SEPARATOR)"),
         _entry("default", "clap", "embed/generate/train-gen --clap", cached_file(DEFAULT_REPO, DEFAULT_FILE, cache_dir),
                fetch_command(DEFAULT_REPO, DEFAULT_FILE)),
-        _entry(f"hf:{DEFAULT_HF_MODEL}", "clap", "embed --clap hf", _snapshot(DEFAULT_HF_MODEL, "config.json", cache_dir),
+        _entry(f"hf:{DEFAULT_HF_MODEL}", "clap", "embed --clap hf", hub_repo_cached(DEFAULT_HF_MODEL, "config.json", cache_dir),
                fetch_command(DEFAULT_HF_MODEL)),
         _entry(ROBERTA, "tokenizer", "embed --labels (laion-clap text branch)",
-               _snapshot(ROBERTA, "tokenizer_config.json", cache_dir) or _snapshot(ROBERTA, "vocab.json", cache_dir),
+               hub_repo_cached(ROBERTA, "tokenizer_config.json", cache_dir) or hub_repo_cached(ROBERTA, "vocab.json", cache_dir),
                fetch_command(ROBERTA, TOKENIZER_FILES)),
     ]
     for repo in (SD_V15, SD_V14):
         out.append(_entry(repo, "stable-diffusion", "generate/train-gen --sd-model",
-                          _snapshot(repo, "model_index.json", cache_dir), fetch_command(repo, HUB_DOWNLOAD)))
+                          hub_repo_cached(repo, "model_index.json", cache_dir), fetch_command(repo, HUB_DOWNLOAD)))
     adapters = _official_adapters(cache_dir)
     for dataset, mlp in adapters:
         out.append(_entry(f"official:{dataset}", "adapter", "generate --adapter", mlp.parent,
