@@ -131,3 +131,53 @@ def test_ogg_pack_reads_back(bc, tmp_path):
     assert len(bank) == 3 and bank.seconds == pytest.approx(4.5, abs=0.1)
     held = load_clip_bank(out, "heldout", 16000, max_seconds=None)
     assert len(held) == 1
+
+
+def _qt_resource_bundle(files: dict[str, tuple[bytes, bool]]) -> bytes:
+    """A format-2 Qt .rcc with one folder 'snd' holding ``files`` (name -> (bytes, zlib?))."""
+    import struct
+    import zlib
+
+    names, name_off = b"", {}
+    for n in ["snd", *files]:
+        name_off[n] = len(names)
+        u = n.encode("utf-16-be")
+        names += struct.pack(">HI", len(n), 0) + u
+    data, data_off = b"", {}
+    for n, (raw, packed) in files.items():
+        payload = struct.pack(">I", len(raw)) + zlib.compress(raw) if packed else raw
+        data_off[n] = len(data)
+        data += struct.pack(">I", len(payload)) + payload
+    tree = struct.pack(">IHII", 0, 2, 1, 1) + bytes(8)                        # root: 1 child at 1
+    tree += struct.pack(">IHII", name_off["snd"], 2, len(files), 2) + bytes(8)  # snd: files at 2..
+    for n, (_raw, packed) in files.items():
+        tree += struct.pack(">IHHHI", name_off[n], 1 if packed else 0, 0, 0, data_off[n]) + bytes(8)
+    head = 24
+    return (b"qres" + struct.pack(">IIIII", 2, head, head + len(tree), head + len(tree) + len(data), 0)
+            + tree + data + names)
+
+
+def test_qt_resource_bundle_members(bc, tmp_path):
+    buf = io.BytesIO()
+    sf.write(buf, recording(3, 0.5), 16000, format="WAV", subtype="PCM_16")
+    wav = buf.getvalue()
+    path = tmp_path / "x.rcc"
+    path.write_bytes(_qt_resource_bundle({"a.wav": (wav, False), "b.wav": (wav, True), "c.svg": (b"<svg/>", True)}))
+    members = dict(bc.rcc_members(str(path)))
+    assert set(members) == {"snd/a.wav", "snd/b.wav", "snd/c.svg"}
+    assert members["snd/a.wav"] == wav and members["snd/b.wav"] == wav     # stored and zlib-packed alike
+    assert members["snd/c.svg"] == b"<svg/>"
+    y, sr = sf.read(io.BytesIO(members["snd/b.wav"]))
+    assert sr == 16000 and len(y) == 8000
+    (tmp_path / "not.rcc").write_bytes(b"nope" + bytes(20))
+    with pytest.raises(ValueError, match="not a Qt resource bundle"):
+        bc.rcc_members(str(tmp_path / "not.rcc"))
+
+
+def test_v2_1_labels(bc):
+    assert bc.classify("gcompris-qt-data", "memory-sound/LRBark_3_LA_cut.ogg") == "dog"
+    assert bc.classify("gcompris-qt-data", "instruments/castanets.ogg") == "hand_percussion"
+    assert bc.classify("gcompris-qt-data", "core/bleep.wav") is None          # interface sounds skipped
+    assert bc.classify("cube2-data", "sounds/0ad/thunder_10.ogg") is None     # copies of 0ad-data
+    assert bc.classify("btanks-data", "sounds/worm-eat.ogg") == "chewing_eating"
+    assert bc.classify("warmux-data", "sound/default/voices/death1.ogg") == "human_grunt"

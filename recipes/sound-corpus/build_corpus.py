@@ -24,6 +24,7 @@ import shutil
 import struct
 import subprocess
 import time
+import zlib
 from collections import Counter, defaultdict
 from math import gcd
 from multiprocessing import Pool
@@ -93,6 +94,10 @@ PACKAGES = [
     "lugaru-data", "ktuberling-data", "extremetuxracer-data", "trigger-rally-data", "tuxfootball",
     "freeciv-data", "endless-sky-data", "xmoto-data", "lordsawar-data", "frozen-bubble-data",
     "alienblaster-data", "bzflag-data",
+    # v2.1
+    "gcompris-qt-data", "warmux-data", "btanks-data", "ardentryst", "starfighter-data", "cube2-data",
+    "caveexpress-data", "zaz-data", "holotz-castle-data", "powermanga-data", "tuxtype-data",
+    "pingus-data", "kgoldrunner",
 ]
 # zip-format containers whose audio members are unpacked into <pkg>/_zip/<container name>/
 CONTAINERS = {
@@ -104,6 +109,44 @@ CONTAINERS = {
     "trigger-rally-data": ["usr/share/games/trigger-rally/data.zip"],
     "grandorgue-demo": ["usr/share/GrandOrgue/packages/*.orgue"],
 }
+# Qt resource bundles (.rcc) whose audio members are unpacked into <pkg>/_rcc/<bundle name>/
+RCC_CONTAINERS = {
+    "gcompris-qt-data": ["usr/share/gcompris-qt/rcc/*.rcc"],
+}
+
+
+def rcc_members(path):
+    """(name, bytes) of every file in a Qt binary resource bundle (format versions 1-3): a tree of
+    fixed-size entries, a UTF-16 name table and a data table whose entries may be zlib-compressed
+    (flag 1; zstd, flag 4, is left out)."""
+    b = open(path, "rb").read()
+    if b[:4] != b"qres":
+        raise ValueError(f"{path}: not a Qt resource bundle")
+    ver, tree, data, names = struct.unpack(">IIII", b[4:20])
+    size = 14 if ver == 1 else 22
+    out = []
+
+    def name(off):
+        n, = struct.unpack(">H", b[names + off:names + off + 2])
+        return b[names + off + 6:names + off + 6 + 2 * n].decode("utf-16-be")
+
+    stack = [(0, "")]
+    while stack:
+        i, prefix = stack.pop()
+        e = tree + i * size
+        noff, flags = struct.unpack(">IH", b[e:e + 6])
+        nm = name(noff) if i else ""
+        if flags & 2:
+            count, first = struct.unpack(">II", b[e + 6:e + 14])
+            stack.extend((c, f"{prefix}{nm}/" if nm else prefix) for c in range(first, first + count))
+            continue
+        doff, = struct.unpack(">I", b[e + 10:e + 14])
+        n, = struct.unpack(">I", b[data + doff:data + doff + 4])
+        raw = b[data + doff + 4:data + doff + 4 + n]
+        if flags & 4:
+            continue
+        out.append((prefix + nm, zlib.decompress(raw[4:]) if flags & 1 else raw))
+    return sorted(out)
 
 
 def extract_containers(extract):
@@ -124,6 +167,24 @@ def extract_containers(extract):
                 os.makedirs(dest, exist_ok=True)
                 open(os.path.join(dest, ".done"), "w").close()
                 log(f"  {pkg}: {n} audio files from {os.path.basename(zf)}")
+    for pkg, pats in RCC_CONTAINERS.items():
+        for pat in pats:
+            for rf in sorted(glob.glob(os.path.join(extract, pkg, pat))):
+                dest = os.path.join(extract, pkg, "_rcc", os.path.splitext(os.path.basename(rf))[0])
+                if os.path.exists(os.path.join(dest, ".done")):
+                    continue
+                n = 0
+                for member, raw in rcc_members(rf):
+                    if member.lower().endswith(AUDIO_EXT) and not is_denied_path(member):
+                        out = os.path.join(dest, os.path.basename(member))
+                        os.makedirs(dest, exist_ok=True)
+                        with open(out, "wb") as fh:
+                            fh.write(raw)
+                        n += 1
+                os.makedirs(dest, exist_ok=True)
+                open(os.path.join(dest, ".done"), "w").close()
+                if n:
+                    log(f"  {pkg}: {n} audio files from {os.path.basename(rf)}")
         if pkg == "0ad-data":
             # 0ad's audio sits in public.zip under audio/
             src = os.path.join(extract, pkg, "_zip", "public.zip", "audio")
@@ -602,6 +663,145 @@ PACKAGE_RULES_V2 = {
     "grandorgue-demo": [("", R(r"^sounds ")), ("organ_pipe", R(r"."))],
     "alienblaster-data": [("explosion", R(r"explosion")), ("", R(r"."))],
     "bzflag-data": [("explosion", R(r"boom|explosion")), ("", R(r"."))],
+    # v2.1
+    "gcompris-qt-data": [   # keys look like "memory sound lrbark 3 la cut", "instruments banjo"
+        ("music", R(r"explore world music|^core intro")),
+        ("hand_percussion", R(r"instruments (tambourine|bongo|maracas|castanets)")),
+        ("bell_chime", R(r"instruments triangle|buddhist gong")),
+        ("brass", R(r"instruments (horn|trumpet|trombone|tuba)")),
+        ("drum_loop", R(r"instruments drum kit")),
+        ("snare_drum", R(r"instruments snare")),
+        ("cymbal_hihat", R(r"instruments cymbal")),
+        ("tom_drum", R(r"instruments timpani")),
+        ("flute", R(r"instruments flute")),
+        ("woodwind", R(r"instruments clarinet")),
+        ("saxophone", R(r"instruments saxophone")),
+        ("bowed_strings", R(r"instruments (violin|cello)")),
+        ("plucked_strings", R(r"instruments harp")),
+        ("guitar", R(r"instruments (guitar|electric guitar|banjo)|memory sound guitar")),
+        ("piano", R(r"instruments piano")),
+        ("organ_accordion", R(r"instruments (organ|accordion|harmonica)")),
+        ("mallet_percussion", R(r"melody xylofon")),
+        ("owl", R(r"farm animals owl")),
+        ("pig", R(r"farm animals pig")),
+        ("rooster_chicken", R(r"farm animals chickens")),
+        ("cat", R(r"farm animals cat")),
+        ("horse", R(r"farm animals horse")),
+        ("cow", R(r"farm animals cow")),
+        ("dog", R(r"farm animals dog|lrbark")),
+        ("duck_goose", R(r"farm animals duck")),
+        ("sheep_goat", R(r"farm animals sheep")),
+        ("vehicle_engine", R(r"carengine|traffic car")),
+        ("fire", R(r"fireballs")),
+        ("machine", R(r"factory noise")),
+        ("door", R(r"door (open|close)")),
+        ("train", R(r"train")),
+        ("applause_cheer", R(r"applauses")),
+        ("frog", R(r"frogs")),
+        ("rain", R(r"rain in garden")),
+        ("water", R(r"water fill|watercycle bubble|clickgame (drip|bubble)|^core water")),
+        ("chewing_eating", R(r"gnumch equality eat")),
+        ("footsteps", R(r"icy walk")),
+        ("coins_cash", R(r"money")),
+        ("pickaxe_metal", R(r"pickaxe")),
+        ("bow_arrow", R(r"target arrow")),
+        ("aircraft", R(r"helicopter")),
+        ("", R(r".")),
+    ],
+    "warmux-data": [
+        ("music", R(r"^music ")),
+        ("human_grunt", R(r"voices (death|injured)")),
+        ("", R(r"^sound default (voices|misc)")),
+        ("aircraft", R(r"aircraft flying|jetpack")),
+        ("hammer_metal", R(r"anvil")),
+        ("welding", R(r"blowtorch")),
+        ("explosion", R(r"exp\b|explosion|cluzooka hit")),
+        ("fire", R(r"embers|flame|fuze")),
+        ("ball_bounce", R(r"bounce")),
+        ("bullet_casing", R(r"cartridge")),
+        ("gunshot", R(r"\bgun\b|\bm 16\b|shotgun")),
+        ("rocket_missile", R(r"rocket flying|cluzooka shot|riot flying")),
+        ("ricochet", R(r"ricoche")),
+        ("punch", R(r"slap|baseball")),
+        ("laser_scifi", R(r"teleport")),
+        ("electronic_blip", R(r"mine beep")),
+        ("", R(r".")),
+    ],
+    "btanks-data": [
+        ("music", R(r"^tunes ")),
+        ("town_ambience", R(r"ambient city")),
+        ("nature_ambience", R(r"ambient (country|forest|swamp)")),
+        ("", R(r"ambient|^sounds menu|taking item|respawn|disembark|slime|stun|smoke missile|dispersion")),
+        ("explosion", R(r"explosion")),
+        ("gunshot", R(r"cannon|\bshot\b|machinegunner")),
+        ("human_grunt", R(r"deadman")),
+        ("vehicle_engine", R(r"engine|vehicle sound|tank move")),
+        ("rocket_missile", R(r"missile|boomerang")),
+        ("scream", R(r"kamikaze")),
+        ("footsteps", R(r"man steps")),
+        ("chewing_eating", R(r"worm eat")),
+        ("monster_vocal", R(r"zombie")),
+        ("clock_tick", R(r"mine tick")),
+        ("ship_boat", R(r"submarine")),
+    ],
+    "ardentryst": [
+        ("music", R(r"^music ")),
+        ("footsteps", R(r"step")),
+        ("human_grunt", R(r"pain")),
+        ("monster_vocal", R(r"monstersounds")),
+        ("stab_slash", R(r"\bcut\b|hitslice")),
+        ("magic_spell", R(r"magicpower|\bice\b|magicbow|\borb\b")),
+        ("bell_chime", R(r"chimegliss")),
+        ("rain", R(r"rain loop")),
+        ("wind", R(r"cavewind")),
+        ("fire", R(r"fire loop|flame whoosh")),
+        ("whoosh", R(r"weaponswing")),
+        ("explosion", R(r"quake|implosion")),
+        ("", R(r".")),
+    ],
+    "starfighter-data": [
+        ("music", R(r"^music ")),
+        ("explosion", R(r"explode")),
+        ("laser_scifi", R(r"laser|plasma|hyperspace|cloak")),
+        ("rocket_missile", R(r"missile")),
+        ("aircraft", R(r"flyby")),
+        ("human_grunt", R(r"maledeath")),
+        ("", R(r".")),
+    ],
+    "cube2-data": [
+        ("music", R(r"^music ")),
+        ("", R(r"sounds 0ad ")),         # copies of 0ad-data sounds
+        ("gunshot", R(r"minigun|pistol|rifle|shotgun")),
+        ("rocket_missile", R(r"launcher")),
+        ("human_grunt", R(r"aard (pain|die|grunt)")),
+        ("saw", R(r"chainsaw")),
+        ("beatbox", R(r"beatbox")),
+        ("kick_drum", R(r"\bkik\b")),
+        ("bowed_strings", R(r"vla g major")),
+        ("door", R(r"doorslam")),
+        ("fire", R(r"burning")),
+        ("water", R(r"waterdrip|watersplash")),
+        ("explosion", R(r"explosion|explode")),
+        ("", R(r".")),
+    ],
+    "caveexpress-data": [
+        ("music", R(r"music")),
+        ("nature_ambience", R(r"\bcave \d")),
+        ("chewing_eating", R(r"fruit eat")),
+        ("human_grunt", R(r"player pain")),
+        ("waterfall_river", R(r"tile waterfall")),
+        ("water", R(r"water (impact|rising)")),
+        ("", R(r".")),
+    ],
+    "zaz-data": [("music", R(r"\bmus \d")), ("", R(r"."))],
+    "holotz-castle-data": [("music", R(r"credits|maintitle|gameover|beginlevel|endlevel")), ("", R(r"."))],
+    "powermanga-data": [("music", R(r"music")), ("explosion", R(r"explosion")), ("", R(r"."))],
+    "tuxtype-data": [("music", R(r"raindrops|chiptune")), ("alarm", R(r"alarm")),
+                     ("applause_cheer", R(r"cheer")), ("explosion", R(r"explosion")),
+                     ("laser_scifi", R(r"laser")), ("plucked_strings", R(r"\bharp\b")),
+                     ("chewing_eating", R(r"\bbite\b")), ("", R(r"."))],
+    "pingus-data": [("water", R(r"splash")), ("", R(r"."))],
+    "kgoldrunner": [("dig_mine", R(r"\bdig\b")), ("footsteps", R(r"\bstep\b")), ("", R(r"."))],
 }
 PACKAGE_RULES.update(PACKAGE_RULES_V2)
 
@@ -683,6 +883,19 @@ PKG_ROOTS = {
     "grandorgue-demo": "_zip",
     "alienblaster-data": "usr/share/games/alienblaster/sound",
     "bzflag-data": "usr/share/games/bzflag",
+    "gcompris-qt-data": "_rcc",
+    "warmux-data": "usr/share/games/warmux",
+    "btanks-data": "usr/share/games/btanks/data",
+    "ardentryst": "usr/share/games/ardentryst",
+    "starfighter-data": "usr/share/starfighter",
+    "cube2-data": "usr/share/games/cube2/packages",
+    "caveexpress-data": "usr/share/games/caveexpress/sounds",
+    "zaz-data": "usr/share/games/zaz",
+    "holotz-castle-data": "usr/share/games/holotz-castle/game/sound",
+    "powermanga-data": "usr/share/games/powermanga",
+    "tuxtype-data": "usr/share/tuxtype",
+    "pingus-data": "usr/share/games/pingus/data/sounds",
+    "kgoldrunner": "usr/share/kgoldrunner/themes",
 }
 
 SPEECH_PER_LANG_QABCS = 20
