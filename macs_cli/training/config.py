@@ -423,7 +423,7 @@ class TrainingConfig:
         full = _merge(cls.defaults(), cfg)
         if validate:
             cls.validate(full)
-        return cls(**{f.name: f.default_factory().__class__(**full[f.name]) for f in fields(cls)})
+        return cls(**{f.name: type(f.default_factory())(**full[f.name]) for f in fields(cls)})
 
     @classmethod
     def load(cls, path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -510,12 +510,12 @@ class AdapterTrainConfig:
 
 @dataclass
 class SampleConfig:
-    every: int = 500
-    count: int = 4
+    every: int = 500              # steps between sample grids (0: none)
+    count: int = 4                # the first clips' embeddings
     steps: int = 20
     guidance: float = 7.5
     seed: int = 0
-    height: int | None = None
+    height: int | None = None     # null: data.resolution
     width: int | None = None
 
 
