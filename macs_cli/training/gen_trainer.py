@@ -1,5 +1,6 @@
-"""The ``train-gen`` loop: train MACS's adapter (MLP, positional encoding, audio key/value
-projections) on a frozen Stable Diffusion v1.x with the DDPM noise-prediction loss.
+"""The ``train-gen`` trainer (a :class:`~macs_cli.training.run.TrainingRun`): train MACS's adapter
+(MLP, positional encoding, audio key/value projections) on a frozen Stable Diffusion v1.x with the
+DDPM noise-prediction loss.
 
 Per optimiser step and micro-batch: pick ``batch_size`` (image, clip) pairs from the shuffled
 stream, encode the images with the frozen VAE (a sample of the latent distribution, times the

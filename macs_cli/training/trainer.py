@@ -1,6 +1,6 @@
-"""The ``train-sep`` loop: MixIT (plus pluggable extra loss terms) with AdamW, warm-up + cosine,
-gradient accumulation, mixed precision, accelerate for several processes, atomic checkpoints and
-exact resumption.
+"""The ``train-sep`` trainer, a :class:`~macs_cli.training.run.TrainingRun`: MixIT (plus pluggable
+extra loss terms) with AdamW, warm-up + cosine, gradient accumulation, mixed precision, accelerate
+for several processes, atomic checkpoints and exact resumption (the loop itself is in run.py).
 
 Reproducibility: the batch stream and dropout are reseeded from (seed, process, step) at every step,
 so a run resumed from a checkpoint continues exactly as an uninterrupted one would.
