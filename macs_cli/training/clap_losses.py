@@ -29,15 +29,18 @@ and mixture's embeddings are computed once per (batch, stems) pair and shared by
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..clap import normalize, to_clap_input
-from .losses import MixtureBatch
+from .losses import LossTerm, MixtureBatch
 from .softrank import soft_rank, spearman
+
+if TYPE_CHECKING:
+    from .config import ClapConfig
 
 TEMPLATE = "The sound of {}"
 FILLER = "Noise"
@@ -225,19 +228,15 @@ class RankLoss:
         return rank_loss(a, mix, self.strength, self.backend)
 
 
-def build_clap_terms(cfg: dict[str, Any], encoder: Any, sample_rate: int, num_sources: int):
+def build_clap_terms(clap: "ClapConfig", encoder: Any, sample_rate: int, num_sources: int):
     """The ``align`` and ``rank`` loss terms (weights ``alpha``) from a config's ``clap`` section.
 
     Returns ``(terms, space)``; the caller sets MixIT's weight to :func:`mixit_weight`.
     """
-    from .trainer import LossTerm
-
-    c = cfg["clap"]
-    space = ClapSpace(encoder, sample_rate, num_sources, c.get("batch_chunk"),
-                      c.get("text_template", TEMPLATE), c.get("filler", FILLER), c.get("lowercase", True),
-                      c.get("labels_per_mixture"))
-    align = AlignLoss(space, c.get("tau1", TAU1), c.get("tau2_init", TAU2_INIT))
-    rank = RankLoss(space, c.get("rank_regularization", 1.0), c.get("soft_rank", "auto"))
+    space = ClapSpace(encoder, sample_rate, num_sources, clap.batch_chunk, clap.text_template, clap.filler,
+                      clap.lowercase, clap.labels_per_mixture)
+    align = AlignLoss(space, clap.tau1, clap.tau2_init)
+    rank = RankLoss(space, clap.rank_regularization, clap.soft_rank)
     return [LossTerm("align", align, clap_alpha), LossTerm("rank", rank, clap_alpha)], space
 
 

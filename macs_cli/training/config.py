@@ -1,4 +1,5 @@
-"""Training configuration for ``train-sep``: a YAML file, dotted command-line overrides, validation."""
+"""Training configurations of ``train-sep`` and ``train-gen``: typed sections (dataclasses), a YAML
+file, dotted command-line overrides, and the validation of every value."""
 
 from __future__ import annotations
 
@@ -6,50 +7,12 @@ import copy
 import math
 import re
 from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import yaml
 
 from ..errors import ConfigError
-
-DEFAULTS: dict[str, Any] = {
-    "model": {"num_sources": 6, "channels": 32, "depth": 5, "dropout": 0.1,
-              "input_transform": "log_power", "window_seconds": 8.0, "sample_rate": 16000,
-              "n_fft": 400, "win_length": 400, "hop_length": 200,
-              # the U-Net's bilinear resize; null: that of train.init's model, else true (the official)
-              "align_corners": None},
-    "data": {"train": None, "heldout": None, "kind": "auto", "max_seconds": 8.0, "max_clips": None},
-    # total_sources: null, or [lo, hi] sources in the whole mixture of mixtures (split at random
-    # between m1 and m2; with lo = 1, m2 may be empty): replaces sources_per_mixture when set
-    "mix": {"sources_per_mixture": [1, 2], "repeats": [1, 3], "gain_db": [-6.0, 6.0], "loop_prob": 0.0,
-            "total_sources": None},
-    # extra loss terms beside MixIT: sparsity, the weight of the stem-activity penalty (sparse
-    # MixIT; 0: off), sparsity_kind l1_l2 or l1 (macs_cli.training.losses.StemSparsity)
-    "loss": {"sparsity": 0.0, "sparsity_kind": "l1_l2"},
-    # per-source augmentation before the mixtures are summed (macs_cli.training.augment); 0: off
-    "augment": {"eq_prob": 0.0, "eq_db": 6.0, "reverb_prob": 0.0, "rt60": [0.2, 0.8], "drr_db": [0.0, 10.0]},
-    "optim": {"lr": 1.0e-3, "weight_decay": 1.0e-2, "betas": [0.9, 0.999], "warmup": 0.1,
-              "grad_accum": 1, "batch_size": 8, "clip_grad": 5.0},
-    "train": {"steps": 1000, "epochs": 10, "seed": 0, "precision": "auto", "max_minutes": None,
-              "exact_mixit": True, "init": None},
-    "checkpoint": {"every": 200},
-    # held-out validation: "real" mixtures (every pair of sources overlapping, levels within 5 dB,
-    # steady sounds looped; data.real_eval_set) or the first, "sparse" set (sources placed at random,
-    # mostly not overlapping; loop_prob applies to it only). mixtures: in all, split over sources.
-    "validation": {"every": 200, "mixtures": 32, "sources": [2, 3], "seed": 1234, "mode": "real",
-                   "loop_prob": 0.0},
-    "log": {"every": 10},
-    # MACS's CLAP-space losses (macs_cli/training/clap_losses.py): with losses: true the objective
-    # is (1 - alpha) mixit + alpha (align + rank), alpha = epoch / (epochs - 1)
-    "clap": {"losses": False, "model": None, "tokenizer": None, "download": False,
-             "tau1": 100.0, "tau2_init": 2.6592600369327779, "rank_regularization": 1.0,
-             "soft_rank": "auto", "batch_chunk": None, "text_template": "The sound of {}",
-             "filler": "Noise", "lowercase": True,
-             # texts per source mixture (m1, m2): the official FSD50K recipe gives each clip 5;
-             # null: M / 2 each
-             "labels_per_mixture": None},
-}
-
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e-3`` as a string; accept it (and ``.5``, ``1_000.0``) as a float."""
@@ -134,11 +97,6 @@ def separator_config(cfg: dict[str, Any], init_align_corners: bool | None = None
     return SeparatorConfig(**model, name=name).validate()
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The train-sep configuration: DEFAULTS <- YAML recipe <- overrides, validated."""
-    cfg = load_yaml_config(DEFAULTS, path, overrides)
-    validate(cfg)
-    return cfg
 
 
 # data.kind values train-sep understands (macs_cli/training/data.py)
@@ -311,3 +269,347 @@ def validate_clap(cfg: dict[str, Any], need) -> None:
     need(v is None or (_integer(v) and 1 <= v <= 64),
          f"clap.labels_per_mixture must be an integer in 1..64 or null (M / 2 each; got {v!r})")
     need(isinstance(c["download"], bool), "clap.download must be true or false")
+
+
+# -- the typed configurations -------------------------------------------------------------------
+# Each trainer's configuration is a dataclass of sections; the field names are the YAML keys and
+# the field defaults are the defaults. The YAML and the run's config.yaml stay plain mappings
+# (``to_dict``); the trainers read the typed view (``from_dict``, validated).
+
+def _list(*items):
+    return field(default_factory=lambda: list(items))
+
+
+def _section(cls, **values):
+    return field(default_factory=lambda: cls(**values))
+
+
+@dataclass
+class SeparatorModelConfig:
+    num_sources: int = 6
+    channels: int = 32
+    depth: int = 5
+    dropout: float = 0.1
+    input_transform: str = "log_power"
+    window_seconds: float = 8.0
+    sample_rate: int = 16000
+    n_fft: int = 400
+    win_length: int = 400
+    hop_length: int = 200
+    # the U-Net's bilinear resize; null: that of train.init's model, else true (the official)
+    align_corners: bool | None = None
+
+
+@dataclass
+class SeparatorDataConfig:
+    train: str | None = None
+    heldout: str | None = None
+    kind: str = "auto"
+    max_seconds: float | None = 8.0
+    max_clips: int | None = None
+
+
+@dataclass
+class MixConfig:
+    sources_per_mixture: list = _list(1, 2)
+    repeats: list = _list(1, 3)
+    gain_db: list = _list(-6.0, 6.0)
+    loop_prob: float = 0.0
+    # null, or [lo, hi] sources in the whole mixture of mixtures (split at random between m1 and
+    # m2; with lo = 1, m2 may be empty): replaces sources_per_mixture when set
+    total_sources: list | None = None
+
+
+@dataclass
+class LossConfig:
+    """Extra loss terms beside MixIT: ``sparsity``, the weight of the stem-activity penalty (sparse
+    MixIT; 0: off), ``sparsity_kind`` l1_l2 or l1 (:class:`macs_cli.training.losses.StemSparsity`)."""
+    sparsity: float = 0.0
+    sparsity_kind: str = "l1_l2"
+
+
+@dataclass
+class AugmentConfig:
+    """Per-source augmentation before the mixtures are summed (macs_cli.training.augment); 0: off."""
+    eq_prob: float = 0.0
+    eq_db: float = 6.0
+    reverb_prob: float = 0.0
+    rt60: list = _list(0.2, 0.8)
+    drr_db: list = _list(0.0, 10.0)
+
+
+@dataclass
+class SeparatorOptimConfig:
+    lr: float = 1.0e-3
+    weight_decay: float = 1.0e-2
+    betas: list = _list(0.9, 0.999)
+    warmup: float = 0.1
+    grad_accum: int = 1
+    batch_size: int = 8
+    clip_grad: float = 5.0
+
+    @property
+    def clip_mode(self) -> str:   # train-sep always clips the gradient norm
+        return "norm"
+
+
+@dataclass
+class SeparatorTrainConfig:
+    steps: int = 1000
+    epochs: int = 10
+    seed: int = 0
+    precision: str = "auto"
+    max_minutes: float | None = None
+    exact_mixit: bool = True
+    init: str | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 200
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+
+
+@dataclass
+class ValidationConfig:
+    """Held-out validation: "real" mixtures (every pair of sources overlapping, levels within 5 dB,
+    steady sounds looped; data.real_eval_set) or the first, "sparse" set (sources placed at random,
+    mostly not overlapping; loop_prob applies to it only). ``mixtures``: in all, split over sources."""
+    every: int = 200
+    mixtures: int = 32
+    sources: list | int = _list(2, 3)
+    seed: int = 1234
+    mode: str = "real"
+    loop_prob: float = 0.0
+
+
+@dataclass
+class ClapConfig:
+    """MACS's CLAP-space losses (macs_cli/training/clap_losses.py): with ``losses: true`` the
+    objective is (1 - alpha) mixit + alpha (align + rank), alpha = epoch / (epochs - 1)."""
+    losses: bool = False
+    model: str | None = None
+    tokenizer: str | None = None
+    download: bool = False
+    tau1: float = 100.0
+    tau2_init: float = 2.6592600369327779
+    rank_regularization: float = 1.0
+    soft_rank: str = "auto"
+    batch_chunk: int | None = None
+    text_template: str = "The sound of {}"
+    filler: str = "Noise"
+    lowercase: bool = True
+    # texts per source mixture (m1, m2): the official FSD50K recipe gives each clip 5; null: M / 2 each
+    labels_per_mixture: int | None = None
+
+
+class TrainingConfig:
+    """What both typed configurations share: the dict form, the typed view, loading and validation."""
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return cls().to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any], validate: bool = True) -> "TrainingConfig":
+        """The typed view of a configuration mapping (sections or keys it lacks take their defaults)."""
+        full = _merge(cls.defaults(), cfg)
+        if validate:
+            cls.validate(full)
+        return cls(**{f.name: type(f.default_factory())(**full[f.name]) for f in fields(cls)})
+
+    @classmethod
+    def load(cls, path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+        """Defaults <- the YAML recipe <- ``section.key=value`` overrides, validated (a mapping)."""
+        cfg = load_yaml_config(cls.defaults(), path, overrides)
+        cls.validate(cfg)
+        return cfg
+
+    @staticmethod
+    def validate(cfg: dict[str, Any]) -> None:  # pragma: no cover - each configuration defines it
+        raise NotImplementedError
+
+
+@dataclass
+class SeparatorTrainingConfig(TrainingConfig):
+    """``train-sep``'s configuration."""
+    model: SeparatorModelConfig = _section(SeparatorModelConfig)
+    data: SeparatorDataConfig = _section(SeparatorDataConfig)
+    mix: MixConfig = _section(MixConfig)
+    loss: LossConfig = _section(LossConfig)
+    augment: AugmentConfig = _section(AugmentConfig)
+    optim: SeparatorOptimConfig = _section(SeparatorOptimConfig)
+    train: SeparatorTrainConfig = _section(SeparatorTrainConfig)
+    checkpoint: CheckpointConfig = _section(CheckpointConfig, every=200)
+    validation: ValidationConfig = _section(ValidationConfig)
+    log: LogConfig = _section(LogConfig)
+    clap: ClapConfig = _section(ClapConfig)
+
+    @staticmethod
+    def validate(cfg: dict[str, Any]) -> None:
+        validate(cfg)
+
+
+@dataclass
+class AdapterModelConfig:
+    sd_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    allow_download: bool = False
+    num_tokens: int = 6
+    hidden_dim: int = 2048
+    dropout: float = 0.5
+    pe_std: float = 0.05
+    prompt: str = ""
+    init: str | None = None
+
+
+@dataclass
+class PairedDataConfig:
+    train: str | None = None
+    kind: str = "auto"
+    split: str = "train"
+    resolution: list = _list(512, 512)
+    flip: bool = False
+    max_items: int | None = None
+    rank: bool = True
+    top_k: int | None = None
+    cache_dir: str | None = None
+    separator: str = "default"
+    clap: str = "default"
+    clap_download: bool = False
+
+
+@dataclass
+class AdapterOptimConfig:
+    lr: float = 1.0e-4
+    betas: list = _list(0.9, 0.999)
+    weight_decay: float = 1.0e-2
+    warmup: float = 0.1
+    batch_size: int = 2
+    grad_accum: int = 8
+    clip_grad: float = 1.0
+    clip_mode: str = "value"
+
+
+@dataclass
+class AdapterTrainConfig:
+    steps: int | None = 1000
+    epochs: int | None = None
+    seed: int = 0
+    precision: str = "auto"
+    uncond_prob: float = 0.1
+    max_minutes: float | None = None
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class SampleConfig:
+    every: int = 500              # steps between sample grids (0: none)
+    count: int = 4                # the first clips' embeddings
+    steps: int = 20
+    guidance: float = 7.5
+    seed: int = 0
+    height: int | None = None     # null: data.resolution
+    width: int | None = None
+
+
+@dataclass
+class AdapterTrainingConfig(TrainingConfig):
+    """``train-gen``'s configuration."""
+    model: AdapterModelConfig = _section(AdapterModelConfig)
+    data: PairedDataConfig = _section(PairedDataConfig)
+    optim: AdapterOptimConfig = _section(AdapterOptimConfig)
+    train: AdapterTrainConfig = _section(AdapterTrainConfig)
+    checkpoint: CheckpointConfig = _section(CheckpointConfig, every=500)
+    sample: SampleConfig = _section(SampleConfig)
+    log: LogConfig = _section(LogConfig)
+
+    @staticmethod
+    def validate(cfg: dict[str, Any]) -> None:
+        validate_gen(cfg)
+
+
+DEFAULTS: dict[str, Any] = SeparatorTrainingConfig.defaults()
+GEN_DEFAULTS: dict[str, Any] = AdapterTrainingConfig.defaults()
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The train-sep configuration: defaults <- YAML recipe <- overrides, validated."""
+    return SeparatorTrainingConfig.load(path, overrides)
+
+
+def load_gen_config(path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The train-gen configuration: defaults <- YAML recipe <- overrides, validated."""
+    return AdapterTrainingConfig.load(path, overrides)
+
+
+def validate_gen(cfg: dict[str, Any]) -> None:
+    """The train-gen counterpart of :func:`validate`."""
+    from ..generation.pipeline import MAX_GUIDANCE, MAX_SIDE
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"invalid train-gen config: {msg}")
+
+    m, d, o, t, s = cfg["model"], cfg["data"], cfg["optim"], cfg["train"], cfg["sample"]
+    need(isinstance(m["sd_model"], str) and m["sd_model"].strip() != "", "model.sd_model must be a hub id or folder")
+    need(_pos_int(m["num_tokens"]), "model.num_tokens must be a positive integer (M, the stems per clip)")
+    need(_pos_int(m["hidden_dim"]), "model.hidden_dim must be a positive integer")
+    need(_number(m["dropout"]) and 0 <= m["dropout"] < 1, "model.dropout must be in [0, 1)")
+    need(_number(m["pe_std"]) and m["pe_std"] >= 0, "model.pe_std must be >= 0")
+    need(isinstance(m["prompt"], str), "model.prompt must be a text")
+    need(d["train"] is not None, "data.train is required (a CSV manifest or a Landscape/LLP-multi folder)")
+    need(d["kind"] in ("auto", "csv", "landscape", "llp"), "data.kind must be auto, csv, landscape or llp")
+    r = d["resolution"]
+    need(isinstance(r, (list, tuple)) and len(r) == 2 and all(_pos_int(v) and v % 8 == 0 and 64 <= v <= MAX_SIDE
+                                                              for v in r),
+         f"data.resolution must be [height, width], multiples of 8 in 64..{MAX_SIDE} (got {r!r})")
+    need(isinstance(d["flip"], bool) and isinstance(d["rank"], bool), "data.flip and data.rank must be true or false")
+    need(d["top_k"] is None or _pos_int(d["top_k"]), "data.top_k must be a positive integer or null")
+    need(d["max_items"] is None or _pos_int(d["max_items"]), "data.max_items must be a positive integer or null")
+    need(_number(o["lr"]) and 0 < o["lr"] < 1, f"optim.lr must be in (0, 1) (got {o['lr']!r})")
+    need(_number(o["weight_decay"]) and o["weight_decay"] >= 0, "optim.weight_decay must be >= 0")
+    need(_number(o["warmup"]) and 0 <= o["warmup"] < 1, "optim.warmup must be in [0, 1)")
+    need(isinstance(o["betas"], (list, tuple)) and len(o["betas"]) == 2
+         and all(_number(b) and 0 <= b < 1 for b in o["betas"]),
+         f"optim.betas must be two numbers in [0, 1) (got {o['betas']!r})")
+    need(_pos_int(o["batch_size"]), "optim.batch_size must be a positive integer")
+    need(_pos_int(o["grad_accum"]), "optim.grad_accum must be a positive integer")
+    need(_number(o["clip_grad"]) and o["clip_grad"] >= 0, "optim.clip_grad must be >= 0 (0: off)")
+    need(o["clip_mode"] in ("value", "norm"), "optim.clip_mode must be value or norm")
+    need(t["steps"] is None or _pos_int(t["steps"]), "train.steps must be a positive integer or null")
+    need(t["epochs"] is None or _pos_int(t["epochs"]), "train.epochs must be a positive integer or null")
+    need(t["steps"] is not None or t["epochs"] is not None,
+         "set train.steps, or train.epochs (steps are then derived from the number of pairs)")
+    need(t["precision"] in ("auto", "fp32", "fp16", "bf16"), "train.precision must be auto, fp32, fp16 or bf16")
+    need(_number(t["uncond_prob"]) and 0 <= t["uncond_prob"] <= 1, "train.uncond_prob must be in [0, 1]")
+    need(t["max_minutes"] is None or (_number(t["max_minutes"]) and t["max_minutes"] > 0),
+         "train.max_minutes must be > 0 or null")
+    need(isinstance(t["gradient_checkpointing"], bool), "train.gradient_checkpointing must be true or false")
+    need(isinstance(t["seed"], int) and not isinstance(t["seed"], bool) and 0 <= t["seed"] < 2 ** 62,
+         f"train.seed must be a non-negative integer below 2^62 (got {t['seed']!r})")
+    need(_pos_int(cfg["checkpoint"]["every"]), "checkpoint.every must be a positive integer")
+    need(isinstance(s["every"], int) and not isinstance(s["every"], bool) and s["every"] >= 0,
+         "sample.every must be an integer >= 0 (0: no samples)")
+    need(isinstance(s["count"], int) and not isinstance(s["count"], bool) and s["count"] >= 0,
+         "sample.count must be an integer >= 0")
+    need(_pos_int(s["steps"]), "sample.steps must be a positive integer")
+    need(_number(s["guidance"]) and 0 <= s["guidance"] <= MAX_GUIDANCE,
+         f"sample.guidance must be a number in 0..{MAX_GUIDANCE:g} (got {s['guidance']!r})")
+    need(isinstance(s["seed"], int) and not isinstance(s["seed"], bool) and 0 <= s["seed"] < 2 ** 63,
+         f"sample.seed must be a non-negative integer (got {s['seed']!r})")
+    need(isinstance(d["split"], str) and d["split"].strip() != "",
+         f"data.split must be a folder name (got {d['split']!r})")
+    for key in ("cache_dir", "separator", "clap"):
+        need(d[key] is None or (isinstance(d[key], str) and d[key].strip() != ""),
+             f"data.{key} must be a path or name (got {d[key]!r})")
+    for key in ("height", "width"):
+        need(s[key] is None or (_pos_int(s[key]) and s[key] % 8 == 0 and 64 <= s[key] <= MAX_SIDE),
+             f"sample.{key} must be a multiple of 8 in 64..{MAX_SIDE}, or null")
+    need(_pos_int(cfg["log"]["every"]), "log.every must be a positive integer")

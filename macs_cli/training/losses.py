@@ -7,6 +7,7 @@ and logs each one separately, so the CLAP-space terms plug in beside MixIT.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -38,6 +39,19 @@ class MixtureBatch:
     def to(self, device: torch.device | str) -> "MixtureBatch":
         return MixtureBatch(self.sources.to(device), self.groups.to(device), self.m1.to(device),
                             self.m2.to(device), self.labels)
+
+
+def _always_one(epoch: int, epochs: int) -> float:
+    return 1.0
+
+
+@dataclass
+class LossTerm:
+    """A named loss with a weight that may depend on the training progress (epoch)."""
+
+    name: str
+    fn: Callable[[MixtureBatch, torch.Tensor], torch.Tensor]
+    weight: Callable[[int, int], float] = _always_one
 
 
 class MixITLoss:

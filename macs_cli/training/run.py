@@ -1,16 +1,19 @@
-"""What ``train-sep`` and ``train-gen`` share around their loops: the device and accelerate set-up,
-the run folder (resolved config, ``checkpoint.pt``, ``metrics.csv``), checkpoint state for the
-optimiser, scheduler and fp16 gradient scaler, the per-step seeds that make a resumed run equal an
-unbroken one, the progress bar and the end-of-step bookkeeping (checkpoint cadence, time budget,
-the test hook that kills the process).
+"""The one training loop that ``train-sep`` and ``train-gen`` share (:meth:`TrainingRun.run`): resume,
+gradient accumulation over micro-batches, clipping, the optimiser and scheduler step, the
+finite-loss check, validation, ``metrics.csv`` rows, the progress bar, checkpoints, the time budget
+and ``curves.png``; and what lies around it: the device and accelerate set-up, the run folder
+(resolved config, ``checkpoint.pt``, ``metrics.csv``), checkpoint state for the optimiser, scheduler
+and fp16 gradient scaler, and the per-step seeds that make a resumed run equal an unbroken one.
 
-Each trainer subclasses :class:`TrainingRun` and keeps its own model, data and loss.
+Each trainer subclasses :class:`TrainingRun`, keeps its own model, data and loss, and fills in the
+hooks of the loop (:meth:`~TrainingRun.train_step` above all).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ import yaml
 
 from ..errors import ConfigError, ModelError
 from ..fsutil import atomic_path
+from .config import TrainingConfig
 from .schedule import mixed_precision
 
 FAULT_ENV = "MACS_FAULT_AFTER_STEP"  # testing hook: the process dies abruptly after this step
@@ -129,9 +133,11 @@ def _int_or_none(v: Any) -> int | None:
 
 
 class TrainingRun:
-    """Base of the two trainers. Subclasses set ``optimizer`` and ``scheduler`` and implement
-    :meth:`save` (via :meth:`save_state`) and :meth:`resume` (via :meth:`load_state`)."""
-    config_defaults: dict[str, Any] | None = None   # a trainer's defaults (settings older runs lack)
+    """Base of the two trainers. Subclasses set ``model``, ``optimizer``, ``scheduler`` and
+    ``total_steps``, implement :meth:`save` (via :meth:`save_state`), :meth:`resume` (via
+    :meth:`load_state`), :meth:`has_data`, :meth:`load_data` and :meth:`train_step`, and may fill in
+    the other hooks of :meth:`run`."""
+    config_type: type[TrainingConfig] = TrainingConfig   # the trainer's typed configuration
 
     label = "train"
     # what a run writes into its folder: all that --force removes (the user's other files stay)
@@ -222,17 +228,25 @@ class TrainingRun:
         from accelerate import Accelerator
 
         self.cfg, self.run_dir = absolute_paths(cfg, self.path_keys), Path(run_dir)
+        self.config = self.config_type.from_dict(self.cfg)   # the typed, validated view of cfg
         self.console, self.show_progress = console, progress
         want = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if want.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"--device {want}: CUDA is not available on this machine")
         dev = torch.device(want)
-        precision = mixed_precision(cfg["train"]["precision"], dev, cpu_allowed=cpu_mixed_precision)
+        precision = mixed_precision(self.config.train.precision, dev, cpu_allowed=cpu_mixed_precision)
         self.accel = Accelerator(cpu=dev.type == "cpu", mixed_precision=precision)
         self.device = self.accel.device
         self.step = 0
+        self.total_steps: int | None = None
+        self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
+
+    @property
+    def config_defaults(self) -> dict[str, Any]:
+        """The trainer's defaults (what a setting older runs lack counts as)."""
+        return self.config_type.defaults()
 
     # -- messages ------------------------------------------------------------------------------
     def _say(self, msg: str) -> None:
@@ -336,15 +350,15 @@ class TrainingRun:
     def seed_micro_batch(self, gen: torch.Generator, micro: int) -> None:
         """Seed the batch generator and torch's global generator (dropout) from (seed, process,
         step, micro-batch): the stream after a resume is the one an unbroken run would see."""
-        accum = self.cfg["optim"]["grad_accum"]
-        seed = (self.cfg["train"]["seed"] * 1_000_003 + self.accel.process_index * 7_919
+        accum = self.config.optim.grad_accum
+        seed = (self.config.train.seed * 1_000_003 + self.accel.process_index * 7_919
                 + self.step * accum + micro) % (2 ** 62)
         gen.manual_seed(seed)
         torch.manual_seed(seed)
 
     def deadline(self) -> float | None:
         """Wall-clock time at which ``train.max_minutes`` runs out (None: no budget)."""
-        minutes = self.cfg["train"]["max_minutes"]
+        minutes = self.config.train.max_minutes
         return time.time() + 60 * minutes if minutes else None
 
     @staticmethod
@@ -354,7 +368,7 @@ class TrainingRun:
     def end_of_step(self, total: int, out_of_time: bool, stopping: bool = False) -> bool:
         """Checkpoint when due (every ``checkpoint.every`` steps, at the end, before stopping), obey
         the kill hook, and say whether the loop must stop now (time budget or ``stopping``)."""
-        if self.step % self.cfg["checkpoint"]["every"] == 0 or self.step == total or out_of_time or stopping:
+        if self.step % self.config.checkpoint.every == 0 or self.step == total or out_of_time or stopping:
             self.save()
             self.accel.wait_for_everyone()
         fault = _int_or_none(os.environ.get(FAULT_ENV)) or 0
@@ -366,3 +380,135 @@ class TrainingRun:
 
     def save(self) -> None:  # pragma: no cover - every trainer defines it
         raise NotImplementedError
+
+    def resume(self) -> bool:  # pragma: no cover - every trainer defines it
+        raise NotImplementedError
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, resume: bool = False, fresh: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to ``total_steps`` (or stop after step ``stop_after``, saving, as an interrupted
+        run would have); returns :meth:`summary`."""
+        if self.accel.is_main_process:   # the others would find the main process's first files
+            self.check_run_folder(self.run_dir, resume, fresh)
+        if resume:
+            self._say(f"resumed from step {self.step}" if self.resume()
+                      else f"[yellow]no run to resume in {self.run_dir}: starting a new one[/]")
+        if not self.has_data():
+            self.load_data()
+        self.start_run_folder(fresh)
+        self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
+        total, accum = self.total_steps, self.config.optim.grad_accum
+        gen = torch.Generator(device=self.device)
+        deadline = self.deadline()
+        log_f, writer = self.open_log(self.columns())
+        start_time = time.time()
+        self.before_loop()
+        progress = self.progress_bar()
+        try:
+            with progress:
+                task = progress.add_task("steps", total=total, completed=self.step, info="")
+                while self.step < total:
+                    self.begin_step()
+                    parts = None
+                    for micro in range(accum):
+                        self.seed_micro_batch(gen, micro)   # the batch draws and the dropout
+                        last = micro == accum - 1
+                        with self.accel.no_sync(self.model) if not last else contextlib.nullcontext():
+                            objective, values = self.train_step(gen, micro)
+                            self.accel.backward(objective / accum)
+                        parts = values / accum if parts is None else parts + values / accum
+                    self.before_optimizer_step()
+                    self.clip_gradients()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    parts = self.accel.reduce(parts, reduction="mean")
+                    loss = self.step_loss(parts)
+                    if not math.isfinite(loss):
+                        raise ConfigError(f"training diverged at step {self.step} (loss {loss}); lower optim.lr")
+                    out_of_time = self.past(deadline)
+                    stopping = stop_after is not None and self.step >= stop_after
+                    val = self.validate(total, out_of_time or stopping)
+                    self.accel.wait_for_everyone()
+                    if writer is not None and (self.step % self.config.log.every == 0 or val
+                                               or self.step == total):
+                        writer.writerow({"step": self.step, "lr": self.scheduler.get_last_lr()[0], "loss": loss,
+                                         "seconds": round(time.time() - start_time, 3),
+                                         **self.log_fields(parts, val)})
+                        log_f.flush()
+                    progress.update(task, completed=self.step, info=self.progress_info(loss))
+                    self.after_step(total)
+                    if self.end_of_step(total, out_of_time, stopping):
+                        break
+        finally:
+            if log_f is not None:
+                log_f.close()
+        if self.accel.is_main_process:
+            self.plot(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
+        return self.summary()
+
+    # -- the loop's hooks ----------------------------------------------------------------------
+    def has_data(self) -> bool:  # pragma: no cover - every trainer defines it
+        raise NotImplementedError
+
+    def load_data(self) -> None:  # pragma: no cover - every trainer defines it
+        raise NotImplementedError
+
+    def columns(self) -> list[str]:
+        """The columns of ``metrics.csv``."""
+        return ["step", "lr", "loss", "seconds"]
+
+    def before_loop(self) -> None:
+        """Once, after the model and optimiser are prepared and before the first step."""
+
+    def begin_step(self) -> None:
+        """Before the micro-batches of a step (e.g. the loss weights of its epoch)."""
+
+    def train_step(self, gen: torch.Generator, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One micro-batch (draws from ``gen``, seeded for this step and micro-batch): the objective
+        to minimise (a scalar with gradients, before the division by ``optim.grad_accum``) and the
+        logged values, a 1-D tensor without gradients (one per loss term)."""
+        raise NotImplementedError  # pragma: no cover - every trainer defines it
+
+    def step_loss(self, parts: torch.Tensor) -> float:
+        """The step's loss from the logged values averaged over micro-batches and processes."""
+        return float(parts.sum())
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters())
+
+    def before_optimizer_step(self) -> None:
+        """After the gradients of a step are in, before they are clipped."""
+
+    def clip_gradients(self) -> None:
+        """``optim.clip_grad`` (0: off) by ``optim.clip_mode`` (norm or value)."""
+        optim = self.config.optim
+        if not optim.clip_grad:
+            return
+        params = self.trained_parameters()
+        if optim.clip_mode == "value":
+            self.accel.clip_grad_value_(params, optim.clip_grad)
+        else:
+            self.accel.clip_grad_norm_(params, optim.clip_grad)
+
+    def validate(self, total: int, ending: bool) -> dict[str, float]:
+        """Validation results when due this step (``ending``: the run stops after it), else {}."""
+        return {}
+
+    def log_fields(self, parts: torch.Tensor, val: dict[str, float]) -> dict[str, Any]:
+        """A ``metrics.csv`` row's fields beside step, lr, loss and seconds."""
+        return {}
+
+    def progress_info(self, loss: float) -> str:
+        return f"loss {loss:.4f}"
+
+    def after_step(self, total: int) -> None:
+        """After the step is logged, before the checkpoint (e.g. sample images)."""
+
+    def plot(self, metrics_csv: Path, out_png: Path) -> None:
+        """Draw ``curves.png`` from ``metrics.csv``."""
+
+    def summary(self) -> dict[str, Any]:
+        """What :meth:`run` returns."""
+        return {"step": self.step, "run_dir": str(self.run_dir)}

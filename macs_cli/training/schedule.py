@@ -1,11 +1,8 @@
-"""Pieces both training loops share: the learning-rate schedule, the mixed-precision choice and
-the plumbing of their metric plots."""
+"""Pieces both training loops share: the learning-rate schedule and the mixed-precision choice."""
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
 import torch
 
@@ -30,34 +27,3 @@ def mixed_precision(name: str, device: torch.device, cpu_allowed: bool = True) -
     if device.type != "cuda" and not cpu_allowed:
         return "no"
     return {"fp32": "no"}.get(name, name)
-
-
-def metric_rows(metrics_csv: Path) -> list[dict[str, str]]:
-    with open(metrics_csv, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend, or None where matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def save_png(fig, out_png: Path) -> None:
-    """Write ``fig`` to ``out_png`` atomically and free it."""
-    from ..fsutil import atomic_path
-
-    from ..formats import PNG_MARK
-
-    fig.tight_layout()
-    with atomic_path(out_png, overwrite=True) as tmp:   # the run's own plot, redrawn as it goes
-        fig.savefig(tmp, dpi=100, format="png", metadata={PNG_MARK: "1"})
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
