@@ -56,11 +56,12 @@ def embed(
         positive("--top-labels", top_labels)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MissingMixtureWarning)
-            sets, batch.problems = find_stem_sets(list(stems))
+            sets, problems = find_stem_sets(list(stems))
+        batch.report(problems)
         for w in caught:
             say_warning(f"{w.message}")
         if not sets:
-            fail(batch.problems[0] if batch.problems else "nothing to embed")
+            fail(problems[0] if problems else "nothing to embed")
         if output.suffix.lower() == ".npy" and len(sets) > 1:
             fail(f"-o {output}: {len(sets)} stem sets need an output folder, not one .npy file", 2)
         single = len(sets) == 1 and output.suffix.lower() == ".npy"
