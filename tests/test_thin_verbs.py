@@ -108,3 +108,72 @@ def test_separate_bad_input_fails_alone(tiny_model_path, tmp_path):
     said = " ".join(r.output.split())
     assert r.exit_code == 1 and "bad.wav" in said and "3 separated into" in said and "1 failed" in said
     assert sorted(p.name for p in out.iterdir()) == ["a", "b", "c"]
+
+
+# -- generate: inputs, names and clashes, planned in memory before any model loads -------------------
+def _npy(path, shape):
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.random.default_rng(0).standard_normal(shape).astype("float32"))
+    return path
+
+
+def test_generate_job_names_each_image(tmp_path):
+    from macs_cli.generation.files import GenerateInputs, GenerateJob
+
+    a, b = _npy(tmp_path / "in" / "a.npy", (3, 512)), _npy(tmp_path / "in" / "b.npy", (2, 3, 512))
+    job = GenerateJob.plan(GenerateInputs([a, b]), tmp_path / "out", 2, seed=5, stem_order="significance")
+    assert sorted(job.targets) == ["a_00", "a_01", "b_000_00", "b_000_01", "b_001_00", "b_001_01"]
+    assert job.inputs[1].names[(1, 6)] == "b_001_01" and job.targets["a_00"] == tmp_path / "out" / "a_00.png"
+    assert job.inputs[0].record["stem_order"] == "as given" and not job.single
+    one = GenerateJob.plan(GenerateInputs([a]), tmp_path / "one.png", 1, seed=0, stem_order="significance")
+    assert one.single and one.targets == {"a": tmp_path / "one.png"}
+    frames = GenerateJob.plan(GenerateInputs(interpolate=(a, a.parent / "a.npy"), frames=3), tmp_path / "f", 1, 0,
+                              "significance")
+    assert sorted(frames.targets) == ["contact_sheet", "frame_000", "frame_001", "frame_002"]
+
+
+def test_generate_job_refuses_clashes_before_anything_loads(tmp_path):
+    from macs_cli.errors import ConfigError, OutputExistsError
+    from macs_cli.generation.files import GenerateInputs, GenerateJob, check_options
+
+    a, a2 = _npy(tmp_path / "x" / "a.npy", (3, 512)), _npy(tmp_path / "y" / "a.npy", (3, 512))
+    cases = [(GenerateInputs([a, a2]), tmp_path / "out", ConfigError, "same file name"),
+             (GenerateInputs([a, a2]), tmp_path / "out.png", ConfigError, "one PNG holds one image"),
+             (GenerateInputs([a]), tmp_path / "out.jpg", ConfigError, "written as PNG"),
+             (GenerateInputs([a]), tmp_path / "x", MacsError, "is one of the inputs")]   # x/a.json: a's sidecar
+    for given, out, error, needle in cases:
+        with pytest.raises(error, match=needle):
+            GenerateJob.plan(given, out, 1, 0, "significance")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.png").write_bytes(b"a picture of the user's")
+    with pytest.raises(OutputExistsError, match="never replaced"):
+        GenerateJob.plan(GenerateInputs([a]), tmp_path / "mine", 1, 0, "significance", force=True)
+    with pytest.raises(ConfigError, match="--frames"):
+        check_options(True, 1, 1, False, None)
+    with pytest.raises(ConfigError, match="do not apply"):
+        check_options(True, 4, 2, False, None)
+    with pytest.raises(ConfigError, match="--order"):
+        check_options(False, 8, 1, False, "loudest")
+
+
+# -- eval: what is said about a run -----------------------------------------------------------------
+def test_eval_rules_in_memory(tmp_path):
+    from macs_cli.evaluation.run import EvalRequest, skipped_items, summary_lines, unpaired_warnings
+
+    lines = unpaired_warnings({"unpaired_pred": ["a/x.png", "b/y.png", "c.png", "d.png"], "unpaired_gt": []}, "images")
+    assert lines == ["4 generated images without a ground-truth match (x.png, y.png, c.png, ...)"]
+    report = {"task": "separation", "pairing": {"scored": 3, "skipped": [
+        {"name": "s1", "reason": "no stems", "kind": "error"}, {"name": "s2", "reason": "silent"}]},
+        "results": {"sisdri_grouped": {"mean": 1.234, "median": None},
+                    "sisdri_one_to_one": {"mean": 0.5, "median": 0.25}}}
+    assert skipped_items(report) == [(True, "s1: skipped (no stems)"), (False, "s2: skipped (silent)")]
+    assert summary_lines(report, Path("r/report.md")) == [
+        "SI-SDRi best grouping: mean 1.23 dB, median – dB; best one-to-one: mean 0.50 dB, median 0.25 dB (3 items)",
+        "report: r/report.md"]
+    with pytest.raises(Exception, match="expected images or separation"):
+        EvalRequest("audio", tmp_path, tmp_path / "rep").check()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MacsError, match="is not a folder"):
+        EvalRequest("images", tmp_path, tmp_path / "file").check()

@@ -108,6 +108,27 @@ def say_note(message: object) -> None:
 JSON_HELP = "On stdout, one JSON record per output instead of its path."
 
 
+# -- options several verbs take (help text their own) ------------------------------------------------
+def force_option(help: str):
+    return typer.Option(False, "--force", help=help)
+
+
+def skip_existing_option(help: str):
+    return typer.Option(False, "--skip-existing", help=help)
+
+
+def quiet_option(help: str):
+    return typer.Option(False, "--quiet", "-q", help=help)
+
+
+def download_option(help: str):
+    return typer.Option(False, "--allow-download", help=help)
+
+
+def json_option():
+    return typer.Option(False, "--json", help=JSON_HELP)
+
+
 class Emitter:
     """What a verb writes on stdout: one line per output (its path), or with ``--json`` one JSON
     record per output, flushed at once so that a pipeline can start on it. Everything else goes

@@ -48,9 +48,10 @@ def separate(
     Prints each output folder on stdout (--json: one record each)."""
     from ..audio.io import find_audio_files
     from ..formats import STEMS, STEMS_OUTPUT
-    from ..fsutil import OutputKind, check_writable_dir, is_inside
+    from ..fsutil import OutputKind, check_writable_dir
     from ..precision import cpu_bf16_warning, resolve_precision
-    from ..separation.api import SeparateOptions, SilentInputWarning, check_input, output_names, separate_file
+    from ..separation.api import (SeparateOptions, SilentInputWarning, check_input, inside_output_warning,
+                                  output_names, separate_file)
     from ..weights.separator import load_separator
 
     # --skip-existing keeps any stems folder; what --force may replace is checked when it is written
@@ -63,9 +64,8 @@ def separate(
                                      spectrograms=spectrograms, precision=precision)
         dev = process_device(device)
         resolve_precision(precision, dev)   # fp16 on a CPU is an option error, before the model loads
-        warning = None if quiet else cpu_bf16_warning(precision, dev)
-        if warning:
-            say_warning(warning)
+        for line in filter(None, [None if quiet else cpu_bf16_warning(precision, dev)]):
+            say_warning(line)
         notes: list[str] = []
         files, problems = find_audio_files(list(inputs), skip_outputs=True, notes=notes)
         batch.report(problems)
@@ -74,14 +74,11 @@ def separate(
         opts.validate(net.config.num_sources)
         if dev == "cpu":
             threads_for_cpu()
-    given = {Path(i).resolve() for i in inputs}
-    inside = [f for f in files if f.resolve() not in given and is_inside(f, output)]   # found by a folder search
     if world()[0] == 0:   # notes are given once, not by every process
-        for n in [] if quiet else notes:
-            say_note(n)
-        if inside:
-            say_warning(f"{len(inside)} file(s) found inside the output folder {output} (e.g. {inside[0]}) "
-                        "are separated like the other inputs")
+        for line in [] if quiet else notes:
+            say_note(line)
+        for line in filter(None, [inside_output_warning(list(inputs), files, output)]):
+            say_warning(line)
     for f, name in output_names(list(inputs), files).items():
         batch.add(str(f), f, output / name, skipped=lambda t, f=f: {"input": str(f)},
                   check=lambda f=f, t=output / name: check_input(f, t), shown=f.name)
@@ -94,9 +91,8 @@ def separate(
                                      on_progress=job.advance)
         for w in caught:
             say_warning(f"{w.message}")
-        return {"input": str(job.where), "skipped": False, "stems": [str(job.target / s["file"]) for s in
-                                                                     manifest["stems"]],
-                "manifest": str(job.target / "manifest.json")}
+        stems = [str(job.target / s["file"]) for s in manifest["stems"]]
+        return {"input": str(job.where), "skipped": False, "stems": stems, "manifest": str(job.target / "manifest.json")}
 
     batch.run(work, amount=lambda job: job.data.duration)
     batch.finish(f"{len(batch.done)} separated into {output}"

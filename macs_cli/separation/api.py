@@ -198,6 +198,16 @@ def output_name(rel: Path) -> str:
     return str(Path(*parts)) if parts else "_"
 
 
+def inside_output_warning(inputs: list[Path], files: list[Path], output: Path) -> str | None:
+    """A line about files a folder search found inside the output folder (None: there are none)."""
+    given = {Path(i).resolve() for i in inputs}
+    inside = [f for f in files if f.resolve() not in given and is_inside(f, output)]
+    if not inside:
+        return None
+    return (f"{len(inside)} file(s) found inside the output folder {output} (e.g. {inside[0]}) are separated like "
+            "the other inputs")
+
+
 def output_names(inputs: list[Path], files: list[Path]) -> dict[Path, str]:
     """Output folder name per file: its stem, or its path below the input folder it was found in."""
     names: dict[Path, str] = {}
