@@ -534,6 +534,38 @@ def output_state(parts: list[tuple[Path, OutputKind]]) -> tuple[str, Path | None
     return ("complete" if len(present) == len(parts) else "partial"), None
 
 
+def plan_output(parts: list, force: bool, skip_existing: bool | None = None) -> tuple[str, bool]:
+    """What to do with an output made of ``parts`` ([(path, OutputKind)], the main file first):
+    ``("write", force_flag)`` or ``("skip", False)`` (complete, ``--skip-existing``). Raises
+    OutputExistsError when it exists and may not be replaced: something that is not ours is never
+    replaced; ours needs ``--force``, except that an interrupted write's leftover (some parts
+    missing) is redone by ``--skip-existing`` too. ``skip_existing=None``: the verb has no such
+    option."""
+    state, where = output_state(parts)
+    main = parts[0][0]
+    if state == "absent":
+        return "write", force
+    if state == "foreign":
+        kind = dict((str(p), k) for p, k in parts)[str(where)]
+        hint = ""
+        if where == main and len(parts) > 1 and not os.path.lexists(parts[1][0]):
+            hint = (f" (its sidecar {parts[1][0].name} is missing: left by an interrupted run of an older "
+                    "macs? remove it)")
+        raise OutputExistsError(f"{where}: exists and is not a {kind.label}, so it is never replaced, not even "
+                                f"with --force{hint or ' (move it away or choose another output)'}")
+    if state == "complete":
+        if skip_existing:
+            return "skip", False
+        if force:
+            return "write", True
+        raise OutputExistsError(f"{main}: already exists (use --force to replace it"
+                                + (", or --skip-existing to keep it)" if skip_existing is not None else ")"))
+    if force or skip_existing:            # partial: an interrupted write of ours
+        return "write", True
+    raise OutputExistsError(f"{main}: an incomplete earlier output is there (use --force or --skip-existing to "
+                            "write it again)")
+
+
 def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, overwrite: bool) -> None:
     if overwrite and not tmp.directory:   # a file of the caller's own: replaced whatever is there
         os.replace(tmp.path, target)

@@ -62,6 +62,14 @@ def cpu_bf16_native() -> bool:
     return bool(_cpuinfo_flags() & set(_CPU_FLAGS))
 
 
+def cpu_bf16_warning(precision: str, device: str) -> str | None:
+    """What to tell a user who asks for bf16 on a CPU that only emulates it (None: nothing)."""
+    if str(device) != "cpu" or precision != "bf16" or cpu_bf16_native():
+        return None
+    return ("--precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX), so bf16 is emulated and much "
+            "slower than fp32 (over 10x per window measured on an AVX2 CPU; benchmarks/README.md section 2)")
+
+
 def check_precision(precision: str) -> str:
     p = str(precision).strip().lower()
     if p not in PRECISIONS:

@@ -421,7 +421,7 @@ def test_generate_output_safety(tiny_sd, adapter_file, emb_files, tmp_path):
 
 def test_attention_titles_follow_the_ranking(emb_files, tmp_path):
     """`macs embed` output ranked inside generate: each stem keeps its own label."""
-    from macs_cli.cli.generate import _labels_of, _load_embeddings
+    from macs_cli.generation.files import labels_of as _labels_of, load_embeddings as _load_embeddings
 
     e = gf.random_embeddings(3, seed=5)
     mix = e[2] * 2 + e[1]                                  # stem 2 most like the mixture, then 1, then 0

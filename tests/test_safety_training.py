@@ -289,7 +289,7 @@ def test_generate_prints_images_and_force_replaces_only_its_own(adapter, tmp_pat
 # -- train-gen data with FIFOs and devices ---------------------------------------------------------
 def test_train_gen_csv_with_fifos_and_devices(tmp_path):
     from macs_cli.errors import MacsError
-    from macs_cli.training.gen_data import Clip, PairedData, Pair, _precomputed, drop_unreadable_images
+    from macs_cli.training.gen_data import Clip, PairedData, ImagePair as Pair, _precomputed, drop_unreadable_images
 
     os.mkfifo(tmp_path / "img.png")
     os.mkfifo(tmp_path / "emb.npy")

@@ -43,7 +43,7 @@ import re
 import sys
 import types
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -183,20 +183,18 @@ class RobertaArch:
 
     vocab_size: int = 50265
     hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
+    num_layers: int = 12            # RobertaConfig's num_hidden_layers
+    num_heads: int = 12             # num_attention_heads
     intermediate_size: int = 3072
-    max_positions: int = 514
+    max_positions: int = 514        # max_position_embeddings
     type_vocab_size: int = 1
 
     def config(self):
         from transformers import RobertaConfig
 
-        return RobertaConfig(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
-                             num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
-                             intermediate_size=self.intermediate_size,
-                             max_position_embeddings=self.max_positions,
-                             type_vocab_size=self.type_vocab_size, layer_norm_eps=1e-5,
+        names = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+                 "max_positions": "max_position_embeddings"}
+        return RobertaConfig(**{names.get(k, k): v for k, v in asdict(self).items()}, layer_norm_eps=1e-5,
                              pad_token_id=1, bos_token_id=0, eos_token_id=2)
 
 

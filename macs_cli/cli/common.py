@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from ..errors import MacsError
+from ..fsutil import plan_output  # noqa: F401  (the verbs' import of it)
 
 console = Console(stderr=True)
 
@@ -107,6 +108,27 @@ def say_note(message: object) -> None:
 JSON_HELP = "On stdout, one JSON record per output instead of its path."
 
 
+# -- options several verbs take (help text their own) ------------------------------------------------
+def force_option(help: str):
+    return typer.Option(False, "--force", help=help)
+
+
+def skip_existing_option(help: str):
+    return typer.Option(False, "--skip-existing", help=help)
+
+
+def quiet_option(help: str):
+    return typer.Option(False, "--quiet", "-q", help=help)
+
+
+def download_option(help: str):
+    return typer.Option(False, "--allow-download", help=help)
+
+
+def json_option():
+    return typer.Option(False, "--json", help=JSON_HELP)
+
+
 class Emitter:
     """What a verb writes on stdout: one line per output (its path), or with ``--json`` one JSON
     record per output, flushed at once so that a pipeline can start on it. Everything else goes
@@ -158,39 +180,15 @@ def report_interrupt(finished: list, total: int) -> Iterator[None]:
         raise typer.Exit(143 if Terminated.received else 130) from None
 
 
-def plan_output(parts: list, force: bool, skip_existing: bool | None = None) -> tuple[str, bool]:
-    """What to do with an output made of ``parts`` ([(path, OutputKind)], the main file first):
-    ``("write", force_flag)`` or ``("skip", False)`` (complete, ``--skip-existing``). Raises
-    OutputExistsError when it exists and may not be replaced: something that is not ours is never
-    replaced; ours needs ``--force``, except that an interrupted write's leftover (some parts
-    missing) is redone by ``--skip-existing`` too. ``skip_existing=None``: the verb has no such
-    option."""
-    from ..errors import OutputExistsError
-    from ..fsutil import output_state
+@contextmanager
+def gpu_memory_errors(hint: str) -> Iterator[None]:
+    """A CUDA out-of-memory error as a one-line MacsError (inside ``one_line_errors``)."""
+    import torch
 
-    state, where = output_state(parts)
-    main = parts[0][0]
-    if state == "absent":
-        return "write", force
-    if state == "foreign":
-        kind = dict((str(p), k) for p, k in parts)[str(where)]
-        hint = ""
-        if where == main and len(parts) > 1 and not os.path.lexists(parts[1][0]):
-            hint = (f" (its sidecar {parts[1][0].name} is missing: left by an interrupted run of an older "
-                    "macs? remove it)")
-        raise OutputExistsError(f"{where}: exists and is not a {kind.label}, so it is never replaced, not even "
-                                f"with --force{hint or ' (move it away or choose another output)'}")
-    if state == "complete":
-        if skip_existing:
-            return "skip", False
-        if force:
-            return "write", True
-        raise OutputExistsError(f"{main}: already exists (use --force to replace it"
-                                + (", or --skip-existing to keep it)" if skip_existing is not None else ")"))
-    if force or skip_existing:            # partial: an interrupted write of ours
-        return "write", True
-    raise OutputExistsError(f"{main}: an incomplete earlier output is there (use --force or --skip-existing to "
-                            "write it again)")
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise MacsError(f"out of GPU memory ({hint})") from None
 
 
 def threads_for_cpu() -> None:

@@ -11,34 +11,35 @@ import typer
 
 from ..errors import MacsError
 from .batch import Batch, output_folder_or_file, positive
-from .common import (DEVICE_HELP, JSON_HELP, Emitter, fail, one_line_errors, process_device, say_warning,
-                     threads_for_cpu)
+from .common import (DEVICE_HELP, Emitter, download_option, fail, force_option, json_option, one_line_errors,
+                     process_device, quiet_option, say_warning, skip_existing_option, threads_for_cpu)
 
 CLAP_HELP = ("CLAP model: 'default' (laion-clap 630k-audioset-best, HTSAT-tiny), 'hf' or "
              "'hf:<repo or folder>' (transformers ClapModel), a laion-clap .pt, or an official MACS "
              "separator checkpoint (its embedded CLAP).")
 
 
+STEMS_HELP = ("A stems folder written by `macs separate` (its manifest gives the order and the mixture), a "
+              "folder of such folders, or audio files (one set, in the order given).")
+OUTPUT_HELP = "OUT.npy for one set of stems; a folder (one <name>.npy each) for several."
+LABELS_HELP = "Tag each stem with its best labels: 'fsd50k', 'audioset', a comma-separated list or a text file."
+PRECISION_HELP = "CLAP's precision: auto (fp32), fp32, bf16 or fp16 (CUDA only); low precision is autocast."
+
+
 def embed(
-    stems: List[Path] = typer.Argument(..., help="A stems folder written by `macs separate` (its "
-                                       "manifest gives the order and the mixture), a folder of such "
-                                       "folders, or audio files (one set, in the order given)."),
-    output: Path = typer.Option(..., "-o", "--output", help="OUT.npy for one set of stems; a folder "
-                                "(one <name>.npy each) for several."),
+    stems: List[Path] = typer.Argument(..., help=STEMS_HELP),
+    output: Path = typer.Option(..., "-o", "--output", help=OUTPUT_HELP),
     clap: Optional[str] = typer.Option(None, "--clap", help=CLAP_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     batch_size: int = typer.Option(8, "--batch-size", help="10 s clips per CLAP forward pass."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Tag each stem with its best labels: "
-                                         "'fsd50k', 'audioset', a comma-separated list or a text file."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
     top_labels: int = typer.Option(3, "--top-labels", help="Labels kept per stem."),
-    allow_download: bool = typer.Option(False, "--allow-download", help="Fetch missing CLAP weights "
-                                        "from the Hugging Face hub into its cache."),
-    precision: str = typer.Option("auto", "--precision", help="CLAP's precision: auto (fp32), fp32, bf16 "
-                                  "or fp16 (CUDA only); low precision is autocast."),
-    force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip sets whose .npy exists."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or skip lines."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    allow_download: bool = download_option("Fetch missing CLAP weights from the Hugging Face hub into its cache."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    force: bool = force_option("Replace existing outputs."),
+    skip_existing: bool = skip_existing_option("Skip sets whose .npy exists."),
+    quiet: bool = quiet_option("No progress bar or skip lines."),
+    as_json: bool = json_option(),
 ) -> None:
     """Embed stems with CLAP: OUT.npy (M x 512, stem order) + OUT.json.
 
@@ -56,11 +57,12 @@ def embed(
         positive("--top-labels", top_labels)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MissingMixtureWarning)
-            sets, batch.problems = find_stem_sets(list(stems))
+            sets, problems = find_stem_sets(list(stems))
+        batch.report(problems)
         for w in caught:
             say_warning(f"{w.message}")
         if not sets:
-            fail(batch.problems[0] if batch.problems else "nothing to embed")
+            fail(problems[0] if problems else "nothing to embed")
         if output.suffix.lower() == ".npy" and len(sets) > 1:
             fail(f"-o {output}: {len(sets)} stem sets need an output folder, not one .npy file", 2)
         single = len(sets) == 1 and output.suffix.lower() == ".npy"

@@ -10,17 +10,14 @@ embeds new or changed files.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, one_line_errors, resolve_device, say_error,
-                     say_warning,
-                     threads_for_cpu)
-
-TASKS = ("images", "separation")
+                     say_warning, threads_for_cpu)
 
 
 def _progress_bar(quiet: bool):
@@ -39,24 +36,6 @@ def _stage_callback(progress):
         progress.update(tasks[stage], completed=done, total=max(total, 1))
 
     return update
-
-
-_UNPAIRED = {
-    "images": (("unpaired_pred", "generated images without a ground-truth match"),
-               ("unpaired_gt", "ground-truth images without a generated image"),
-               ("without_audio", "pairs without audio (left out of AIS)")),
-    "separation": (("unpaired_pred", "stem folders without a reference folder"),
-                   ("unpaired_ref", "reference folders without stems")),
-}
-
-
-def _report_unpaired(summary: dict, task: str) -> None:
-    """One warning line per kind of unpaired file (the full lists go to report.json)."""
-    for key, what in _UNPAIRED[task]:
-        items = summary.get(key) or []
-        if items:
-            shown = ", ".join(Path(str(x)).name for x in items[:3]) + (", ..." if len(items) > 3 else "")
-            say_warning(f"{len(items)} {what} ({shown})")
 
 
 def evaluate(
@@ -105,96 +84,41 @@ def evaluate(
 ) -> None:
     """Evaluate generated images against ground-truth frames (and audio), or separated stems."""
     import torch
+    from rich.text import Text
 
-    from ..errors import ConfigError, MacsError
-    from ..evaluation import encoders as enc_mod
-    from ..evaluation.embedding import EmbeddingCache
-    from ..evaluation.report import check_report_dir, write_report
+    from ..evaluation.report import write_report
+    from ..evaluation.run import EvalRequest, evaluate as run_evaluation, skipped_items, summary_lines
+
+    req = EvalRequest(task, pred, output, dataset, gt, audio, ref, metrics, folds, batch_size, workers, weights_dir,
+                      cache_dir, no_cache, seed, ais_average, name, sample_rate, mixture, force)
+
+    @contextmanager
+    def stages():
+        with _progress_bar(quiet) as progress:
+            yield _stage_callback(progress)
+
+    def device_for_networks() -> str:
+        dev = resolve_device(device)
+        if dev == "cpu":
+            threads_for_cpu()
+        return dev
+
+    def note(msg: str) -> None:
+        console.print(Text.assemble(("note:", "yellow"), " ", msg), highlight=False)
 
     with one_line_errors():
         try:
-            t = task.strip().lower()
-            if t not in TASKS:
-                raise ConfigError(f"--task {task}: expected images or separation")
-            if output.exists() and not output.is_dir():
-                raise MacsError(f"{output}: output path exists and is not a folder")
-            check_report_dir(output, force)
-            label = name or Path(pred).resolve().name
-            if t == "separation":
-                from ..evaluation.separation_eval import evaluate_separation, pair_separation
-
-                pairing = pair_separation(pred, ref)
-                _report_unpaired({"unpaired_pred": pairing.unpaired_pred,
-                                  "unpaired_ref": pairing.unpaired_ref}, t)
-                with _progress_bar(quiet) as progress:
-                    report = evaluate_separation(pairing, sample_rate, mixture.strip().lower(),
-                                                 _stage_callback(progress), name=label)
-            else:
-                from ..evaluation.image_eval import ImageEvalOptions, evaluate_images, parse_metrics
-                from ..evaluation.pairing import check_dataset, pair_files
-
-                chosen = parse_metrics(metrics)
-                ds = check_dataset(dataset)
-                opts = ImageEvalOptions(metrics=chosen, folds=folds, batch_size=batch_size,
-                                        num_workers=workers, kid_seed=seed,
-                                        ais_average=ais_average.strip().lower()).validate()
-                pairing = pair_files(ds, pred, gt, audio, want_audio="ais" in chosen)
-                if metrics is None and "ais" in chosen and not any(p.audio for p in pairing.pairs):
-                    if audio is not None and pairing.unpaired_audio:
-                        console.print(f"[yellow]note:[/] none of the {len(pairing.unpaired_audio)} audio files in "
-                                      f"{escape(str(audio))} matches an image's name, AIS skipped", highlight=False)
-                    else:
-                        console.print("[yellow]note:[/] no audio found, AIS skipped (pass --audio DIR)",
-                                      highlight=False)
-                    opts.metrics = [m for m in chosen if m != "ais"]
-                    pairing.without_audio = []
-                _report_unpaired(pairing.summary(), t)
-                opts.device = resolve_device(device)
-                if opts.device == "cpu":
-                    threads_for_cpu()
-                encoders = enc_mod.build_encoders(opts.metrics, opts.device, weights_dir)
-                cache = EmbeddingCache(None if no_cache else (cache_dir or output / "cache"))
-                with _progress_bar(quiet) as progress:
-                    report = evaluate_images(pairing, encoders, opts, cache,
-                                             _stage_callback(progress), name=label)
-            for skipped in (report["pairing"].get("skipped") or []) if t == "separation" else []:
-                if skipped.get("kind") == "error":  # report still written; exit 1
-                    say_error(f"{skipped['name']}: skipped ({skipped['reason']})")
-                else:
-                    say_warning(f"{skipped['name']}: skipped ({skipped['reason']})")
+            report = run_evaluation(req, stages, say_warning, note, device_for_networks)
+            for is_error, line in skipped_items(report):   # the report is still written; an error exits 1
+                (say_error if is_error else say_warning)(line)
             paths = write_report(output, report, force=force)
         except torch.OutOfMemoryError:
             fail("out of memory on the device (try a smaller --batch-size)")
     emit = Emitter(as_json)
-    for name, path in paths.items():
-        emit(path, kind=name.split(".")[1], task=report["task"])
+    for part, path in paths.items():
+        emit(path, kind=part.split(".")[1], task=report["task"])
     if not quiet:
-        _print_summary(report, paths["report.md"])
+        for line in summary_lines(report, paths["report.md"]):
+            console.print(line, highlight=False, markup=False)
     if report["pairing"].get("failed"):
         raise typer.Exit(1)
-
-
-def _print_summary(report: dict, md: Path) -> None:
-    from ..evaluation.report import DECIMALS
-
-    if report["task"] == "images":
-        res = report["results"]
-        std = (report.get("folds") or {}).get("std") or {}
-        parts = []
-        for c in report["columns"]:
-            if res.get(c) is not None:
-                d = DECIMALS.get(c, 4)
-                parts.append(f"{c} {res[c]:.{d}f}" + (f"±{std[c]:.{d}f}" if std.get(c) is not None
-                                                       else ""))
-        console.print("  ".join(parts), highlight=False)
-    else:
-        r = report["results"]
-        g, o = r["sisdri_grouped"], r["sisdri_one_to_one"]
-        console.print(f"SI-SDRi best grouping: mean {_num(g['mean'])} dB, median {_num(g['median'])}"
-                      f" dB; best one-to-one: mean {_num(o['mean'])} dB, median {_num(o['median'])} dB"
-                      f" ({report['pairing']['scored']} items)", highlight=False)
-    console.print(f"report: {md}", highlight=False)
-
-
-def _num(x) -> str:
-    return "–" if x is None else f"{x:.2f}"

@@ -37,7 +37,8 @@ def rank(
     with one_line_errors():
         dev = resolve_device(device)
         positive("--top-k", top_k)
-        found, batch.problems = find_embedding_files(list(embeddings))
+        found, problems = find_embedding_files(list(embeddings))
+        batch.report(problems)
         single = len(embeddings) == 1 and len(found) == 1 and not Path(embeddings[0]).is_dir() \
             and output.suffix.lower() == ".npy"
         targets = output_folder_or_file(output, [str(rel) for _, rel in found], "", single)

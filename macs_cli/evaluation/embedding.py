@@ -7,14 +7,13 @@ embedded again by the same encoder, whatever its name or folder; an edited file 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..fsutil import atomic_path
+from ..cache import ArrayCache
 from ..fsutil import file_sha256 as _file_sha256
 from .encoders import AudioEncoder, ImageEncoder, ImageError, as_numpy
 
@@ -30,36 +29,14 @@ def file_sha256(path: Path, chunk: int = 1 << 20, error: type[Exception] = Image
         raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-class EmbeddingCache:
+class EmbeddingCache(ArrayCache):
     """Feature vectors by (encoder cache key, file hash). ``root=None`` keeps nothing on disk."""
 
-    def __init__(self, root: Path | None):
-        self.root = Path(root) if root is not None else None
-        self.hits = 0
-        self.misses = 0
-
-    def _path(self, key: str, digest: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)
-        return self.root / safe / digest[:2] / f"{digest}.npy"
-
     def get(self, key: str, digest: str) -> np.ndarray | None:
-        if self.root is None:
-            return None
-        p = self._path(key, digest)
-        if not p.is_file():
-            return None
-        try:
-            return np.load(p, allow_pickle=False)
-        except (OSError, ValueError):  # a damaged entry is recomputed
-            return None
+        return self.load(digest, key)
 
     def put(self, key: str, digest: str, value: np.ndarray) -> None:
-        if self.root is None:
-            return
-        p = self._path(key, digest)
-        with atomic_path(p, overwrite=True) as tmp:   # a cache entry: ours, same content
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(value), allow_pickle=False)
+        self.save(digest, value, key)
 
 
 class _LoadDataset(torch.utils.data.Dataset):

@@ -154,11 +154,7 @@ def images_plot(report: dict) -> bytes:
             ax.axis("off")
     how = (f"bars: mean ± std over {len(folds)} folds, dots: folds" if folds else "all pairs")
     fig.suptitle(f"{report.get('name') or 'generated'} on {report['dataset_label']} ({how})")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"macs": "1"})
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def separation_plot(report: dict) -> bytes:
@@ -182,6 +178,13 @@ def separation_plot(report: dict) -> bytes:
     axes[1].set_ylabel("SI-SDRi (dB)")
     axes[1].axhline(0, color="k", lw=0.8)
     fig.suptitle(f"Separation: {report.get('name') or 'stems'}")
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    """The figure as PNG bytes (marked as ours), closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"macs": "1"})

@@ -75,6 +75,22 @@ class SeparateOptions:
 
         check_precision(self.precision)
 
+    @classmethod
+    def parse(cls, sample_rate: str = "model", num_sources: str | None = None, **kw) -> "SeparateOptions":
+        """Options from ``macs separate``'s text values of ``--sample-rate`` and ``--num-sources``."""
+        from .grouping import parse_num_sources
+
+        v = sample_rate.strip().lower()
+        try:
+            rate: int | str = v if v in ("model", "input") else int(v)
+        except ValueError:
+            raise ConfigError(f"--sample-rate must be 'model', 'input' or a rate in Hz (got {sample_rate!r})") from None
+        try:
+            k = parse_num_sources(num_sources)
+        except ValueError as exc:
+            raise ConfigError(f"--num-sources {exc}") from None
+        return cls(sample_rate=rate, num_sources=k, **kw)
+
 
 def model_window_fn(model: Separator, precision: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
     """(B, L) numpy windows -> (B, M, L) numpy stems, on the model's device, in ``precision``
@@ -180,6 +196,25 @@ def output_name(rel: Path) -> str:
     parts = [p if p.strip(".") else (p.replace(".", "_") or "_") for p in rel.with_suffix("").parts
              if p not in ("/", "\\")]
     return str(Path(*parts)) if parts else "_"
+
+
+def inside_output_warning(inputs: list[Path], files: list[Path], output: Path) -> str | None:
+    """A line about files a folder search found inside the output folder (None: there are none)."""
+    given = {Path(i).resolve() for i in inputs}
+    inside = [f for f in files if f.resolve() not in given and is_inside(f, output)]
+    if not inside:
+        return None
+    return (f"{len(inside)} file(s) found inside the output folder {output} (e.g. {inside[0]}) are separated like "
+            "the other inputs")
+
+
+def output_names(inputs: list[Path], files: list[Path]) -> dict[Path, str]:
+    """Output folder name per file: its stem, or its path below the input folder it was found in."""
+    names: dict[Path, str] = {}
+    for f in files:
+        root = next((i for i in inputs if i.is_dir() and f.is_relative_to(i)), None)
+        names[f] = output_name(f.relative_to(root) if root else Path(f.name))
+    return names
 
 
 @dataclass
@@ -346,16 +381,22 @@ def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: 
     path = Path(path)
     cfg = model.config
     opts.validate(cfg.num_sources)
-    info = probe(path)
     name = output_name(Path(name) if name else Path(path.name))
     target = Path(outdir) / name
-    if is_inside(path, target):
-        where = "the input itself" if path.resolve() == target.resolve() else "the folder that holds it"
-        raise MacsError(f"{path}: its output {target} would replace {where}; choose another output folder")
+    info = check_input(path, target)
     try:
         return _separate_into(model, path, info, target, opts, on_progress)
     except OSError as exc:   # placing the finished folder (fsync, rename)
         raise MacsError(f"{path} -> {describe_os_error(exc, target)}") from None
+
+
+def check_input(path: Path, target: Path) -> AudioInfo:
+    """An input's audio header, once it is known that its output ``target`` does not replace it."""
+    info = probe(path)
+    if is_inside(path, target):
+        where = "the input itself" if path.resolve() == target.resolve() else "the folder that holds it"
+        raise MacsError(f"{path}: its output {target} would replace {where}; choose another output folder")
+    return info
 
 
 def sf_errors() -> tuple[type[BaseException], ...]:

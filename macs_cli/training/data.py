@@ -13,6 +13,7 @@ import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,10 +38,18 @@ class DataError(ConfigError):
 
 @dataclass
 class Clip:
+    """One clip of a training set: its audio file, labels, and (train-sep) its split and source
+    group, or (train-gen) a precomputed stem-embedding .npy used instead of separating it."""
+
     path: str
-    labels: list[str]
+    labels: list[str] = field(default_factory=list)
+    embedding: str | None = None
     split: str = "train"
     group: str = ""
+
+    @property
+    def audio(self) -> str:
+        return self.path
 
 
 @dataclass
@@ -137,7 +146,8 @@ def clips_from_csv(path: Path) -> list[Clip]:
             p = path.parent / p
         split = _cell(row, "split") or "train"
         split = "heldout" if split in ("heldout", "val", "valid", "validation", "test", "eval") else "train"
-        clips.append(Clip(str(p) if where else "", _split_labels(_cell(row, lab)), split, _cell(row, "group")))
+        clips.append(Clip(str(p) if where else "", _split_labels(_cell(row, lab)), split=split,
+                          group=_cell(row, "group")))
     return clips
 
 
@@ -155,7 +165,7 @@ def clips_from_folder(root: Path) -> list[Clip]:
         split = "heldout" if any(p in HELDOUT_FOLDERS for p in rel.parts[:-1]) else "train"
         # a file right inside a split folder (heldout/x.wav) has no class label
         label = rel.parent.name.replace("_", " ") if rel.parent.name not in ("", *HELDOUT_FOLDERS) else ""
-        clips.append(Clip(str(f), [label] if label else [], split, str(rel.parent)))
+        clips.append(Clip(str(f), [label] if label else [], split=split, group=str(rel.parent)))
     return clips
 
 
@@ -203,7 +213,7 @@ def clips_from_fsd50k(root: Path) -> list[Clip]:
             split = "train" if name == "dev" and (_cell(row, "split") or "train") == "train" else "heldout"
             labels = fsd50k_labels(_cell(row, "labels"))
             fname = _cell(row, "fname")
-            clips.append(Clip(str(root / folder / f"{fname}.wav") if fname else "", labels, split))
+            clips.append(Clip(str(root / folder / f"{fname}.wav") if fname else "", labels, split=split))
     return clips
 
 
@@ -558,6 +568,16 @@ def synthesize(bank: ClipBank, batch_size: int, length: int, gen: torch.Generato
     return MixtureBatch(sources, groups, m1, m2, labels)
 
 
+def _draws(more: Callable[[], bool], limit: int, failure: str) -> Iterator[int]:
+    """Random draws while ``more()``; past ``limit`` tries the set cannot be drawn (DataError)."""
+    tries = 0
+    while more():
+        tries += 1
+        if tries > limit:
+            raise DataError(failure)
+        yield tries
+
+
 def sparse_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, seed: int = 1234,
                     repeats: tuple[int, int] = (1, 2), gain_db: tuple[float, float] = (-5.0, 5.0),
                     loop_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -570,12 +590,9 @@ def sparse_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, s
     mixes, refs = [], []
     spec = MixSpec((1, 1), repeats, gain_db, loop_prob).validate()
     sub = ClipBank(cpu.audio, cpu.starts, cpu.lengths, cpu.rms, cpu.labels, cpu.sample_rate)
-    tries = 0
-    while len(mixes) < count:
-        tries += 1
-        if tries > 100 * count + 200:
-            raise DataError(f"cannot draw {count} held-out mixtures of {num_sources} differently labelled "
-                            f"clips from {len(bank)} clip(s) (too few distinct labels?)")
+    for _ in _draws(lambda: len(mixes) < count, 100 * count + 200,
+                    f"cannot draw {count} held-out mixtures of {num_sources} differently labelled clips from "
+                    f"{len(bank)} clip(s) (too few distinct labels?)"):
         parts = []
         used: set[str] = set()
         for _ in range(num_sources):
@@ -690,12 +707,9 @@ def real_eval_set(bank: ClipBank, count: int, num_sources: int, length: int, see
                         f"{len(bank)} clip(s) with {len(names)} label(s)")
     steady = {i: is_steady(labs) for i, labs in enumerate(cpu.labels)}
     mixes, refs, infos = [], [], []
-    tries = 0
-    while len(mixes) < count:
-        tries += 1
-        if tries > 50 * count + 200:
-            raise DataError(f"cannot draw {count} held-out mixtures of {num_sources} overlapping sources from "
-                            f"{len(bank)} clip(s) (clips too short or too sparse?)")
+    for _ in _draws(lambda: len(mixes) < count, 50 * count + 200,
+                    f"cannot draw {count} held-out mixtures of {num_sources} overlapping sources from "
+                    f"{len(bank)} clip(s) (clips too short or too sparse?)"):
         picked = rng.choice(len(names), num_sources, replace=False)
         clips = [int(rng.choice(keys[names[k]])) for k in picked]
         # a shared time that every placed-once clip covers (in its middle half, at most 1 s around it)

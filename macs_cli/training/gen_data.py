@@ -25,10 +25,9 @@ random, scaled to [-1, 1].
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,8 +35,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MacsError
-from ..fsutil import atomic_path, file_sha256, require_regular_file
-from .data import DataError, _split_labels, read_manifest_rows
+from ..cache import ArrayCache
+from ..fsutil import file_sha256, require_regular_file
+from .data import Clip, DataError, _split_labels, read_manifest_rows
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 AUDIO_SUFFIXES_LAYOUT = (".wav", ".flac", ".mp3", ".ogg")
@@ -46,22 +46,18 @@ CACHE_VERSION = "macs-stem-cache-v2"
 
 
 @dataclass
-class Pair:
+class ImagePair:
+    """A training image and the clip it goes with (not :class:`macs_cli.evaluation.pairing.Pair`,
+    an evaluated generated/ground-truth pair)."""
+
     image: str
     clip: int                 # index into PairedData.clips
 
 
 @dataclass
-class Clip:
-    audio: str
-    labels: list[str] = field(default_factory=list)
-    embedding: str | None = None   # a precomputed stem-embedding .npy
-
-
-@dataclass
 class PairedData:
     clips: list[Clip]
-    pairs: list[Pair]
+    pairs: list[ImagePair]
     source: str
 
     def __len__(self) -> int:
@@ -97,7 +93,7 @@ def pairs_from_csv(path: Path) -> PairedData:
         if key not in index:                           # their own embeddings stay apart
             index[key] = len(clips)
             clips.append(Clip(audio, _split_labels(row.get("labels") or row.get("label") or ""), key[1]))
-        pairs.append(Pair(resolve(row[i_col]), index[key]))
+        pairs.append(ImagePair(resolve(row[i_col]), index[key]))
     return PairedData(clips, pairs, str(path))
 
 
@@ -124,7 +120,7 @@ def pairs_from_layout(root: Path, split: str = "train") -> PairedData:
         if clip_id not in index:
             index[clip_id] = len(clips)
             clips.append(Clip(str(audio)))
-        pairs.append(Pair(str(img), index[clip_id]))
+        pairs.append(ImagePair(str(img), index[clip_id]))
     if not pairs:
         raise ConfigError(f"{base}: no image frame has its clip in {audio_dir} (frames are named "
                           f"<id>_frame_<k>.jpg, clips <id>.wav)" + (f"; {orphans} orphan frame(s)" if orphans else ""))
@@ -157,7 +153,7 @@ def drop_unreadable_images(data: PairedData) -> tuple[PairedData, list[str]]:
     if dropped:
         used = sorted({p.clip for p in keep})
         remap = {old: new for new, old in enumerate(used)}
-        data = PairedData([data.clips[i] for i in used], [Pair(p.image, remap[p.clip]) for p in keep], data.source)
+        data = PairedData([data.clips[i] for i in used], [ImagePair(p.image, remap[p.clip]) for p in keep], data.source)
     return data, dropped
 
 
@@ -178,7 +174,7 @@ def list_pairs(spec: str | Path, kind: str = "auto", split: str = "train", max_i
         used = sorted({p.clip for p in data.pairs})
         remap = {old: new for new, old in enumerate(used)}
         data.clips = [data.clips[i] for i in used]
-        data.pairs = [Pair(p.image, remap[p.clip]) for p in data.pairs]
+        data.pairs = [ImagePair(p.image, remap[p.clip]) for p in data.pairs]
     return data
 
 
@@ -189,12 +185,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "stem-embeddings"
 
 
-class EmbeddingCache:
+class StemCache(ArrayCache):
     """``<dir>/<key[:2]>/<key>.npz`` holding ``stems`` (M, 512), ``mixture`` (512,) and ``info``;
     key = SHA-256 of (format version, audio SHA-256, separator and CLAP fingerprints, settings)."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    suffix = ".npz"
+
+    @property
+    def folder(self) -> Path:
+        return self.root
 
     @staticmethod
     def key(audio_sha: str, model_ids: dict[str, str]) -> str:
@@ -204,26 +203,18 @@ class EmbeddingCache:
                          model_ids.get("settings", "")])
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.npz"
-
     def get(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-        p = self.path(key)
-        if not p.exists():
-            return None
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                return z["stems"].astype(np.float32), z["mixture"].astype(np.float32)
-        except (OSError, ValueError, KeyError):
-            return None  # a damaged entry is recomputed
+        z = self.load(key)
+        if not isinstance(z, dict) or "stems" not in z or "mixture" not in z:
+            return None  # missing, or a damaged entry: recomputed
+        return z["stems"].astype(np.float32), z["mixture"].astype(np.float32)
 
     def put(self, key: str, stems: np.ndarray, mixture: np.ndarray, info: dict) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, stems=stems.astype(np.float32), mixture=mixture.astype(np.float32),
-                 info=np.array(json.dumps(info)))
-        p = self.path(key)
-        with atomic_path(p, overwrite=True) as tmp:   # a cache entry: ours, same content
-            tmp.write_bytes(buf.getvalue())
+        self.save(key, {"stems": stems.astype(np.float32), "mixture": mixture.astype(np.float32),
+                        "info": np.array(json.dumps(info))})
+
+
+EmbeddingCache = StemCache   # its former name (training/gen_trainer.py imports it)
 
 
 def _precomputed(clip: Clip) -> tuple[np.ndarray, np.ndarray | None, bool]:
