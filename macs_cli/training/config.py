@@ -521,12 +521,13 @@ class SampleConfig:
 
 @dataclass
 class AdapterTrainingConfig(TrainingConfig):
-    """``train-gen``'s configuration."""
+    """``train-gen``'s configuration: the audio adapter trained on a frozen SD v1.x, one field per
+    section of its YAML file."""
     model: AdapterModelConfig = _section(AdapterModelConfig)
     data: PairedDataConfig = _section(PairedDataConfig)
     optim: AdapterOptimConfig = _section(AdapterOptimConfig)
     train: AdapterTrainConfig = _section(AdapterTrainConfig)
-    checkpoint: CheckpointConfig = _section(CheckpointConfig, every=500)
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=500))
     sample: SampleConfig = _section(SampleConfig)
     log: LogConfig = _section(LogConfig)
 
