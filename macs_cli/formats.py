@@ -247,6 +247,47 @@ def read_npy_with_sidecar(path: Path) -> tuple[np.ndarray, dict]:
     return arr, meta
 
 
+def read_stem_manifest(path: str | os.PathLike) -> dict:
+    """The ``manifest.json`` of a ``macs separate`` folder, parsed and checked for the parts readers
+    use (``stems``: a list of objects whose ``file`` is a name; ``source``: a path): the one reader
+    of the format ``separate`` writes (:data:`STEMS_FORMAT`). One-line MacsError naming the file."""
+    path = Path(path)
+    require_regular_file(path, "manifest")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise MacsError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise MacsError(f"{path}: manifest is not a JSON object (got {type(manifest).__name__})")
+    stems = manifest.get("stems", [])
+    if not isinstance(stems, list):
+        raise MacsError(f"{path}: manifest 'stems' is not a list (got {type(stems).__name__})")
+    for i, entry in enumerate(stems):
+        if not isinstance(entry, dict):
+            raise MacsError(f"{path}: manifest 'stems'[{i}] is not an object")
+        if "file" in entry and (not isinstance(entry["file"], str) or not entry["file"]):
+            raise MacsError(f"{path}: manifest 'stems'[{i}].file is not a file name")
+    src = manifest.get("source")
+    if src is not None and not isinstance(src, str):
+        raise MacsError(f"{path}: manifest 'source' is not a path (got {type(src).__name__})")
+    return manifest
+
+
+def read_image_record(image: str | os.PathLike) -> dict:
+    """The JSON sidecar that ``macs generate`` writes beside an image (:data:`IMAGE_FORMAT`: seed,
+    settings, the command, the embeddings it came from): the reader of the format that
+    ``generation.files.write_image`` writes. One-line MacsError when it is missing or not one."""
+    side = Path(image).with_suffix(".json")
+    require_regular_file(side, "image record")
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise MacsError(f"{side}: unreadable image record ({exc})") from None
+    if not isinstance(record, dict) or not IMAGE_SIDECAR.owns(side):
+        raise MacsError(f"{side}: not a macs generate image record")
+    return record
+
+
 def find_embedding_files(items: list[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Inputs -> [(embeddings file, its name below the output folder)]: a file is itself (its file
     name); a folder is searched recursively for ``macs embed`` outputs, which keep their path below

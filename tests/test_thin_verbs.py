@@ -177,3 +177,36 @@ def test_eval_rules_in_memory(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MacsError, match="is not a folder"):
         EvalRequest("images", tmp_path, tmp_path / "file").check()
+
+
+def test_the_stem_manifest_and_image_record_readers(tmp_path):
+    """One reader for each file format that separate and generate write."""
+    import json
+
+    import numpy as np
+
+    from macs_cli.errors import MacsError
+    from macs_cli.formats import IMAGE_FORMAT, read_image_record, read_stem_manifest
+    from macs_cli.generation.files import write_image
+    from macs_cli.generation.pipeline import GeneratedImage
+
+    m = tmp_path / "manifest.json"
+    m.write_text(json.dumps({"format": "macs-stems-v1", "source": "a.wav", "stems": [{"file": "stem_00.wav"}]}))
+    assert read_stem_manifest(m)["stems"] == [{"file": "stem_00.wav"}]
+    for bad, needle in [('{"stems": {}}', "'stems' is not a list"), ("[]", "not a JSON object"), ("{", "unreadable")]:
+        m.write_text(bad)
+        with pytest.raises(MacsError, match=needle):
+            read_stem_manifest(m)
+    with pytest.raises(MacsError, match="no such manifest"):
+        read_stem_manifest(tmp_path / "none.json")
+
+    from PIL import Image
+
+    img = GeneratedImage(image=Image.fromarray(np.zeros((8, 8, 3), np.uint8)), seed=3, source_index=0)
+    png = tmp_path / "x.png"
+    write_image(png, img, {"seed": 3, "settings": {"steps": 2}, "command": "macs generate"}, None)
+    rec = read_image_record(png)
+    assert rec["format"] == IMAGE_FORMAT and rec["seed"] == 3 and rec["image"] == "x.png"
+    (tmp_path / "y.json").write_text('{"seed": 1}')
+    with pytest.raises(MacsError, match="not a macs generate image record"):
+        read_image_record(tmp_path / "y.png")

@@ -14,7 +14,6 @@ of their 10 s chunks), float32, in stem order.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -51,11 +50,12 @@ def stems_of(folder: Path) -> tuple[list[Path], Path | list[Path] | None]:
     folder = Path(folder)
     manifest = folder / "manifest.json"
     if manifest.exists():
+        from ..formats import read_stem_manifest
+
+        m = read_stem_manifest(manifest)
         try:
-            require_regular_file(manifest, "manifest")
-            m = json.loads(manifest.read_text())
             files = [_stem_file(folder, s["file"], manifest) for s in m["stems"]]
-        except (ValueError, KeyError, TypeError) as exc:   # JSON, UTF-8, a NUL in a file name...
+        except (ValueError, KeyError, TypeError) as exc:   # no stems, a NUL in a file name...
             raise MacsError(f"{manifest}: not a macs separate manifest ({exc})") from None
         source = Path(m["source"]) if m.get("source") else None
         if source is not None and not source.exists():

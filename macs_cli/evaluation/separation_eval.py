@@ -27,7 +27,6 @@ left out of every mean and median when:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,35 +90,16 @@ def _stem_files(folder: Path) -> list[Path]:
     return [f for f in _audio_in(folder) if f.stem.startswith("stem_")]
 
 
-def _check_manifest(manifest, mpath: Path) -> None:
-    """The parts of ``macs separate``'s manifest that are used here, of the right types."""
-    if not isinstance(manifest, dict):
-        raise MacsError(f"{mpath}: manifest is not a JSON object (got {type(manifest).__name__})")
-    stems = manifest.get("stems", [])
-    if not isinstance(stems, list):
-        raise MacsError(f"{mpath}: manifest 'stems' is not a list (got {type(stems).__name__})")
-    for i, entry in enumerate(stems):
-        if not isinstance(entry, dict):
-            raise MacsError(f"{mpath}: manifest 'stems'[{i}] is not an object")
-        if "file" in entry and (not isinstance(entry["file"], str) or not entry["file"]):
-            raise MacsError(f"{mpath}: manifest 'stems'[{i}].file is not a file name")
-    src = manifest.get("source")
-    if src is not None and not isinstance(src, str):
-        raise MacsError(f"{mpath}: manifest 'source' is not a path (got {type(src).__name__})")
-
-
 def _stems_of(folder: Path) -> tuple[list[Path], dict | None]:
     """The stem files in the manifest's order (when it lists existing files), and the manifest.
 
     Raises MacsError naming ``manifest.json`` when it is unreadable or of the wrong shape."""
+    from ..formats import read_stem_manifest
+
     manifest = None
     mpath = folder / "manifest.json"
     if mpath.is_file():
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, ValueError, RecursionError) as exc:
-            raise MacsError(f"{mpath}: unreadable manifest ({exc})") from None
-        _check_manifest(manifest, mpath)
+        manifest = read_stem_manifest(mpath)
         listed = [folder / s["file"] for s in manifest.get("stems", []) if "file" in s]
         if listed and all(p.is_file() for p in listed):
             return listed, manifest
