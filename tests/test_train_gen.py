@@ -16,7 +16,7 @@ import torch
 from macs_cli.errors import ConfigError
 from macs_cli.generation import GenerationSettings, MacsGenerator, load_backbone
 from macs_cli.generation.audio import AudioEmbedder
-from macs_cli.training.gen_data import (EmbeddingCache, batch_indices, clip_embeddings, file_sha256, list_pairs,
+from macs_cli.training.gen_data import (StemCache, batch_indices, clip_embeddings, file_sha256, list_pairs,
                                         load_image)
 from macs_cli.training.gen_trainer import GenTrainer, load_gen_config
 
@@ -112,7 +112,7 @@ def test_pairs_from_layouts_and_manifest(landscape, manifest):
 
 def test_stem_embeddings_are_cached_once_per_clip(landscape, tiny_model_path, tiny_clap, tmp_path):
     data = list_pairs(landscape)
-    cache = EmbeddingCache(tmp_path / "cache")
+    cache = StemCache(tmp_path / "cache")
     def factory():
         return AudioEmbedder(str(tiny_model_path), str(tiny_clap), "cpu")
 

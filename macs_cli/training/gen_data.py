@@ -214,7 +214,6 @@ class StemCache(ArrayCache):
                         "info": np.array(json.dumps(info))})
 
 
-EmbeddingCache = StemCache   # its former name (training/gen_trainer.py imports it)
 
 
 def _precomputed(clip: Clip) -> tuple[np.ndarray, np.ndarray | None, bool]:
@@ -231,7 +230,7 @@ def _precomputed(clip: Clip) -> tuple[np.ndarray, np.ndarray | None, bool]:
             already_ranked)
 
 
-def clip_embeddings(data: PairedData, embedder_factory: Callable[[], Any] | None, cache: EmbeddingCache,
+def clip_embeddings(data: PairedData, embedder_factory: Callable[[], Any] | None, cache: StemCache,
                     rank: bool = True, top_k: int | None = None, progress: Callable[[str], None] | None = None,
                     ) -> tuple[torch.Tensor, dict[str, int]]:
     """(clips, K, 512) float32 stem embeddings in rank order (first ``top_k`` kept), every clip

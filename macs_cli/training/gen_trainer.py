@@ -131,7 +131,7 @@ class GenTrainer(TrainingRun):
 
     def load_data(self) -> None:
         from ..generation.audio import AudioEmbedder
-        from .gen_data import EmbeddingCache, clip_embeddings, default_cache_dir, drop_unreadable_images, list_pairs
+        from .gen_data import StemCache, clip_embeddings, default_cache_dir, drop_unreadable_images, list_pairs
 
         d = self.config.data
         self.data, dropped = drop_unreadable_images(list_pairs(d.train, d.kind, d.split, d.max_items))
@@ -140,7 +140,7 @@ class GenTrainer(TrainingRun):
 
             self._say(f"[yellow]warning: skipped {len(dropped)} of {len(dropped) + len(self.data)} pairs whose "
                       f"image cannot be read (e.g. {escape(dropped[0])})[/]")
-        cache = EmbeddingCache(Path(d.cache_dir) if d.cache_dir else default_cache_dir())
+        cache = StemCache(Path(d.cache_dir) if d.cache_dir else default_cache_dir())
 
         def factory():
             return AudioEmbedder(d.separator, d.clap, self.device, d.clap_download)
