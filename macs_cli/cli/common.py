@@ -223,6 +223,23 @@ def process_device(device: str | None) -> str:
     return dev
 
 
+def inference_device(device: str | None, precision: str, stage: str = "separator",
+                     warn_bf16: bool = False) -> tuple[str, str]:
+    """This process's device and the precision that runs there for ``stage`` (a bad --precision,
+    e.g. fp16 on a CPU, is an option error here, before any model loads), with every core for CPU
+    inference; ``warn_bf16``: say so when bf16 is asked of a CPU that only emulates it."""
+    from ..precision import cpu_bf16_warning, resolve_precision
+
+    dev = process_device(device)
+    used = resolve_precision(precision, dev, stage)
+    warning = cpu_bf16_warning(precision, dev) if warn_bf16 else None
+    if warning:
+        say_warning(warning)
+    if dev == "cpu":
+        threads_for_cpu()
+    return dev, used
+
+
 def shard_note() -> str:
     rank, size, _ = world()
     return f" [process {rank + 1}/{size}]" if size > 1 else ""

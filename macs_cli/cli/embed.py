@@ -11,8 +11,8 @@ import typer
 
 from ..errors import MacsError
 from .batch import Batch, output_folder_or_file, positive
-from .common import (DEVICE_HELP, Emitter, download_option, fail, force_option, json_option, one_line_errors,
-                     process_device, quiet_option, say_warning, skip_existing_option, threads_for_cpu)
+from .common import (DEVICE_HELP, Emitter, download_option, fail, force_option, inference_device, json_option,
+                     one_line_errors, quiet_option, say_warning, skip_existing_option)
 
 CLAP_HELP = ("CLAP model: 'default' (laion-clap 630k-audioset-best, HTSAT-tiny), 'hf' or "
              "'hf:<repo or folder>' (transformers ClapModel), a laion-clap .pt, or an official MACS "
@@ -47,7 +47,7 @@ def embed(
     from ..clap import load_clap
     from ..clap.api import MissingMixtureWarning, embed_stems, find_stem_sets, sidecar_of
     from ..formats import EMBED_SIDECAR, EMBEDDINGS, write_npy_with_sidecar
-    from ..precision import autocast, resolve_precision
+    from ..precision import autocast
 
     batch = Batch("embed", lambda t: [(t, EMBEDDINGS), (t.with_suffix(".json"), EMBED_SIDECAR)], force,
                   skip_existing, Emitter(as_json), quiet)
@@ -68,10 +68,7 @@ def embed(
         single = len(sets) == 1 and output.suffix.lower() == ".npy"
         targets = output_folder_or_file(output, [name for name, _, _ in sets], ".npy", single)
         vocab = _vocabulary(labels)
-        dev = process_device(device)
-        used = resolve_precision(precision, dev, "clap")
-        if dev == "cpu":
-            threads_for_cpu()
+        dev, used = inference_device(device, precision, "clap")
         batch.inputs = {Path(p).resolve() for _, files, mix in sets
                         for p in [*files, *(mix if isinstance(mix, list) else [mix] if mix else [])]}
         batch.inputs |= {Path(files[0]).parent.resolve() / "manifest.json" for _, files, _ in sets if files}

@@ -11,8 +11,8 @@ from typing import List, Optional, Tuple
 import typer
 
 from ..precision import PRECISION_HELP
-from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, gpu_memory_errors, one_line_errors,
-                     process_device, threads_for_cpu)
+from .common import (DEVICE_HELP, Emitter, JSON_HELP, console, fail, gpu_memory_errors, inference_device,
+                     one_line_errors)
 
 SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v1-4, "
            "stable-diffusion-v1-5/stable-diffusion-v1-5), read from the Hugging Face cache, or a local "
@@ -84,7 +84,7 @@ def generate(
     from ..generation.checkpoints import resolve_adapter
     from ..generation.files import GenerateInputs, GenerateJob, check_options, stem_order_for
     from ..generation.pipeline import GenerationSettings, MacsGenerator
-    from ..precision import check_precision, resolve_precision
+    from ..precision import check_precision
 
     emit = Emitter(as_json)
     with one_line_errors():
@@ -100,11 +100,8 @@ def generate(
         stem_order, order_record = stem_order_for(source, order)
         job = GenerateJob.plan(GenerateInputs(list(embeddings), list(audio), interpolate, frames), output,
                                num_images, seed, stem_order, attention_maps, force)   # before any model loads
-        dev = process_device(device)
-        resolve_dtype(dtype, dev)             # a bad --dtype is an option error, before anything loads
-        resolve_precision(precision, dev)     # so is --precision fp16 on a CPU
-        if dev == "cpu":
-            threads_for_cpu()
+        dev, _ = inference_device(device, precision)   # --precision fp16 on a CPU: an option error
+        resolve_dtype(dtype, dev)             # so is a bad --dtype, before anything loads
         if audio:
             from ..generation.audio import AudioEmbedder
 

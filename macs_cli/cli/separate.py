@@ -10,8 +10,8 @@ import typer
 
 from ..precision import PRECISION_HELP
 from .batch import Batch
-from .common import (DEVICE_HELP, JSON_HELP, Emitter, one_line_errors, process_device, say_note, say_warning,
-                     threads_for_cpu, world)
+from .common import (DEVICE_HELP, Emitter, JSON_HELP, inference_device, one_line_errors, say_note,
+                     say_warning, world)
 
 
 def separate(
@@ -49,7 +49,6 @@ def separate(
     from ..audio.io import find_audio_files
     from ..formats import STEMS, STEMS_OUTPUT
     from ..fsutil import OutputKind, check_writable_dir
-    from ..precision import cpu_bf16_warning, resolve_precision
     from ..separation.api import (SeparateOptions, SilentInputWarning, check_input, inside_output_warning,
                                   output_names, separate_file)
     from ..weights.separator import load_separator
@@ -62,18 +61,13 @@ def separate(
         opts = SeparateOptions.parse(sample_rate, num_sources, overlap=overlap, batch_size=batch_size,
                                      drop_silent=drop_silent, force=force, align=not no_align,
                                      spectrograms=spectrograms, precision=precision)
-        dev = process_device(device)
-        resolve_precision(precision, dev)   # fp16 on a CPU is an option error, before the model loads
-        for line in filter(None, [None if quiet else cpu_bf16_warning(precision, dev)]):
-            say_warning(line)
+        dev, _ = inference_device(device, precision, warn_bf16=not quiet)
         notes: list[str] = []
         files, problems = find_audio_files(list(inputs), skip_outputs=True, notes=notes)
         batch.report(problems)
         check_writable_dir(output)
         net = load_separator(model, device=dev, allow_download=allow_download)
         opts.validate(net.config.num_sources)
-        if dev == "cpu":
-            threads_for_cpu()
     if world()[0] == 0:   # notes are given once, not by every process
         for line in [] if quiet else notes:
             say_note(line)
