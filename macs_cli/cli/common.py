@@ -206,12 +206,6 @@ def world() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def my_share(items: list) -> list:
-    """This process's share of a job's items: every WORLD_SIZE-th item from RANK on."""
-    rank, size, _ = world()
-    return items[rank::size] if size > 1 else items
-
-
 def process_device(device: str | None) -> str:
     """resolve_device, with each launched process on its own GPU (cuda:LOCAL_RANK)."""
     dev = resolve_device(device)

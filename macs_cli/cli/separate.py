@@ -82,7 +82,7 @@ def separate(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SilentInputWarning)
             manifest = separate_file(net, job.where, output, opts, name=str(job.target.relative_to(output)),
-                                     on_progress=job.advance)
+                                     on_progress=job.advance, info=job.data)   # probed by check_input
         for w in caught:
             say_warning(f"{w.message}")
         stems = [str(job.target / s["file"]) for s in manifest["stems"]]

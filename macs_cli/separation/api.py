@@ -372,10 +372,12 @@ def separate_waveform(model: Separator, waveform: np.ndarray, sample_rate: int,
 
 
 def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: SeparateOptions,
-                  name: str | None = None, on_progress: Callable[[float], None] | None = None) -> dict:
+                  name: str | None = None, on_progress: Callable[[float], None] | None = None,
+                  info: AudioInfo | None = None) -> dict:
     """Separate one file into ``outdir/<name>/``; returns the manifest (also written as JSON).
 
     ``on_progress(seconds)`` is called with the seconds of input audio consumed since the last call.
+    ``info``: the file's header when the caller has probed it already (:func:`check_input`).
     A full disk (or any failed write) is a one-line MacsError; nothing half-written stays.
     """
     path = Path(path)
@@ -383,16 +385,17 @@ def separate_file(model: Separator, path: str | Path, outdir: str | Path, opts: 
     opts.validate(cfg.num_sources)
     name = output_name(Path(name) if name else Path(path.name))
     target = Path(outdir) / name
-    info = check_input(path, target)
+    info = check_input(path, target, info)
     try:
         return _separate_into(model, path, info, target, opts, on_progress)
     except OSError as exc:   # placing the finished folder (fsync, rename)
         raise MacsError(f"{path} -> {describe_os_error(exc, target)}") from None
 
 
-def check_input(path: Path, target: Path) -> AudioInfo:
-    """An input's audio header, once it is known that its output ``target`` does not replace it."""
-    info = probe(path)
+def check_input(path: Path, target: Path, info: AudioInfo | None = None) -> AudioInfo:
+    """An input's audio header (``info``, or probed now), once it is known that its output
+    ``target`` does not replace it."""
+    info = probe(path) if info is None else info
     if is_inside(path, target):
         where = "the input itself" if path.resolve() == target.resolve() else "the folder that holds it"
         raise MacsError(f"{path}: its output {target} would replace {where}; choose another output folder")
