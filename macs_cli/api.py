@@ -100,11 +100,12 @@ def generate(embeddings: Any, generator: Any, *, seed: int = 0, steps: int = 20,
     the adapter was trained on unless ``order`` says otherwise."""
     from .formats import STEM_ORDERS, EmbeddingSet
     from .generation.pipeline import GenerationSettings
+    from .ranking import order_set
 
     if isinstance(embeddings, EmbeddingSet):
         want = order or (generator.source.stem_order if generator.source is not None
                          and generator.source.stem_order in STEM_ORDERS else "significance")
-        embeddings = embeddings.ordered(want)[0].array
+        embeddings = order_set(embeddings, want)[0].array
     settings = GenerationSettings(steps=steps, guidance=guidance, prompt=prompt, height=height, width=width,
                                   audio_scale=audio_scale, seed=seed, num_images=num_images, top_k=top_k).validate()
     return [item.image for item in generator.generate(embeddings, settings)]

@@ -344,17 +344,6 @@ class EmbeddingSet:
         labels = self.meta.get("labels")
         return labels if isinstance(labels, list) and len(labels) == len(self.array) else None
 
-    def ordered(self, order: str = "significance") -> tuple["EmbeddingSet", dict]:
-        """The set in ``order`` (see :func:`macs_cli.ranking.ensure_order`), labels following their
-        stems, and a record of what was done."""
-        from .ranking import ensure_order
-
-        arr, perm, record = ensure_order(self.array, self.meta, order, str(self.path or "embeddings"))
-        meta = self.meta
-        if perm is not None and self.labels is not None:
-            meta = {**meta, "labels": [self.labels[i] for i in perm]}
-        return EmbeddingSet(arr, meta, self.path), record
-
     def write(self, path: str | os.PathLike, kind: str = "embeddings", force: bool = False) -> list[Path]:
         return write_npy_with_sidecar(Path(path), self.array, self.meta, kind, force)
 

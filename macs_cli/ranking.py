@@ -112,6 +112,18 @@ def ensure_order(arr: np.ndarray, meta: dict, order: str = "significance",
 
 
 
+def order_set(found, order: str = "significance"):
+    """An :class:`~macs_cli.formats.EmbeddingSet` in ``order`` (the rules of :func:`ensure_order`),
+    labels following their stems -> (the set, a record of what was done)."""
+    from .formats import EmbeddingSet
+
+    arr, perm, record = ensure_order(found.array, found.meta, order, str(found.path or "embeddings"))
+    meta = found.meta
+    if perm is not None and found.labels is not None:
+        meta = {**meta, "labels": [found.labels[i] for i in perm]}
+    return EmbeddingSet(arr, meta, found.path), record
+
+
 def rank_set(found, top_k: int | None = None, device: str = "cpu", source: str | None = None):
     """A ``macs embed`` set (:class:`~macs_cli.formats.EmbeddingSet` with its mixture embedding)
     -> the ranked set ``macs rank`` writes: the ``top_k`` most significant stems first, with the
@@ -142,4 +154,4 @@ def rank_set(found, top_k: int | None = None, device: str = "cpu", source: str |
     return EmbeddingSet(r.embeddings, side), r
 
 
-__all__ = ["STEM_ORDERS", "Ranked", "rank_embeddings", "spearman", "ensure_order", "rank_set"]
+__all__ = ["STEM_ORDERS", "Ranked", "rank_embeddings", "spearman", "ensure_order", "order_set", "rank_set"]

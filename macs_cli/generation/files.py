@@ -46,11 +46,12 @@ def load_embeddings(path: Path, order: str = "significance") -> tuple[Any, dict,
     """An embeddings file -> (array (N, K, 512) in ``order``, its sidecar, a record of what was done);
     the order rules are :func:`macs_cli.ranking.ensure_order`'s (a `macs embed` set is ranked here)."""
     from ..formats import EmbeddingSet
+    from ..ranking import order_set
     from .pipeline import as_batch
 
     found = EmbeddingSet.read(path)
     record: dict[str, Any] = {"file": str(path.resolve()), "sha256": file_sha256(path), "shape": list(found.array.shape)}
-    ordered, done = found.ordered(order)
+    ordered, done = order_set(found, order)
     record.update(done)
     return as_batch(ordered.array, str(path)), ordered.meta, record
 
