@@ -431,3 +431,78 @@ def test_attention_titles_follow_the_ranking(emb_files, tmp_path):
     assert record["order"] == [2, 1, 0]
     assert _labels_of(meta, 3) == ["#1 STEM2", "#2 STEM1", "#3 STEM0"]
     assert _labels_of({"labels": "dog"}, 2) == ["#1", "#2"]           # a hand-edited sidecar: no crash
+
+
+def test_generate_goes_on_past_a_bad_input_skips_existing_and_shards(adapter_file, emb_files, tmp_path, monkeypatch):
+    """generate runs on the batch runner: a bad input fails alone, --skip-existing keeps an input's
+    images (and loads no model when nothing is left to do), launched processes share the inputs."""
+    out, bad = tmp_path / "out", tmp_path / "bad.npy"
+    bad.write_bytes(b"not an array")
+    r = run("generate", "-e", emb_files["a"], "-e", bad, "-e", emb_files["batch"], "--adapter", adapter_file,
+            "-o", out, "--seed", 1, *FAST)
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and "error:" in said and "bad.npy: not a .npy array" in said, said
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "batch_000.png", "batch_001.png"]
+    first = pixels(out / "a.png")
+    # nothing left to do: every image kept, listed on stdout, and the (missing) backbone never loaded
+    r = run("generate", "-e", emb_files["a"], "-e", emb_files["batch"], "--adapter", adapter_file, "-o", out,
+            "--skip-existing", "--json", "--sd-model", tmp_path / "no-such-backbone", *FAST)
+    assert r.exit_code == 0, r.output
+    kept = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [(Path(k["path"]).name, k["skipped"]) for k in kept] == [
+        ("a.png", True), ("batch_000.png", True), ("batch_001.png", True)]
+    r = run("generate", "-e", emb_files["a"], "--adapter", adapter_file, "-o", out, "--skip-existing", "--force",
+            *FAST)
+    assert r.exit_code == 2 and "contradict" in r.output
+    # an input with one image missing is made again; the other is kept as it is
+    (out / "batch_001.png").unlink()
+    before = (out / "a.json").read_text()
+    r = run("generate", "-e", emb_files["a"], "-e", emb_files["batch"], "--adapter", adapter_file, "-o", out,
+            "--skip-existing", "--json", "--seed", 1, *FAST)
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [(Path(k["path"]).name, k["skipped"]) for k in recs] == [
+        ("a.png", True), ("batch_000.png", False), ("batch_001.png", False)]
+    assert (out / "a.json").read_text() == before and np.array_equal(pixels(out / "a.png"), first)
+    # two processes: every 2nd input from RANK on, counted over the inputs given
+    shards = tmp_path / "shards"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, expect in (("0", ["a.png", "b.png"]), ("1", ["a.png", "b.png", "six.png"])):
+        monkeypatch.setenv("RANK", rank)
+        r = run("generate", "-e", emb_files["a"], "-e", emb_files["six"], "-e", emb_files["b"], "--adapter",
+                adapter_file, "-o", shards, "--top-k", 4, *FAST)
+        assert r.exit_code == 0, r.output
+        assert sorted(p.name for p in shards.glob("*.png")) == expect
+
+
+def test_generate_interpolation_skip_existing(adapter_file, emb_files, tmp_path):
+    out = tmp_path / "path"
+    args = ["generate", "--interpolate", emb_files["a"], emb_files["b"], "--frames", 2, "--adapter", adapter_file,
+            "-o", out, *FAST]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.glob("*.png")) == ["contact_sheet.png", "frame_000.png", "frame_001.png"]
+    r = run(*args)
+    assert r.exit_code == 1 and "already exists" in r.output
+    r = run(*args, "--skip-existing", "--sd-model", tmp_path / "no-such-backbone")
+    assert r.exit_code == 0 and [Path(p).name for p in r.stdout.split()] == ["frame_000.png", "frame_001.png"]
+
+
+def test_generate_audio_inputs_fail_alone(adapter_file, tiny_model_path, tmp_path):
+    clap = tmp_path / "tiny-clap.pt"
+    torch.save(cf.laion_training_checkpoint(cf.make_laion_net()), clap)
+    good, broken = tmp_path / "mix.wav", tmp_path / "broken.wav"
+    sf.write(good, tone_mix(1.5, 16000, seed=3), 16000)
+    broken.write_bytes(b"RIFF but not audio")
+    r = run("generate", "--audio", good, "--audio", tmp_path / "gone.wav", "--audio", broken, "--separator",
+            tiny_model_path, "--clap", clap, "--adapter", adapter_file, "-o", tmp_path / "out", "--seed", 0,
+            *[a for a in FAST if a != "-q"])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and "gone.wav: no such audio file" in said and "broken.wav" in said, said
+    assert "1 image(s) written" in said and "2 failed" in said and "Traceback" not in said
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mix.json", "mix.png"]
+    # a separator that cannot load is the run's one error, not one per input
+    r = run("generate", "--audio", good, "--audio", broken, "--separator", tmp_path / "none.safetensors", "--clap",
+            clap, "--adapter", adapter_file, "-o", tmp_path / "out2", *FAST)
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code != 0 and len(lines) == 1 and "none.safetensors" in lines[0], r.output

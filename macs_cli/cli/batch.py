@@ -49,11 +49,12 @@ class Batch:
             raise ConfigError("--force and --skip-existing contradict each other")
 
     def add(self, name: str, where: Any, target: Path, data: Any = None,
-            skipped: Callable[[Path], dict] | None = None, check: Callable[[], Any] | None = None,
+            skipped: Callable[[Path], dict | list] | None = None, check: Callable[[], Any] | None = None,
             shown: str | None = None) -> None:
         """Plan one input's output ``target``; a clash, an existing output or a MacsError of
         ``check()`` (e.g. probing the input; its result becomes ``data``) is a problem of this input
-        only. ``skipped(target)``: the stdout record of an output --skip-existing keeps."""
+        only. ``skipped(target)``: the stdout record of an output --skip-existing keeps, or a list
+        of ``(path, record)`` when the output is several files a script reads (generate's images)."""
         rank, size, _ = world()
         index, self.planned = self.planned, self.planned + 1
         if index % size != rank:      # another process's input: only its name is claimed here
@@ -79,7 +80,9 @@ class Batch:
         if action == "skip":
             if not self.quiet:
                 say_note(f"skip {where} ({target} exists)")
-            self.emit(target, **(skipped(target) if skipped else {}), skipped=True)
+            kept = skipped(target) if skipped else {}
+            for path, record in kept if isinstance(kept, list) else [(target, kept)]:
+                self.emit(path, **record, skipped=True)
             return
         self.jobs.append(Job(name, where, target, job_force, data, shown))
 
@@ -95,7 +98,7 @@ class Batch:
         return self.jobs
 
     def run(self, work: Callable[[Job], dict | None], progress: bool = True,
-            amount: Callable[[Job], float] | None = None, unit: str = "s of audio") -> None:
+            amount: Callable[[Job], float] | None = None, unit: str = "s of audio", decimals: int = 1) -> None:
         """``work(job)`` for each job; its returned dict is the stdout record of ``job.target``
         (None: nothing printed). A MacsError or OSError fails that input only. The bar counts
         inputs, or with ``amount(job)`` (e.g. its seconds of audio) that many ``unit``, which
@@ -105,7 +108,7 @@ class Batch:
         from ..fsutil import describe_os_error
 
         count = MofNCompleteColumn() if amount is None else \
-            TextColumn(f"{{task.completed:.1f}}/{{task.total:.1f}} {unit}")
+            TextColumn(f"{{task.completed:.{decimals}f}}/{{task.total:.{decimals}f}} {unit}")
         size = amount or (lambda job: 1)
         with report_interrupt(self.done, len(self.jobs)), \
                 Progress(TextColumn(f"[bold]{self.verb}[/] {{task.fields[name]}}"), BarColumn(), count,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -11,8 +10,8 @@ from typing import List, Optional, Tuple
 import typer
 
 from ..precision import PRECISION_HELP
-from .common import (DEVICE_HELP, Emitter, JSON_HELP, console, fail, gpu_memory_errors, inference_device,
-                     one_line_errors)
+from .batch import Batch
+from .common import DEVICE_HELP, Emitter, JSON_HELP, fail, gpu_memory_errors, inference_device, one_line_errors
 
 SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v1-4, "
            "stable-diffusion-v1-5/stable-diffusion-v1-5), read from the Hugging Face cache, or a local "
@@ -21,8 +20,6 @@ SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v
 ADAPTER_HELP = ("MACS adapter: a .safetensors from `macs train-gen` (or its run folder), an official "
                 "<Dataset>_mlp.pt (with <Dataset>_unet.pt beside it), a folder holding such a pair, or "
                 "official:<Dataset> (the authors' files in the Hugging Face cache).")
-OFFICIAL_SEPARATOR_HINT = ("with an official adapter --separator defaults to official, the separator its adapters "
-                           "were trained on; pass --separator default for the built-in one")
 
 
 def generate(
@@ -72,22 +69,25 @@ def generate(
     allow_download: bool = typer.Option(False, "--allow-download", help="Fetch missing weights from the Hugging "
                                         "Face hub into its cache."),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep an input's images that are already "
+                                       "there (all of them, with their sidecars) and go on with the others."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Generate images from ranked stem embeddings or mixture audio (MACS stage 2).
 
     Prints each image written on stdout (--json: one record each)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from ..generation.backbone import resolve_dtype
     from ..generation.checkpoints import resolve_adapter
-    from ..generation.files import GenerateInputs, GenerateJob, check_options, stem_order_for
+    from ..generation.files import (GenerateInputs, GenerateJob, audio_embedder, check_options, run_record,
+                                    stem_order_for)
     from ..generation.pipeline import GenerationSettings, MacsGenerator
     from ..precision import check_precision
 
-    emit = Emitter(as_json)
+    emit, parts, written = Emitter(as_json), {}, []
+    batch = Batch("generate", lambda t: parts[t], force, skip_existing, emit, quiet)
     with one_line_errors():
+        batch.check_flags()
         if sum([bool(embeddings), bool(audio), interpolate is not None]) != 1:
             fail("give exactly one input: --embeddings, --audio or --interpolate", 2)
         seed = secrets.randbelow(2 ** 31) if seed is None else seed
@@ -98,30 +98,33 @@ def generate(
         precision = check_precision(precision)
         source = resolve_adapter(adapter, adapter_mlp, adapter_unet, allow_download)   # it fixes the stem order
         stem_order, order_record = stem_order_for(source, order)
-        job = GenerateJob.plan(GenerateInputs(list(embeddings), list(audio), interpolate, frames), output,
-                               num_images, seed, stem_order, attention_maps, force)   # before any model loads
+        problems: list = []           # inputs that cannot be read: told, and the others go on
+        job = GenerateJob.plan(GenerateInputs(list(embeddings), list(audio), interpolate, frames), output, num_images,
+                               seed, stem_order, attention_maps, force, problems, check_outputs=False)
+        batch.report(problems)
+        batch.inputs = job.input_files()
+        for s, where, files in job.outputs():   # outputs are planned before any model loads
+            parts[files[0][0]] = files
+            batch.add(where, where, files[0][0], s, skipped=lambda t, s=s: job.existing(s))
         dev, _ = inference_device(device, precision)   # --precision fp16 on a CPU: an option error
         resolve_dtype(dtype, dev)             # so is a bad --dtype, before anything loads
-        if audio:
-            from ..generation.audio import AudioEmbedder
+        if batch.jobs:   # nothing left to do (every input kept or failed): no model loads
+            embedder = audio_embedder(source, separator, clap, dev, allow_download, precision) if audio else None
+            gen = MacsGenerator.load(sd_model, device=dev, dtype=dtype, allow_download=allow_download, source=source)
+            job.check_fits(gen, top_k)
+            common = run_record(settings, order_record, gen, sys.argv[1:])
 
-            official = source.kind == "official"
-            # official adapters see what the official pipeline gives them: its separator, and a clip
-            # shorter than the window padded to one window before separation (8 s stems)
-            embedder = AudioEmbedder(separator or ("official" if official else "default"), clap, dev, allow_download,
-                                     precision=precision, window_pad=source.window_pad)
-            job.embed_audio(embedder, stem_order, top_k, OFFICIAL_SEPARATOR_HINT if official and separator is None else None)
-        gen = MacsGenerator.load(sd_model, device=dev, dtype=dtype, allow_download=allow_download, source=source)
-        job.check_fits(gen, top_k)
-        common = {"settings": {k: v for k, v in settings.to_dict().items() if k not in ("seed", "num_images")},
-                  "order": order_record, **gen.describe(), "command": "macs " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+    def work(j):
+        step = lambda: j.advance(1)   # noqa: E731
+        if j.data is None:
+            written.extend(job.write_frames(gen, settings, common, emit, step, j.force))
+            return
+        if j.data.array is None:      # a mixture: separated, embedded and ordered now
+            job.embed_audio(embedder, j.data, stem_order, top_k)
+            job.check_fits(gen, top_k, [j.data])
+        written.extend(job.write_input(gen, j.data, settings, common, top_k, emit, step, j.force))
 
-    progress = Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, disable=quiet)
-    with one_line_errors(), gpu_memory_errors("try a smaller --batch-size, --height/--width or --dtype fp16"), \
-            progress:
-        task = progress.add_task("images", total=len(job.targets))
-        written = job.write(gen, settings, common, top_k, emit, lambda: progress.advance(task))
-    if not quiet:
-        console.print(f"{len(written)} image(s) written to {output if job.single else f'{output}/'} (seed {settings.seed})",
-                      highlight=False)
+    with one_line_errors(), gpu_memory_errors("try a smaller --batch-size, --height/--width or --dtype fp16"):
+        batch.run(work, amount=lambda j: len(job.image_names(j.data)), unit="images", decimals=0)
+    batch.finish(f"{len(written)} image(s) written to {output if job.single else f'{output}/'} (seed {settings.seed})"
+                 + (f", {len(batch.problems)} failed" if batch.problems else ""))

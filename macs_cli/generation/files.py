@@ -6,7 +6,8 @@ the image record (PNG + JSON sidecar, and the attention maps) written as one out
                            stem_order="significance")
     gen = MacsGenerator.load(...)
     job.check_fits(gen, top_k=None)
-    job.write(gen, settings, common={...})
+    for s in job.inputs:
+        job.write_input(gen, s, settings, common={...})
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ..formats import STEM_ORDERS
 from ..fsutil import file_sha256
 
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+OFFICIAL_SEPARATOR_HINT = ("with an official adapter --separator defaults to official, the separator its adapters "
+                           "were trained on; pass --separator default for the built-in one")
 
 
 def check_options(interpolate: bool, frames: int, num_images: int, attention_maps: bool, order: str | None) -> None:
@@ -79,6 +82,7 @@ class InputSet:
     record: dict
     audio: Path | None = None
     names: dict = field(default_factory=dict)   # (row, seed) -> output name
+    path: Path | None = None                    # the file as given (messages name it so)
 
     def plan(self, num_images: int, seed: int) -> None:
         rows = 1 if self.array is None else self.array.shape[0]
@@ -104,7 +108,8 @@ class GenerateInputs:
 @dataclass
 class GenerateJob:
     """The images of one ``macs generate`` run: inputs, output names and targets, checked at
-    :meth:`plan` (before any model loads), written by :meth:`write`."""
+    :meth:`plan` (before any model loads); each input's images are one output (:meth:`outputs`),
+    written by :meth:`write_input` (an interpolation's frames and contact sheet: :meth:`write_frames`)."""
 
     inputs: list[InputSet]
     output: Path
@@ -113,22 +118,37 @@ class GenerateJob:
     frames: int | None = None            # an interpolation's frames (None: images per input)
     attention_maps: bool = False
     force: bool = False
+    given: list[Path] = field(default_factory=list)
 
     @classmethod
     def plan(cls, given: GenerateInputs, output: Path, num_images: int, seed: int, stem_order: str,
-             attention_maps: bool = False, force: bool = False) -> "GenerateJob":
-        from ..formats import PICTURE
+             attention_maps: bool = False, force: bool = False, problems: list | None = None,
+             check_outputs: bool = True) -> "GenerateJob":
+        """Read the inputs and name their images. An input that cannot be read raises, or with
+        ``problems`` (a list) is told there and left out, so that the others go on (the two ends
+        of an interpolation, and an array that does not fit (ConfigError), always raise). ``check_outputs``: refuse outputs that exist (a caller
+        with a batch runner checks them itself, input by input)."""
         from ..fsutil import plan_output
 
         sets: list[InputSet] = []
+        told = len(problems or [])
         for path in list(given.embeddings) + list(given.interpolate or ()):
-            arr, meta, rec = load_embeddings(path, stem_order)
-            sets.append(InputSet(path.stem, arr, meta, rec))
+            try:
+                arr, meta, rec = load_embeddings(path, stem_order)
+            except MacsError as exc:   # unreadable: this input's problem; a ConfigError (it does not fit) stops the run
+                if problems is None or given.interpolate is not None or isinstance(exc, ConfigError):
+                    raise
+                problems.append(str(exc))
+                continue
+            sets.append(InputSet(path.stem, arr, meta, rec, path=path))
         for path in given.audio:
             if not path.is_file():
-                raise MacsError(f"{path}: no such audio file")
+                if problems is None:
+                    raise MacsError(f"{path}: no such audio file")
+                problems.append(f"{path}: no such audio file")
+                continue
             record = {"file": str(path.resolve()), "sha256": file_sha256(path), "kind": "audio"}
-            sets.append(InputSet(path.stem, None, {}, record, audio=path))
+            sets.append(InputSet(path.stem, None, {}, record, audio=path, path=path))
         frames = given.frames if given.interpolate is not None else None
         if frames is not None:
             planned = [f"frame_{i:03d}" for i in range(frames)] + ["contact_sheet"]
@@ -139,91 +159,150 @@ class GenerateJob:
         single = output.suffix.lower() == ".png"
         if output.suffix.lower() in PICTURE_SUFFIXES:
             raise ConfigError(f"-o {output}: images are written as PNG: name the output OUT.png, or give a folder")
-        if single and len(planned) != 1:
-            raise ConfigError(f"-o {output}: one PNG holds one image but this run writes {len(planned)}: pass a folder")
+        left_out = len(problems or []) - told     # each would have made at least one image
+        if single and len(planned) + left_out != 1:
+            raise ConfigError(f"-o {output}: one PNG holds one image but this run writes "
+                              f"{len(planned) + left_out}{'+' if left_out else ''}: pass a folder")
         if not single and output.exists() and not output.is_dir():
             raise MacsError(f"{output}: exists and is not a folder")
         if len(set(planned)) != len(planned):
             raise ConfigError("two inputs have the same file name: run them separately or rename one")
         targets = {n: output if single else output / f"{n}.png" for n in planned}
-        inputs_used = {Path(p).resolve() for p in given.paths()}
-        inputs_used |= {p.with_suffix(".json") for p in inputs_used}
-        for n, t in targets.items():      # nothing there, or (with --force) a previous image of ours
-            parts = [(t, PICTURE)] if n == "contact_sheet" else image_parts(t, attention_maps)
-            clash = next((p for p, _ in parts if p.resolve() in inputs_used), None)
+        job = cls(sets, output, targets, single, frames, attention_maps, force, given.paths())
+        for _, where, parts in job.outputs() if check_outputs else ():
+            clash = next((p for p, _ in parts if p.resolve() in job.input_files()), None)
             if clash is not None:
                 raise MacsError(f"{clash}: is one of the inputs; choose another -o")
-            plan_output(parts, force)
-        return cls(sets, output, targets, single, frames, attention_maps, force)
+            plan_output(parts, force)   # nothing there, or (with --force) a previous image of ours
+        return job
 
-    def embed_audio(self, embedder, stem_order: str, top_k: int | None, hint: str | None = None) -> None:
-        """Separate, embed and order each mixture input; ``hint`` is added to an error raised
-        before the separator could load (which separator was chosen, and why)."""
-        for s in self.inputs:
-            try:
-                stems = embedder.embed(s.audio)
-            except MacsError as exc:
-                if hint and embedder._separator is None:
-                    raise MacsError(f"{exc} [{hint}]") from None
-                raise
-            arr, rank_info = stems.ordered(stem_order, top_k)
-            s.array = arr[None]
-            s.record.update(embedder.describe(), **rank_info, **stems.info)
+    def input_files(self) -> set[Path]:
+        """The files this run reads (an output must not be one of them): inputs and their sidecars."""
+        used = {Path(p).resolve() for p in self.given}
+        return used | {p.with_suffix(".json") for p in used}
 
-    def check_fits(self, gen, top_k: int | None) -> None:
-        """Every input fits the adapter before the first image is written."""
+    def image_names(self, s: InputSet | None) -> list[str]:
+        """The image names of one input (None: an interpolation's frames)."""
+        return [n for n in self.targets if n.startswith("frame_")] if s is None else list(s.names.values())
+
+    def outputs(self) -> list[tuple[InputSet | None, str, list]]:
+        """One output per input: (the input, how messages name it, its files with their kinds, the
+        first image first). An interpolation is one output: its frames and the contact sheet."""
+        from ..formats import PICTURE
+
+        if self.frames is not None:
+            a, b = self.given[:2]
+            parts = [p for n in self.image_names(None) for p in image_parts(self.targets[n], self.attention_maps)]
+            return [(None, f"{a} -> {b}", parts + [(self.targets["contact_sheet"], PICTURE)])]
+        return [(s, str(s.path), [p for n in self.image_names(s)
+                                                      for p in image_parts(self.targets[n], self.attention_maps)])
+                for s in self.inputs]
+
+    def existing(self, s: InputSet | None) -> list[tuple[Path, dict]]:
+        """The stdout records of an output kept as it is (``--skip-existing``)."""
+        return [(self.targets[n], {"sidecar": str(self.targets[n].with_suffix(".json"))}) for n in self.image_names(s)]
+
+    def embed_audio(self, embedder, s: InputSet, stem_order: str, top_k: int | None) -> None:
+        """Separate, embed and order one mixture input (``embedder``: from :func:`audio_embedder`)."""
+        stems = embedder.embed(s.audio)
+        arr, rank_info = stems.ordered(stem_order, top_k)
+        s.array = arr[None]
+        s.record.update(embedder.describe(), **rank_info, **stems.info)
+
+    def check_fits(self, gen, top_k: int | None, inputs: list[InputSet] | None = None) -> None:
+        """Each input (default: every one read so far) fits the adapter."""
         if self.frames is not None:
             return
-        for s in self.inputs:
+        for s in self.inputs if inputs is None else inputs:
+            if s.array is None:
+                continue          # a mixture: checked once it is embedded
             try:
                 gen.prepare(s.array, top_k)
             except ConfigError as exc:
                 raise ConfigError(f"{s.record.get('file', s.name)}: {exc}") from None
 
-    def write(self, gen, settings, common: dict, top_k: int | None = None,
-              emit: Callable[..., None] = lambda path, **record: None,
-              advance: Callable[[], None] = lambda: None) -> list[Path]:
-        """Generate and write every image (``emit(path, **record)`` for each output, ``advance()``
-        for each image); returns the files written, the contact sheet of an interpolation last."""
-        written: list[Path] = []
+    def _writer(self, common: dict, force: bool, emit: Callable[..., None], advance: Callable[[], None],
+                written: list[Path]) -> Callable:
         if not self.single:
             self.output.mkdir(parents=True, exist_ok=True)
 
         def write(item, name: str, record: dict, titles: list[str] | None = None) -> None:
-            files = write_image(self.targets[name], item, {**record, **common}, titles, self.force)
+            files = write_image(self.targets[name], item, {**record, **common}, titles, force)
             written.append(self.targets[name])
-            emit(self.targets[name], sidecar=str(files[1]), seed=item.seed,
+            emit(self.targets[name], sidecar=str(files[1]), seed=item.seed, skipped=False,
                  **({"attention": [str(f) for f in files[2:]]} if len(files) > 2 else {}))
             advance()
 
-        if self.frames is not None:
-            a, b = self.inputs
-            frames = self.frames
-            positions = [i / (frames - 1) for i in range(frames)]
+        return write
 
-            def on_frame(item) -> None:
-                i = item.source_index
-                write(item, f"frame_{i:03d}", {"seed": item.seed, "input": {
-                    "kind": "interpolation", "a": a.record, "b": b.record, "t": positions[i], "frame": i}})
+    def write_input(self, gen, s: InputSet, settings, common: dict, top_k: int | None = None,
+                    emit: Callable[..., None] = lambda path, **record: None,
+                    advance: Callable[[], None] = lambda: None, force: bool | None = None) -> list[Path]:
+        """Generate and write one input's images (``emit(path, **record)`` for each, ``advance()``
+        after each); returns the files written."""
+        written: list[Path] = []
+        write = self._writer(common, self.force if force is None else force, emit, advance, written)
+        k = min(s.array.shape[1], top_k or s.array.shape[1])
+        titles = labels_of(s.meta, k)
 
-            images, t = gen.interpolate(a.array, b.array, frames, settings, on_image=on_frame)
-            from .visual import contact_sheet, save_png
+        def on_image(item) -> None:
+            write(item, s.names[(item.source_index, item.seed)],
+                  {"seed": item.seed, "input": {**s.record, "row": item.source_index, "stems_used": k}}, titles)
 
-            sheet = self.targets["contact_sheet"]
-            save_png(contact_sheet([im.image for im in images], [f"t={x:.2f}" for x in t]), sheet, force=self.force)
-            written.append(sheet)
-            emit(sheet, kind="contact_sheet", frames=frames)
-            return written
-        for s in self.inputs:
-            k = min(s.array.shape[1], top_k or s.array.shape[1])
-            titles = labels_of(s.meta, k)
-
-            def on_image(item, s=s, k=k, titles=titles) -> None:
-                write(item, s.names[(item.source_index, item.seed)],
-                      {"seed": item.seed, "input": {**s.record, "row": item.source_index, "stems_used": k}}, titles)
-
-            gen.generate(s.array, settings, attention_maps=self.attention_maps, on_image=on_image)
+        gen.generate(s.array, settings, attention_maps=self.attention_maps, on_image=on_image)
         return written
+
+    def write_frames(self, gen, settings, common: dict, emit: Callable[..., None] = lambda path, **record: None,
+                     advance: Callable[[], None] = lambda: None, force: bool | None = None) -> list[Path]:
+        """Generate and write an interpolation's frames, then its contact sheet (the last file)."""
+        from .visual import contact_sheet, save_png
+
+        written: list[Path] = []
+        force = self.force if force is None else force
+        write = self._writer(common, force, emit, advance, written)
+        a, b = self.inputs
+        frames = self.frames
+        positions = [i / (frames - 1) for i in range(frames)]
+
+        def on_frame(item) -> None:
+            i = item.source_index
+            write(item, f"frame_{i:03d}", {"seed": item.seed, "input": {
+                "kind": "interpolation", "a": a.record, "b": b.record, "t": positions[i], "frame": i}})
+
+        images, t = gen.interpolate(a.array, b.array, frames, settings, on_image=on_frame)
+        sheet = self.targets["contact_sheet"]
+        save_png(contact_sheet([im.image for im in images], [f"t={x:.2f}" for x in t]), sheet, force=force)
+        written.append(sheet)
+        emit(sheet, kind="contact_sheet", frames=frames, skipped=False)
+        return written
+
+
+def audio_embedder(source, separator: str | None, clap: str | None, device, allow_download: bool = False,
+                   precision: str = "auto"):
+    """The separator and CLAP that turn ``--audio`` mixtures into stem embeddings, loaded now (a
+    missing model is one error of the run, not one per input). An official adapter sees what the
+    official pipeline gives it: its separator (unless ``separator`` is given) and a clip shorter
+    than the window padded to one window before separation (8 s stems)."""
+    from .audio import AudioEmbedder
+
+    official = source.kind == "official"
+    embedder = AudioEmbedder(separator or ("official" if official else "default"), clap, device, allow_download,
+                             precision=precision, window_pad=source.window_pad)
+    try:
+        embedder.separator
+    except MacsError as exc:
+        raise MacsError(f"{exc} [{OFFICIAL_SEPARATOR_HINT}]" if official and separator is None else str(exc)) from None
+    embedder.clap
+    return embedder
+
+
+def run_record(settings, order_record: dict, gen, argv: list[str]) -> dict:
+    """What every image's sidecar records of the run: settings (less the per-image seed), the stem
+    order, the models, the command line."""
+    import shlex
+
+    return {"settings": {k: v for k, v in settings.to_dict().items() if k not in ("seed", "num_images")},
+            "order": order_record, **gen.describe(), "command": "macs " + " ".join(shlex.quote(a) for a in argv)}
 
 
 def image_parts(path: Path, attention_maps: bool) -> list:
@@ -264,4 +343,4 @@ def write_image(path: Path, item, record: dict, titles: list[str] | None, force:
 
 
 __all__ = ["GenerateInputs", "GenerateJob", "InputSet", "check_options", "image_parts", "labels_of",
-           "load_embeddings", "stem_order_for", "write_image"]
+           "audio_embedder", "load_embeddings", "run_record", "stem_order_for", "write_image"]
