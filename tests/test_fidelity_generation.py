@@ -210,3 +210,25 @@ def test_generate_audio_with_an_official_adapter_uses_the_official_separator_and
     assert inp["separator"] == str(official_sep) and inp["window_pad"] == "zeros"
     assert inp["padded_from_s"] == pytest.approx(0.5) and inp["stem_order"] == "separator"
     assert inp["order"] == [0, 1, 2, 3] and inp["precision"] == {"separator": "fp32", "clap": "fp32"}
+
+
+def test_audio_embedder_in_memory_equals_the_files_route(tiny_model_path, tiny_clap, tmp_path):
+    """`generate --audio` keeps the stems in memory: the same embeddings as `macs separate` files
+    fed to `macs embed`'s reader (a 44.1 kHz stereo input: resampled and averaged the same way)."""
+    from macs_cli.clap import load_clap
+    from macs_cli.clap.api import embed_stems
+    from macs_cli.generation.audio import AudioEmbedder
+    from macs_cli.separation.api import SeparateOptions, separate_file
+    from macs_cli.weights.separator import load_separator
+
+    rng = np.random.default_rng(5)
+    path = tmp_path / "mix.wav"
+    sf.write(path, (0.2 * rng.standard_normal((int(2.3 * 44100), 2))).astype(np.float32), 44100)
+    got = AudioEmbedder(str(tiny_model_path), str(tiny_clap), "cpu", precision="fp32").embed(path)
+    man = separate_file(load_separator(tiny_model_path), path, tmp_path / "sep", SeparateOptions(precision="fp32"))
+    files = [tmp_path / "sep" / "mix" / s["file"] for s in man["stems"]]
+    want = embed_stems(load_clap(str(tiny_clap)), files, path)
+    assert got.stems.shape == want.embeddings.shape and got.info["stems"] == len(files)
+    np.testing.assert_array_equal(got.stems, want.embeddings)
+    np.testing.assert_array_equal(got.mixture, want.mixture)
+    assert got.info["duration_s"] == man["duration_s"]

@@ -122,13 +122,6 @@ def read_audio(path: Path, sample_rate: int | None = None, mono: bool = True) ->
     return data, rate
 
 
-def write_audio(path: Path, data: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """Write (n,) or (n, channels) float audio. Callers handle atomic placement."""
-    import soundfile as sf
-
-    sf.write(str(path), np.asarray(data, dtype=np.float32), int(sample_rate), subtype=subtype)
-
-
 def _walk(root: Path, skip: Path | None, prune: Callable[[Path], bool] | None = None,
           pruned: list[Path] | None = None):
     """Every non-hidden entry below ``root`` (linked folders followed, each real folder once; the

@@ -88,7 +88,7 @@ def _stem_file(folder: Path, name: object, manifest: Path) -> Path:
 MAX_RATIO_TERM = 1000   # torchaudio's sinc kernel has (48000 / g) x ~(rate / g) taps, g = gcd(rate, 48000)
 
 
-def _read(path: Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def read_clip(path: Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """A file as mono float32 at its own rate (or ``sample_rate``): the CLAP encoder resamples it
     to 48 kHz itself, with the same function as training (torchaudio's sinc resampler). A rate
     whose ratio to 48 kHz does not reduce to small terms (e.g. 44101 Hz) would need a huge sinc
@@ -114,30 +114,41 @@ def embed_stems(encoder, files: list[Path], mixture: Path | list[Path] | None = 
     (:func:`macs_cli.clap.chunk_10s`)."""
     if not files:
         raise AudioError("no stems to embed")
-    read = [_read(Path(f)) for f in files]
-    emb = encoder.embed_waveforms([x for x, _ in read], [rate for _, rate in read], batch_size=batch_size,
+    read = [read_clip(Path(f)) for f in files]
+    mix = None
+    if isinstance(mixture, list):
+        rate = read[0][1]
+        parts = [read_clip(Path(f), rate)[0] for f in mixture]
+        mix_wave = np.zeros(max(len(p) for p in parts), np.float32)
+        for p in parts:
+            mix_wave[: len(p)] += p
+        mix, mixture = (mix_wave, rate), f"sum of {len(parts)} stems"
+    elif mixture is not None:
+        mix = read_clip(Path(mixture))
+    return embed_clips(encoder, read, mix, [str(f) for f in files], None if mixture is None else str(mixture),
+                       batch_size, vocabulary, top_labels)
+
+
+def embed_clips(encoder, clips: list[tuple[np.ndarray, int]], mixture: tuple[np.ndarray, int] | None = None,
+                names: list[str] | None = None, mixture_name: str | None = None, batch_size: int = 8,
+                vocabulary: list[str] | None = None, top_labels: int = 3) -> Embedded:
+    """:func:`embed_stems` for clips held in memory: ``(mono float32 samples, rate)`` each, and the
+    mixture's; the same CLAP input as the files would give."""
+    if not clips:
+        raise AudioError("no stems to embed")
+    emb = encoder.embed_waveforms([x for x, _ in clips], [rate for _, rate in clips], batch_size=batch_size,
                                   normalize=True)
     mix = None
     if mixture is not None:
-        if isinstance(mixture, list):
-            rate = read[0][1]
-            parts = [_read(Path(f), rate)[0] for f in mixture]
-            mix_wave = np.zeros(max(len(p) for p in parts), np.float32)
-            for p in parts:
-                mix_wave[: len(p)] += p
-            mixture = f"sum of {len(parts)} stems"
-        else:
-            mix_wave, rate = _read(Path(mixture))
-        mix = encoder.embed_waveforms([mix_wave], rate, batch_size=batch_size, normalize=True)[0].numpy()
+        mix = encoder.embed_waveforms([mixture[0]], mixture[1], batch_size=batch_size, normalize=True)[0].numpy()
     labels = None
     if vocabulary:
         from .labels import label_stems
 
         labels = [[{"label": lab, "score": float(s), "cosine": float(c)} for lab, s, c in row]
                   for row in _as_triples(label_stems(encoder, emb, vocabulary, top_labels, batch_size))]
-    return Embedded(emb.numpy().astype(np.float32), [str(f) for f in files],
-                    None if mix is None else mix.astype(np.float32),
-                    None if mixture is None else str(mixture), labels)
+    return Embedded(emb.numpy().astype(np.float32), names or [f"stem {i}" for i in range(len(clips))],
+                    None if mix is None else mix.astype(np.float32), mixture_name, labels)
 
 
 def _as_triples(rows) -> list[list[tuple[str, float, float]]]:

@@ -6,15 +6,14 @@
     stems = embedder.embed("mix.wav")          # StemEmbeddings: (M, 512) in stem order + mixture
     ranked = stems.ranked(top_k=3)             # (3, 512), most significant first
 
-Stems are written by :func:`~macs_cli.separation.api.separate_file` into a temporary folder that is
-removed afterwards. Models are loaded on first use and kept for the next file.
+The stems stay in memory (:func:`~macs_cli.separation.api.separate_to_memory`: the stems
+``macs separate`` would write, nothing written). Models are loaded on first use and kept for the
+next file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,43 +135,40 @@ class AudioEmbedder:
                 "precision": self.precisions(), "window_pad": self.window_pad}
 
     def embed(self, path: str | Path) -> StemEmbeddings:
-        from ..clap.api import embed_stems
+        from ..clap.api import embed_clips, read_clip
         from ..precision import autocast
-        from ..separation.api import SeparateOptions, separate_file
+        from ..separation.api import SeparateOptions, separate_to_memory, separate_waveform
 
         path = Path(path)
-        work = Path(tempfile.mkdtemp(prefix="macs-stems-"))
-        try:
-            source, padded = self._window_input(path, work)
-            manifest = separate_file(self.separator, source, work, SeparateOptions(precision=self.precision),
-                                     name="stems")
-            files = [work / "stems" / s["file"] for s in manifest["stems"]]
-            with autocast(self.precisions()["clap"], self.clap.device):
-                res = embed_stems(self.clap, files, source, batch_size=self.batch_size)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        info = {"audio": str(path), "duration_s": manifest.get("duration_s"), "stems": len(files)}
+        opts = SeparateOptions(precision=self.precision)
+        padded = self._padded(path)
+        if padded is None:
+            stems = separate_to_memory(self.separator, path, opts)
+            mixture = read_clip(path)
+        else:
+            mixture = (padded[0], self.separator.config.sample_rate)
+            stems = separate_waveform(self.separator, *mixture, opts)
+        with autocast(self.precisions()["clap"], self.clap.device):
+            res = embed_clips(self.clap, [(x, stems.sample_rate) for x in stems.audio], mixture,
+                              batch_size=self.batch_size)
+        info = {"audio": str(path), "duration_s": stems.manifest.get("duration_s"), "stems": len(stems)}
         if padded is not None:
-            info.update(padded_from_s=padded, window_pad=self.window_pad)
+            info.update(padded_from_s=padded[1], window_pad=self.window_pad)
         return StemEmbeddings(res.embeddings.astype(np.float32), res.mixture.astype(np.float32), info)
 
-    def _window_input(self, path: Path, work: Path) -> tuple[Path, float | None]:
-        """The file to separate: ``path``, or (``window_pad`` set and the clip shorter than one
-        window) the clip read at the model's rate (mono, soxr HQ: what librosa.load gives the
-        official loaders) and padded to one window, written into ``work``; and the clip's original
-        duration when it was padded."""
+    def _padded(self, path: Path) -> tuple[np.ndarray, float] | None:
+        """With ``window_pad`` set and the clip shorter than one window: the clip read at the
+        model's rate (mono, soxr HQ: what librosa.load gives the official loaders) and padded to
+        one window, with its original duration; else None (the file is separated as it is)."""
         if self.window_pad is None:
-            return path, None
-        from ..audio.io import probe, read_audio, write_audio
+            return None
+        from ..audio.io import probe, read_audio
 
         cfg = self.separator.config
         if probe(path).duration >= cfg.window_seconds:
-            return path, None
+            return None
         x, _ = read_audio(path, cfg.sample_rate)
         if x.size >= cfg.window_samples:
-            return path, None
+            return None
         mode = "constant" if self.window_pad == "zeros" or x.size == 0 else "reflect"
-        padded = np.pad(x, (0, cfg.window_samples - x.size), mode=mode).astype(np.float32)
-        out = work / "padded_input.wav"
-        write_audio(out, padded, cfg.sample_rate)
-        return out, x.size / cfg.sample_rate
+        return np.pad(x, (0, cfg.window_samples - x.size), mode=mode).astype(np.float32), x.size / cfg.sample_rate

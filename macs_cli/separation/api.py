@@ -362,10 +362,24 @@ def separate_waveform(model: Separator, waveform: np.ndarray, sample_rate: int,
                       opts: SeparateOptions | None = None) -> Stems:
     """Separate samples held in memory: the same code as :func:`separate_file` (same stems, same
     manifest figures), with the stems returned as arrays instead of written."""
-    opts = opts or SeparateOptions()
+    return _in_memory(model, Source.from_array(waveform, sample_rate), opts or SeparateOptions())
+
+
+def separate_to_memory(model: Separator, path: str | Path, opts: SeparateOptions | None = None,
+                       on_progress: Callable[[float], None] | None = None) -> Stems:
+    """Separate a file, read block by block as :func:`separate_file` reads it, into stems held in
+    memory (nothing is written): the same stems that :func:`separate_file` would write."""
+    path = Path(path)
+    info = probe(path)
+    source = Source(info, lambda n: iter_blocks(path, block_frames=n), str(path.resolve()))
+    return _in_memory(model, source, opts or SeparateOptions(), on_progress)
+
+
+def _in_memory(model: Separator, source: Source, opts: SeparateOptions,
+               on_progress: Callable[[float], None] | None = None) -> Stems:
     opts.validate(model.config.num_sources)
     store = MemoryStore()
-    manifest = _separate_core(model, Source.from_array(waveform, sample_rate), store, opts, None)
+    manifest = _separate_core(model, source, store, opts, on_progress)
     audio = np.stack([store.tracks[s["file"]].array() for s in manifest["stems"]]) if manifest["stems"] else \
         np.zeros((0, manifest["source_frames"]), np.float32)
     return Stems(audio, manifest["sample_rate"], manifest)
@@ -641,5 +655,5 @@ def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Sour
             measured.mix_sumsq / max(measured.count, 1))
 
 
-__all__ = ["SeparateOptions", "separate_file", "separate_waveform", "Stems", "Source", "group_stems", "plan_grouping", "stem_activity",
+__all__ = ["SeparateOptions", "separate_file", "separate_to_memory", "separate_waveform", "Stems", "Source", "group_stems", "plan_grouping", "stem_activity",
            "SilentInputWarning", "MacsError"]
