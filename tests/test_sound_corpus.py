@@ -181,3 +181,60 @@ def test_v2_1_labels(bc):
     assert bc.classify("cube2-data", "sounds/0ad/thunder_10.ogg") is None     # copies of 0ad-data
     assert bc.classify("btanks-data", "sounds/worm-eat.ogg") == "chewing_eating"
     assert bc.classify("warmux-data", "sound/default/voices/death1.ogg") == "human_grunt"
+
+
+@pytest.fixture(scope="module")
+def rscan():
+    import sys
+    sys.path.insert(0, str(ROOT / "recipes/sound-corpus"))  # registry_scan imports build_corpus
+    spec = importlib.util.spec_from_file_location("registry_scan", ROOT / "recipes/sound-corpus/registry_scan.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _wad(lumps):
+    """A minimal IWAD: (name, payload) lumps, directory at the end."""
+    import struct
+    body, dirs, off = b"", [], 12
+    for name, data in lumps:
+        dirs.append(struct.pack("<ii8s", off + len(body), len(data), name.encode()))
+        body += data
+    return struct.pack("<4sii", b"IWAD", len(lumps), 12 + len(body)) + body + b"".join(dirs)
+
+
+def _dmx(x, rate):
+    import struct
+    pcm = np.clip(np.round(x * 127 + 128), 0, 255).astype(np.uint8).tobytes()
+    pad = b"\x80" * 16
+    return struct.pack("<HHI", 3, rate, len(pcm) + 32) + pad + pcm + pad
+
+
+def test_registry_scan_reads_dmx_lumps_and_skips_other_lumps(rscan):
+    x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(11025) / 11025)
+    wad = _wad([("DSPISTOL", _dmx(x, 11025)), ("MAP01", b"\x03\x00" + b"\0" * 60), ("PLAYPAL", b"\0" * 64)])
+    got = list(rscan.dmx_lumps(wad))
+    assert [g[0] for g in got] == ["DSPISTOL"]
+    name, y, rate = got[0]
+    assert rate == 11025 and len(y) == 11025
+    assert np.max(np.abs(y - x)) < 0.01
+
+
+def test_registry_scan_counts_kept_audio_in_an_npm_tarball(rscan, tmp_path, capsys):
+    import tarfile
+    sr = 22050
+    long = 0.3 * np.sin(2 * np.pi * 220 * np.arange(2 * sr) / sr)   # 2 s: kept
+    short = 0.3 * np.sin(2 * np.pi * 220 * np.arange(sr // 10) / sr)  # 0.1 s: too short
+    pkg = tmp_path / "package"
+    (pkg / "audio").mkdir(parents=True)
+    sf.write(pkg / "audio" / "a.wav", long, sr)
+    sf.write(pkg / "audio" / "b.ogg", short, sr)
+    (pkg / "README.md").write_text("x")
+    tgz = tmp_path / "p-1.0.0.tgz"
+    with tarfile.open(tgz, "w:gz") as t:
+        t.add(pkg, arcname="package")
+    kept = rscan.scan(str(tgz), [], str(tmp_path))
+    assert abs(kept - 2.0) < 0.01
+    out = capsys.readouterr().out
+    assert "audio files 2" in out and "kept 1 clips" in out and "too short" in out
+    assert rscan.scan(str(tgz), ["b.ogg"], str(tmp_path)) == 0.0
