@@ -46,7 +46,8 @@ def load_generator(adapter: str | os.PathLike, sd_model: str | None = None, devi
 
 def separate(waveform: np.ndarray, sample_rate: int, model: Any = "default", *, num_sources: int | str | None = None,
              drop_silent: bool = False, overlap: float = 0.25, batch_size: int = 1,
-             output_rate: int | str = "model", precision: str = "auto", device: str = "cpu"):
+             output_rate: int | str = "model", precision: str = "auto", stem_mode: str = "auto",
+             device: str = "cpu"):
     """Separate a mixture held in memory (``(T,)``, or ``(channels, T)``, averaged to mono) into
     :class:`~macs_cli.separation.api.Stems`, the same stems ``macs separate`` writes for it.
     ``model``: a loaded separator or a name for :func:`load_separator`."""
@@ -55,7 +56,8 @@ def separate(waveform: np.ndarray, sample_rate: int, model: Any = "default", *, 
     if not hasattr(model, "config"):
         model = load_separator(model, device=device)
     opts = SeparateOptions(overlap=overlap, batch_size=batch_size, sample_rate=output_rate,
-                           num_sources=num_sources, drop_silent=drop_silent, precision=precision)
+                           num_sources=num_sources, drop_silent=drop_silent, precision=precision,
+                           stem_mode=stem_mode)
     return separate_waveform(model, waveform, sample_rate, opts)
 
 

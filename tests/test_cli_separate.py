@@ -274,7 +274,7 @@ def test_bad_checkpoints_and_options(tiny_model_path, wav, tmp_path):
     for args, needle in [(["--overlap", "0.9"], "--overlap"), (["--sample-rate", "fast"], "--sample-rate"),
                          (["--num-sources", "9"], "--num-sources"), (["--num-sources", "junk"], "--num-sources"),
                          (["--num-sources", "0"], "--num-sources"), (["--num-sources", "2.5"], "--num-sources"),
-                         (["--batch-size", "0"], "--batch-size"),
+                         (["--batch-size", "0"], "--batch-size"), (["--stem-mode", "sharp"], "--stem-mode"),
                          (["--device", "tpu"], "--device"), (["--device", "cuda:7"], "--device")]:
         r = run("separate", wav, "-o", tmp_path / "o", "--model", tiny_model_path, "-q", *args)
         one_line_error(r, needle)
@@ -303,6 +303,7 @@ def test_default_model_ships_and_separates_real_audio(tmp_path):
     assert r.exit_code == 0, r.output
     m, stems = stems_of(out / "duet")
     assert m["model"]["name"] == "macs-default-v1" and len(stems) == 6
+    assert m["settings"]["stem_mode_used"] == "clean"           # auto: clean stems for the built-in model
     s = np.stack([x for x, _ in stems])
     mix, _ = read_audio(p, 16000)
     assert np.sqrt(np.mean((s.sum(0) - mix) ** 2)) < 1e-4

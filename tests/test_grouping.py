@@ -238,3 +238,34 @@ def test_steady_labels_and_eval_modes():
         fixed_eval_set(bank, 4, 2, 8000, loop_prob=0.5)
     sets = validation_sets(bank, 7, [2, 3, 4], 8000)
     assert [r.shape[:2] for _, r in sets] == [(3, 2), (2, 3), (2, 4)]
+
+
+def test_clean_stems_follow_the_model_and_sum_to_the_input():
+    """--stem-mode: auto is clean for the built-in separator (by its config name) and raw for any
+    other; clean stems are the identity rendering of the raw ones from clean shares, sum to the
+    input and differ from the raw stems; both come out of the one separation core."""
+    from macs_cli.errors import ConfigError
+    from macs_cli.separation.api import SeparateOptions, separate_waveform, stem_mode_for
+    from macs_cli.separation.model import Separator
+
+    from .conftest import tiny_config, tone_mix
+
+    assert stem_mode_for("auto", "macs-default-v1") == "clean" and stem_mode_for("auto", "macs-official") == "raw"
+    assert stem_mode_for("raw", "macs-default-v1") == "raw" and stem_mode_for("clean", None) == "clean"
+    with pytest.raises(ConfigError, match="--stem-mode"):
+        SeparateOptions(stem_mode="sharp").validate(4)
+    torch.manual_seed(0)
+    builtin_like = Separator(tiny_config(name="macs-default-v1")).eval()
+    x = tone_mix(2.5, RATE, seed=4)
+    raw = separate_waveform(builtin_like, x, RATE, SeparateOptions(stem_mode="raw", precision="fp32"))
+    auto = separate_waveform(builtin_like, x, RATE, SeparateOptions(precision="fp32"))
+    assert auto.manifest["settings"]["stem_mode_used"] == "clean"
+    assert raw.manifest["settings"]["stem_mode_used"] == "raw"
+    renderer = G.GroupRenderer(np.eye(4), builtin_like.config.n_fft)
+    want = np.concatenate([renderer.push(raw.audio), renderer.finish()], axis=1)
+    np.testing.assert_allclose(auto.audio, want[:, : auto.audio.shape[1]], atol=1e-5)
+    np.testing.assert_allclose(auto.audio.sum(0), x, atol=1e-5)
+    assert np.abs(auto.audio - raw.audio).max() > 1e-5        # (a random tiny model has few negative shares)
+    other = Separator(tiny_config()).eval()      # another model: auto keeps its raw stems
+    assert separate_waveform(other, x, RATE, SeparateOptions(precision="fp32")).manifest["settings"][
+        "stem_mode_used"] == "raw"

@@ -40,6 +40,10 @@ def separate(
     allow_download: bool = typer.Option(False, "--allow-download",
                                         help="Fetch --model official from the Hugging Face hub if not cached."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    stem_mode: str = typer.Option("auto", "--stem-mode", help="clean: each stem re-rendered from the mixture "
+                                  "with the non-negative part of its share of every time-frequency bin (still "
+                                  "summing to the input); raw: the network's stems as they are; auto: clean "
+                                  "for the built-in separator, raw for the others."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or skip lines."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -60,7 +64,8 @@ def separate(
         batch.check_flags()
         opts = SeparateOptions.parse(sample_rate, num_sources, overlap=overlap, batch_size=batch_size,
                                      drop_silent=drop_silent, force=force, align=not no_align,
-                                     spectrograms=spectrograms, precision=precision)
+                                     spectrograms=spectrograms, precision=precision,
+                                     stem_mode=stem_mode)
         dev, _ = inference_device(device, precision, warn_bf16=not quiet)
         notes: list[str] = []
         files, problems = find_audio_files(list(inputs), skip_outputs=True, notes=notes)

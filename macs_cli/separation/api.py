@@ -43,6 +43,22 @@ class SilentInputWarning(UserWarning):
     pass
 
 
+STEM_MODES = ("auto", "clean", "raw")
+# separators whose stems are written clean by default (measured: benchmarks/README.md, "Clean stems")
+CLEAN_STEM_MODELS = frozenset({"macs-default-v1"})
+
+
+def stem_mode_for(mode: str, model_name: str | None) -> str:
+    """``clean`` or ``raw``. Raw: the network's stems as they are (after its mixture-consistency
+    step). Clean: each stem re-rendered from the mixture's STFT with the non-negative part of its
+    share of every time-frequency bin (grouping.clean_shares; the shares sum to one, so the stems
+    still sum to the mixture). ``auto``: clean for the separators it was measured on, raw for
+    the others (the official separator's stems stay the authors')."""
+    if mode == "auto":
+        return "clean" if model_name in CLEAN_STEM_MODELS else "raw"
+    return mode
+
+
 @dataclass
 class SeparateOptions:
     overlap: float = 0.25              # fraction of the window shared by consecutive windows
@@ -55,6 +71,7 @@ class SeparateOptions:
     subtype: str = "FLOAT"             # WAV sample format of the stems
     spectrograms: bool = False         # also write spectrograms.png (mixture and every stem)
     precision: str = "auto"            # auto, fp32, bf16 or fp16 (macs_cli.precision)
+    stem_mode: str = "auto"            # clean, raw or auto (clean for CLEAN_STEM_MODELS): see stem_mode_for
 
     def validate(self, model_stems: int) -> None:
         if not 0.0 <= self.overlap <= 0.75:
@@ -71,6 +88,8 @@ class SeparateOptions:
                               f"(got {self.sample_rate!r})")
         if isinstance(self.sample_rate, int) and not 1000 <= self.sample_rate <= 384000:
             raise ConfigError(f"--sample-rate must be in 1000..384000 Hz (got {self.sample_rate})")
+        if self.stem_mode not in STEM_MODES:
+            raise ConfigError(f"--stem-mode must be one of {', '.join(STEM_MODES)} (got {self.stem_mode!r})")
         from ..precision import check_precision
 
         check_precision(self.precision)
@@ -513,17 +532,19 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
         GroupingPlan(np.eye(m), None, m, audible=list(range(m)))
     groups = plan.hard_groups()
     mix_energy = stats.mix_sumsq / max(stats.count, 1)
-    if plan.identity:
+    stem_mode = stem_mode_for(opts.stem_mode, cfg.name)
+    rendered = not plan.identity or stem_mode == "clean"   # outputs made from clean shares
+    if not rendered:
         group_rms = [float(r) for r in rms]
         group_act = [float(a) for a in activity]
-    else:   # merged outputs: measured while they are written (at the output rate)
+    else:   # merged or clean outputs: measured while they are written (at the output rate)
         group_rms, group_act, mix_energy = _write_merged(store, raw_paths, plan, source,
                                                          cfg.sample_rate, out_rate, opts, cfg.n_fft)
     active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
               for a, r in zip(group_act, group_rms)]
     drop = opts.drop_silent or opts.num_sources == "auto"   # auto: silent outputs never count
     keep = [i for i in range(len(groups)) if active[i] or not drop]
-    if plan.identity:
+    if not rendered:
         _write_outputs(store, raw_paths, groups, keep, source, cfg.sample_rate, out_rate, opts)
     else:
         for j, i in enumerate(keep):
@@ -547,7 +568,8 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
                   "num_sources": cfg.num_sources, "channels": cfg.channels,
                   "window_seconds": cfg.window_seconds},
         "settings": {**asdict(opts), "device": str(next(model.parameters()).device),
-                     "precision_used": getattr(window_fn, "precision", opts.precision)},
+                     "precision_used": getattr(window_fn, "precision", opts.precision),
+                     "stem_mode_used": stem_mode},
         "grouping": plan.to_dict(),
         "silent_input": bool(silent_input),
         "stems": [],
@@ -631,7 +653,7 @@ def _write_outputs(store, raw_paths: list[str], groups: list[list[int]], keep: l
 def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Source",
                   model_rate: int, out_rate: int, opts: SeparateOptions,
                   n_fft: int) -> tuple[list[float], list[float], float]:
-    """Second pass for ``--num-sources``: render the merged outputs (grouping.GroupRenderer) from
+    """Second pass for ``--num-sources`` and clean stems: render the outputs (grouping.GroupRenderer) from
     the raw stems into ``.out_XX.wav``, resampled and made to sum to the input as in
     :func:`_write_outputs`; returns each output's RMS and activity and the mixture's mean square,
     measured on what was written."""
@@ -655,5 +677,5 @@ def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Sour
             measured.mix_sumsq / max(measured.count, 1))
 
 
-__all__ = ["SeparateOptions", "separate_file", "separate_to_memory", "separate_waveform", "Stems", "Source", "group_stems", "plan_grouping", "stem_activity",
+__all__ = ["SeparateOptions", "STEM_MODES", "stem_mode_for", "separate_file", "separate_to_memory", "separate_waveform", "Stems", "Source", "group_stems", "plan_grouping", "stem_activity",
            "SilentInputWarning", "MacsError"]
