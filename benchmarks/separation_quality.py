@@ -17,7 +17,7 @@ improvement over the unprocessed mixture (per item: mean over the S references):
                      source and a source is scored against the output that carries it; with more,
                      the best one per source (``macs_cli.evaluation.sisdr.matched_sisdr``).
 
-Methods: the model (``--model``, 6 stems), KL-NMF (6 components; the same grouping code merges its
+Methods: the model (``--model``, 6 stems: raw, and clean as ``macs separate`` writes them by default), KL-NMF (6 components; the same grouping code merges its
 components for K and auto), a fixed 6-band split (the floor), the IRM oracle (S stems: one figure),
 and, for K only, the merge that ``--num-sources`` used before (log-envelope correlation,
 agglomerative).
@@ -57,7 +57,8 @@ from macs_cli.weights.separator import load_separator  # noqa: E402
 FRAME = 1600                 # 100 ms at 16 kHz
 ACTIVE_DB = -30.0            # (sparse set) a source is active in a frame within 30 dB of its loudest
 FIGURES = ("grouped", "one_to_one", "k", "auto")
-LABELS = {"model": "MACS default model (6 stems)", "nmf": "KL-NMF (6 components, 200 it.)",
+LABELS = {"model": "MACS default model (6 stems, raw: `--stem-mode raw`)",
+          "model_clean": "MACS default model, clean stems (`--stem-mode clean`, the default)", "nmf": "KL-NMF (6 components, 200 it.)",
           "band_split": "band split (6 mel bands)", "irm": "IRM oracle (S stems)",
           "previous_merge": "previous `--num-sources K` merge (log-envelope correlation) on the model's stems"}
 
@@ -91,6 +92,16 @@ def previous_merge(stems: np.ndarray, k: int) -> np.ndarray:
     if len(set(labels)) < k:
         labels = np.minimum(np.arange(m), k - 1) + 1
     return np.stack([stems[labels == g].sum(0) for g in sorted(set(labels))])
+
+
+def clean(stems: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """(B, M, T) raw stems -> what `macs separate` writes by default for the built-in model: each
+    stem re-rendered from its clean shares (grouping.GroupRenderer with identity weights)."""
+    out = []
+    for st in stems.numpy():
+        r = grouping.GroupRenderer(np.eye(st.shape[0]), n_fft)
+        out.append(np.concatenate([r.push(st), r.finish()], axis=1)[:, : st.shape[1]])
+    return torch.from_numpy(np.stack(out))
 
 
 def drop_silent(outputs: np.ndarray, rate: int) -> np.ndarray:
@@ -130,7 +141,7 @@ def evaluate_real(model, bank, s: int, count: int, seed: int, args, log) -> dict
         with torch.inference_mode():
             return model(m).float()
 
-    fns = {"model": model_stems,
+    fns = {"model": model_stems, "model_clean": lambda m: clean(model_stems(m), n_fft),
            "nmf": lambda m: nmf_separate(m, num_components=6, iterations=args.nmf_iterations, seed=0),
            "band_split": lambda m: band_split(m, num_bands=6)}
     for name, fn in fns.items():
@@ -142,7 +153,7 @@ def evaluate_real(model, bank, s: int, count: int, seed: int, args, log) -> dict
             stems = fn(m)
             vals["grouped"] += best_grouped_sisdr(stems, r)[0].tolist()
             vals["one_to_one"] += best_one_to_one_sisdr(stems, r)[0].tolist()
-            for b in range(stems.shape[0]):
+            for b in range(stems.shape[0] if name != "model_clean" else 0):   # -n K / auto: as raw
                 st = stems[b].numpy()
                 fig = merged_figures(st, r[b], s, rate, n_fft)
                 vals["k"].append(fig["k"])
@@ -150,12 +161,14 @@ def evaluate_real(model, bank, s: int, count: int, seed: int, args, log) -> dict
                 vals["count"].append(fig["count"])
                 if name == "model":
                     prev.append(matched_sisdr(torch.from_numpy(previous_merge(st, s)), r[b]))
-        per[name] = {f: (np.array(vals[f]) - base).round(4).tolist() for f in FIGURES}
-        per[name]["count"] = vals["count"]
+        per[name] = {f: (np.array(vals[f]) - base).round(4).tolist() for f in FIGURES if vals[f]}
+        if vals["count"]:
+            per[name]["count"] = vals["count"]
         if name == "model":
             per["previous_merge"] = {"k": (np.array(prev) - base).round(4).tolist()}
-        log(f"    {name:<10} " + "  ".join(f"{f} {np.mean(per[name][f]):6.2f}" for f in FIGURES)
-            + f"  count acc {np.mean(np.array(vals['count']) == s):.2f}  ({time.time() - t1:.0f} s)")
+        log(f"    {name:<10} " + "  ".join(f"{f} {np.mean(per[name][f]):6.2f}" for f in FIGURES if f in per[name])
+            + (f"  count acc {np.mean(np.array(vals['count']) == s):.2f}" if vals["count"] else "")
+            + f"  ({time.time() - t1:.0f} s)")
     irm = ideal_ratio_mask(mix, refs)
     v = (best_one_to_one_sisdr(irm, refs)[0].numpy() - base).round(4).tolist()
     per["irm"] = {f: v for f in FIGURES}
@@ -181,7 +194,11 @@ def evaluate_real(model, bank, s: int, count: int, seed: int, args, log) -> dict
                      "model_auto_minus_k": paired(mp["auto"], mp["k"]),
                      "model_k_minus_previous_merge": paired(mp["k"], per["previous_merge"]["k"]),
                      "model_minus_nmf_grouped": paired(mp["grouped"], per["nmf"]["grouped"]),
-                     "model_minus_nmf_one_to_one": paired(mp["one_to_one"], per["nmf"]["one_to_one"])}
+                     "model_minus_nmf_one_to_one": paired(mp["one_to_one"], per["nmf"]["one_to_one"]),
+                     "clean_minus_raw_grouped": paired(per["model_clean"]["grouped"], mp["grouped"]),
+                     "clean_minus_raw_one_to_one": paired(per["model_clean"]["one_to_one"], mp["one_to_one"]),
+                     "k_minus_clean_one_to_one": paired(mp["k"], per["model_clean"]["one_to_one"]),
+                     "auto_minus_clean_one_to_one": paired(mp["auto"], per["model_clean"]["one_to_one"])}
     return out
 
 
@@ -202,7 +219,7 @@ def evaluate_sparse(model, bank, s: int, count: int, seed: int, args, log) -> di
         with torch.inference_mode():
             return model(m).float()
 
-    fns = {"model": model_stems,
+    fns = {"model": model_stems, "model_clean": lambda m: clean(model_stems(m), model.config.n_fft),
            "nmf": lambda m: nmf_separate(m, num_components=6, iterations=args.nmf_iterations, seed=0),
            "band_split": lambda m: band_split(m, num_bands=6), "irm": None}
     out = {"sources": s, "mixtures": count, "seed": seed, "mixture_sisdr": summary(base),
@@ -237,7 +254,7 @@ def markdown_real(results: dict) -> str:
     counts = "/".join(str(r["sources"]) for r in results["real"])
     rows = [f"| method | grouped (oracle) | one-to-one (unmerged) | `--num-sources K` | `--num-sources auto` | "
             f"auto: count right |", "|---|---|---|---|---|---|"]
-    for name in ("model", "previous_merge", "nmf", "band_split", "irm"):
+    for name in ("model", "model_clean", "previous_merge", "nmf", "band_split", "irm"):
         acc = ""
         if "count" in results["real"][0]["per_item"][name]:
             per_s = " / ".join(f"{results_acc(r, name):.0%}" for r in results["real"])
@@ -255,7 +272,7 @@ def markdown_sparse(results: dict) -> str:
     sets = results["sparse"]
     head = "| method | " + " | ".join(f"{r['sources']} src grouped | {r['sources']} src one-to-one" for r in sets) + " |"
     rows = [head, "|---|" + "---|---|" * len(sets)]
-    for name in ("model", "nmf", "band_split", "irm"):
+    for name in ("model", "model_clean", "nmf", "band_split", "irm"):
         rows.append(f"| {LABELS[name]} | " + " | ".join(
             f"{r['methods'][name]['grouped_sisdri']['mean']:.2f} | {r['methods'][name]['one_to_one_sisdri']['mean']:.2f}"
             for r in sets) + " |")

@@ -501,12 +501,17 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
     window_fn = model_window_fn(model, opts.precision)
     ola = OverlapAdd(window_fn, window, overlap, opts.batch_size, opts.align)
     to_model = StreamResampler(info.sample_rate, cfg.sample_rate)
+    stem_mode = stem_mode_for(opts.stem_mode, cfg.name)
+    # clean stems without merging: rendered as they stream by (no second pass over the raw stems)
+    cleaner = GroupRenderer(np.eye(m), cfg.n_fft) if stem_mode == "clean" and opts.num_sources is None else None
 
-    def sink(blocks):
+    def sink(blocks, rendered: bool = False):
         for stems in blocks:
-            stats.add(stems)
             if gstats is not None:
-                gstats.add(stems)
+                gstats.add(stems)          # the grouping works on the raw stems
+            if cleaner is not None and not rendered:
+                stems = cleaner.push(stems)
+            stats.add(stems)
             for w, s in zip(writers, stems):
                 w.write(s)
 
@@ -518,6 +523,8 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
         tail = to_model(np.zeros(0, dtype=np.float32), last=True)
         sink(ola.push(tail))
         sink(ola.finish())
+        if cleaner is not None:
+            sink([cleaner.finish()], rendered=True)
     finally:
         for w in writers:
             w.close()
@@ -532,8 +539,7 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
         GroupingPlan(np.eye(m), None, m, audible=list(range(m)))
     groups = plan.hard_groups()
     mix_energy = stats.mix_sumsq / max(stats.count, 1)
-    stem_mode = stem_mode_for(opts.stem_mode, cfg.name)
-    rendered = not plan.identity or stem_mode == "clean"   # outputs made from clean shares
+    rendered = not plan.identity or (stem_mode == "clean" and cleaner is None)   # a second pass from clean shares
     if not rendered:
         group_rms = [float(r) for r in rms]
         group_act = [float(a) for a in activity]
