@@ -40,11 +40,6 @@ def powered_shares(p: float):
     return shares
 
 
-def render_clean(stems: np.ndarray, n_fft: int) -> np.ndarray:
-    r = G.GroupRenderer(np.eye(stems.shape[0]), n_fft)
-    return np.concatenate([r.push(stems), r.finish()], axis=1)[:, : stems.shape[1]]
-
-
 def paired(d: np.ndarray) -> dict:
     half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
     return {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)]}
@@ -86,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 G.clean_shares = powered_shares(p) if p != 1 else original
             for s in (2, 3, 4):
                 mix, refs, raw = (torch.from_numpy(data[f"{k}{s}"]) for k in ("mix", "refs", "stems"))
-                est = raw if p is None else torch.from_numpy(np.stack([render_clean(x, cfg.n_fft) for x in raw.numpy()]))
+                est = raw if p is None else torch.from_numpy(np.stack([G.clean_stems(x, cfg.n_fft) for x in raw.numpy()]))
                 base = mixture_sisdr(mix.double(), refs.double())
                 row[str(s)] = {"grouped": (best_grouped_sisdr(est, refs)[0] - base).numpy().tolist(),
                                "one_to_one": (best_one_to_one_sisdr(est, refs)[0] - base).numpy().tolist()}

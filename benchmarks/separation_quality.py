@@ -97,11 +97,7 @@ def previous_merge(stems: np.ndarray, k: int) -> np.ndarray:
 def clean(stems: torch.Tensor, n_fft: int) -> torch.Tensor:
     """(B, M, T) raw stems -> what `macs separate` writes by default for the built-in model: each
     stem re-rendered from its clean shares (grouping.GroupRenderer with identity weights)."""
-    out = []
-    for st in stems.numpy():
-        r = grouping.GroupRenderer(np.eye(st.shape[0]), n_fft)
-        out.append(np.concatenate([r.push(st), r.finish()], axis=1)[:, : st.shape[1]])
-    return torch.from_numpy(np.stack(out))
+    return torch.from_numpy(np.stack([grouping.clean_stems(st, n_fft) for st in stems.numpy()]))
 
 
 def drop_silent(outputs: np.ndarray, rate: int) -> np.ndarray:

@@ -505,11 +505,11 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
     # clean stems without merging: rendered as they stream by (no second pass over the raw stems)
     cleaner = GroupRenderer(np.eye(m), cfg.n_fft) if stem_mode == "clean" and opts.num_sources is None else None
 
-    def sink(blocks, rendered: bool = False):
+    def sink(blocks, cleaned: bool = False):
         for stems in blocks:
             if gstats is not None:
                 gstats.add(stems)          # the grouping works on the raw stems
-            if cleaner is not None and not rendered:
+            if cleaner is not None and not cleaned:
                 stems = cleaner.push(stems)
             stats.add(stems)
             for w, s in zip(writers, stems):
@@ -524,7 +524,7 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
         sink(ola.push(tail))
         sink(ola.finish())
         if cleaner is not None:
-            sink([cleaner.finish()], rendered=True)
+            sink([cleaner.finish()], cleaned=True)
     finally:
         for w in writers:
             w.close()

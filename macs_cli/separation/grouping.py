@@ -449,6 +449,13 @@ class GroupRenderer:
         return self._emit(self._render(self._framer.finish()), limit=total)
 
 
+def clean_stems(stems: np.ndarray, n_fft: int = 400) -> np.ndarray:
+    """(M, T) stems -> the clean stems (M, T) ``macs separate --stem-mode clean`` writes: each one
+    re-rendered from its clean shares of the mixture (GroupRenderer with identity weights)."""
+    r = GroupRenderer(np.eye(stems.shape[0]), n_fft)
+    return np.concatenate([r.push(stems), r.finish()], axis=1)
+
+
 def render(stems: np.ndarray, plan: GroupingPlan, n_fft: int = 400) -> np.ndarray:
     """The merged outputs (K, T) of one (M, T) array of stems (as if streamed in one block)."""
     if plan.identity:
@@ -475,6 +482,6 @@ def parse_num_sources(value: str | int | None) -> int | str | None:
     return k
 
 
-__all__ = ["METHOD", "StemStatistics", "statistics_of", "pair_features", "pair_logits", "best_partition",
+__all__ = ["METHOD", "clean_stems", "StemStatistics", "statistics_of", "pair_features", "pair_logits", "best_partition",
            "soft_memberships", "plan_grouping", "GroupingPlan", "GroupRenderer", "render", "clean_shares",
            "set_partitions", "parse_num_sources", "PAIR_MODEL", "FEATURES"]
