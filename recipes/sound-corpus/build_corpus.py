@@ -185,13 +185,12 @@ def extract_containers(extract):
                 open(os.path.join(dest, ".done"), "w").close()
                 if n:
                     log(f"  {pkg}: {n} audio files from {os.path.basename(rf)}")
-        if pkg == "0ad-data":
-            # 0ad's audio sits in public.zip under audio/
-            src = os.path.join(extract, pkg, "_zip", "public.zip", "audio")
-            dst = os.path.join(extract, pkg, "usr/share/games/0ad/mods/public/audio")
-            if os.path.isdir(src) and not os.path.exists(dst):
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.symlink(os.path.abspath(src), dst)
+    # 0ad's audio sits in public.zip under audio/
+    src = os.path.join(extract, "0ad-data", "_zip", "public.zip", "audio")
+    dst = os.path.join(extract, "0ad-data", "usr/share/games/0ad/mods/public/audio")
+    if os.path.isdir(src) and not os.path.exists(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.symlink(os.path.abspath(src), dst)
 
 
 # --------------------------------------------------------------------------
