@@ -193,6 +193,160 @@ def extract_containers(extract):
         os.symlink(os.path.abspath(src), dst)
 
 
+# v2.2 containers: OpenClonk c4group files, Doom WADs (DMX sound lumps), GUS .pat patches.
+# Their audio is written out as files under <pkg>/_c4g/, <pkg>/_wad/<wad>/, <pkg>/_pat/<dir>/<patch>/.
+C4G_CONTAINERS = {"openclonk-data": ["usr/share/games/openclonk/Sound.ocg"]}
+WAD_CONTAINERS = {"freedoom": ["usr/share/games/doom/freedoom1.wad", "usr/share/games/doom/freedoom2.wad"]}
+PAT_DIRS = {"freepats": "usr/share/midi/freepats"}
+
+
+def _c4g_unscramble(h):
+    """OpenClonk's header scrambling: every 3rd byte swapped with the one two further, then XOR 237."""
+    h = bytearray(h)
+    for i in range(0, len(h) - 2, 3):
+        h[i], h[i + 2] = h[i + 2], h[i]
+    return bytes(x ^ 237 for x in h)
+
+
+def c4group_members(path_or_bytes):
+    """(name, bytes) of every file in an OpenClonk/Clonk c4group (.ocg/.ocd/.ocf file): a gzip stream
+    whose magic is 1e 8c instead of 1f 8b, holding a 204-byte scrambled header ("RedWolf Design
+    GrpFolder", entry count at 36), 316-byte entries (name[260], packed, child, size, -, offset, -)
+    and the data; child groups are nested groups (names joined with '/')."""
+    import gzip
+    b = open(path_or_bytes, "rb").read() if isinstance(path_or_bytes, str) else path_or_bytes
+    if b[:2] not in (b"\x1e\x8c", b"\x1f\x8b"):
+        raise ValueError("not a c4group")
+    d = gzip.decompress(b"\x1f\x8b" + b[2:])
+    out = []
+
+    def walk(start, prefix, depth=0):
+        h = _c4g_unscramble(d[start:start + 204])
+        if h[:24] != b"RedWolf Design GrpFolder" or depth > 16:
+            raise ValueError("bad c4group header")
+        n, = struct.unpack("<i", h[36:40])
+        base = start + 204 + 316 * n
+        for k in range(n):
+            e = d[start + 204 + 316 * k:start + 204 + 316 * (k + 1)]
+            name = e[:260].split(b"\0")[0].decode("latin-1")
+            _packed, child, size, _r1, off, _r2 = struct.unpack("<iiiiii", e[260:284])
+            if child:
+                walk(base + off, prefix + name + "/", depth + 1)
+            else:
+                out.append((prefix + name, d[base + off:base + off + size]))
+    walk(0, "")
+    return sorted(out)
+
+
+def dmx_lumps(buf):
+    """(lump name, float32 samples, rate) for each DMX (format 3) sound lump of a Doom WAD
+    ('IWAD'/'PWAD', lump count, directory offset): u16 format=3, u16 rate, u32 count, then
+    `count` unsigned 8-bit samples of which the first and last 16 are padding."""
+    _, n, off = struct.unpack("<4sii", buf[:12])
+    for i in range(n):
+        lo, sz, name = struct.unpack("<ii8s", buf[off + 16 * i: off + 16 * i + 16])
+        d = buf[lo:lo + sz]
+        if sz > 40 and d[:2] == b"\x03\x00":
+            rate, ns = struct.unpack("<HI", d[2:8])
+            if 4000 <= rate <= 48000 and 32 < ns <= sz - 8:
+                pcm = np.frombuffer(d[24:8 + ns - 16], np.uint8).astype(np.float32)
+                yield name.rstrip(b"\0").decode("ascii", "replace"), (pcm - 128) / 128, rate
+
+
+def pat_samples(path):
+    """Samples of a Gravis Ultrasound patch (.pat, "GF1PATCH110"): list of dicts with rate, root
+    frequency (Hz), low/high key frequency (Hz), loop points and float32 data in [-1, 1].  Layout:
+    129-byte header (sample count at 85), 63-byte instrument, 47-byte layer (sample count at 6),
+    then per sample a 96-byte header (size at 8, loop start/end at 12/16, rate u16 at 20, low/high/
+    root frequency in mHz at 22/26/30, modes at 55: 1 = 16 bit, 2 = unsigned) and its data."""
+    b = open(path, "rb").read()
+    if not b.startswith(b"GF1PATCH1"):
+        raise ValueError(f"{path}: not a GUS patch")
+    nlay = b[129 + 22] if len(b) > 191 else 1
+    pos = 129 + 63
+    out = []
+    for _layer in range(max(1, nlay)):
+        nsamp = b[pos + 6]
+        pos += 47
+        for _ in range(nsamp):
+            h = b[pos:pos + 96]
+            size, ls, le = struct.unpack("<III", h[8:20])
+            rate, = struct.unpack("<H", h[20:22])
+            lo, hi, root = struct.unpack("<III", h[22:34])
+            modes = h[55]
+            raw = b[pos + 96:pos + 96 + size]
+            pos += 96 + size
+            if modes & 1:
+                x = np.frombuffer(raw[:len(raw) // 2 * 2], dtype="<u2" if modes & 2 else "<i2").astype(np.float32)
+                x = (x - 32768.0 if modes & 2 else x) / 32768.0
+            else:
+                x = np.frombuffer(raw, dtype=np.uint8 if modes & 2 else np.int8).astype(np.float32)
+                x = (x - 128.0 if modes & 2 else x) / 128.0
+            out.append(dict(name=h[:7].split(b"\0")[0].decode("latin-1"), rate=int(rate), root_hz=root / 1000.0,
+                            low_hz=lo / 1000.0, high_hz=hi / 1000.0, loop=(ls, le), modes=modes, data=x))
+        if pos >= len(b):
+            break
+    return out
+
+
+def extract_v22_containers(extract):
+    import glob
+    for pkg, pats in C4G_CONTAINERS.items():
+        for pat in pats:
+            for cf in glob.glob(os.path.join(extract, pkg, pat)):
+                dest = os.path.join(extract, pkg, "_c4g", os.path.splitext(os.path.basename(cf))[0])
+                if os.path.exists(os.path.join(dest, ".done")):
+                    continue
+                n = 0
+                for member, raw in c4group_members(cf):
+                    rel = re.sub(r"\.oc[gdf](?=/)", "", member)
+                    if rel == "authors.txt":    # credits and licence of the sounds
+                        os.makedirs(dest, exist_ok=True)
+                        with open(os.path.join(dest, rel), "wb") as fh:
+                            fh.write(raw)
+                    if rel.lower().endswith(AUDIO_EXT) and not is_denied_path(rel):
+                        out = os.path.join(dest, rel)
+                        os.makedirs(os.path.dirname(out), exist_ok=True)
+                        with open(out, "wb") as fh:
+                            fh.write(raw)
+                        n += 1
+                os.makedirs(dest, exist_ok=True)
+                open(os.path.join(dest, ".done"), "w").close()
+                log(f"  {pkg}: {n} audio files from {os.path.basename(cf)}")
+    for pkg, pats in WAD_CONTAINERS.items():
+        for pat in pats:
+            for wf in glob.glob(os.path.join(extract, pkg, pat)):
+                dest = os.path.join(extract, pkg, "_wad", os.path.splitext(os.path.basename(wf))[0])
+                if os.path.exists(os.path.join(dest, ".done")):
+                    continue
+                os.makedirs(dest, exist_ok=True)
+                with open(wf, "rb") as fh:
+                    buf = fh.read()
+                if buf[:4] not in (b"IWAD", b"PWAD"):
+                    raise ValueError(f"{wf}: not a WAD")
+                snds = list(dmx_lumps(buf))
+                for nm, x, rate in snds:
+                    sf.write(os.path.join(dest, nm.lower() + ".wav"), x, rate, subtype="PCM_U8")
+                open(os.path.join(dest, ".done"), "w").close()
+                log(f"  {pkg}: {len(snds)} sound lumps from {os.path.basename(wf)}")
+    for pkg, sub in PAT_DIRS.items():
+        root = os.path.join(extract, pkg, sub)
+        dest = os.path.join(extract, pkg, "_pat")
+        if not os.path.isdir(root) or os.path.exists(os.path.join(dest, ".done")):
+            continue
+        n = 0
+        for pf in sorted(glob.glob(os.path.join(root, "*", "*.pat"))):
+            d = os.path.join(dest, os.path.basename(os.path.dirname(pf)), os.path.splitext(os.path.basename(pf))[0])
+            os.makedirs(d, exist_ok=True)
+            for k, smp in enumerate(pat_samples(pf)):
+                if smp["rate"] > 0 and len(smp["data"]):
+                    sf.write(os.path.join(d, f"s{k:02d}.wav"), smp["data"], smp["rate"], subtype="PCM_16")
+                    n += 1
+        os.makedirs(dest, exist_ok=True)
+        open(os.path.join(dest, ".done"), "w").close()
+        log(f"  {pkg}: {n} samples from .pat patches")
+
+
 # --------------------------------------------------------------------------
 # Labelling rules.  Each rule: (category, regex).  Regexes are matched against
 # a "key" = lower-cased relative path with separators turned into spaces
@@ -1653,6 +1807,7 @@ def main():
                     help="folder of deny-list audio: clips that are copies of it are dropped")
     args = ap.parse_args()
     extract_containers(args.extract)
+    extract_v22_containers(args.extract)
     t0 = time.time()
     os.makedirs(args.cache, exist_ok=True)
 
