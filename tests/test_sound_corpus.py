@@ -333,3 +333,33 @@ def test_dmx_lumps_any_rate(bc):
     got = list(bc.dmx_lumps(wad))
     assert [(g[0], g[2]) for g in got] == [("DSDOROPN", 16000)]       # rate 5 is not a sound
 
+
+def test_v2_2_labels(bc):
+    c = bc.classify
+    # freepats: instrument from the patch name; synthetic patches and the Drum_000 folder name skipped
+    assert c("freepats", "Tone_000/046_Harp/s03.wav") == "harp"
+    assert c("freepats", "Tone_000/021_Accordion/s00.wav") == "accordion"
+    assert c("freepats", "Tone_000/019_Church_Organ/s00.wav") == "pipe_organ"
+    assert c("freepats", "Tone_000/069_English_Horn/s00.wav") == "woodwind"
+    assert c("freepats", "Tone_000/005_Electric_Piano_2_Chorused_Yamaha_DX/s00.wav") == "piano"
+    assert c("freepats", "Tone_000/114_Steel_Drums/s00.wav") == "steel_drum"
+    assert c("freepats", "Tone_000/080_Square_Wave/s00.wav") is None
+    assert c("freepats", "Drum_000/038_Snare_1/s00.wav") == "snare_drum"
+    assert c("freepats", "Drum_000/041_Tom_Low_2/s00.wav") == "tom_drum"
+    assert c("freepats", "Drum_000/032_Square_Click/s00.wav") is None
+    # freedoom lumps, openclonk folders, bucklespring keys
+    assert c("freedoom", "freedoom2/dspistol.wav") == "gunshot"
+    assert c("freedoom", "freedoom2/dsbgsit1.wav") == "monster_vocal"
+    assert c("freedoom", "freedoom2/dsswtchn.wav") == "switch_click"
+    assert c("freedoom", "freedoom2/dsitemup.wav") is None
+    assert c("openclonk-data", "Sound/Structures/HingeCreak.ogg") == "creak"
+    assert c("openclonk-data", "Sound/Hits/Materials/Glass/GlassShatter.ogg") == "crash_break"
+    assert c("openclonk-data", "Sound/Animals/Wipf/Whine.wav") is None          # fictional creature
+    assert c("openclonk-data", "Sound/UI/Click.ogg") is None
+    assert c("bucklespring-data", "31-1.wav") == "computer_keyboard"
+    # the finer instrument categories reach the older packages too
+    assert c("gcompris-qt-data", "instruments/banjo.ogg") == "banjo"
+    assert c("gcompris-qt-data", "instruments/harmonica.ogg") == "harmonica"
+    assert c("qabcs-data", "all/noises/timpani.ogg") == "timpani"
+    assert bc.GM_LABELS["gm046-harp"] == "harp" and bc.GM_LABELS["gm109-bagpipe"] == "bagpipe"
+    assert bc.GM_LABELS["gmdrum-kit_kick"] == "kick_drum"
