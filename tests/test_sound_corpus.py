@@ -363,3 +363,15 @@ def test_v2_2_labels(bc):
     assert c("qabcs-data", "all/noises/timpani.ogg") == "timpani"
     assert bc.GM_LABELS["gm046-harp"] == "harp" and bc.GM_LABELS["gm109-bagpipe"] == "bagpipe"
     assert bc.GM_LABELS["gmdrum-kit_kick"] == "kick_drum"
+
+
+def test_hours_summary_separates_synthetic_and_speech_music(bc):
+    sr = bc.SR
+    clips = [dict(label="speech_synthetic", split="train", audio=np.zeros(360 * sr, np.int16)),
+             dict(label="speech", split="train", audio=np.zeros(720 * sr, np.int16)),
+             dict(label="music", split="heldout", audio=np.zeros(360 * sr, np.int16)),
+             dict(label="dog", split="heldout", audio=np.zeros(1800 * sr, np.int16))]
+    h = bc.hours_summary(clips)
+    assert h["total"]["all"] == 0.9 and h["total"]["categories"] == 4
+    assert h["recorded"]["all"] == 0.8 and h["synthetic"]["all"] == 0.1
+    assert h["recorded_excl_speech_music"] == {"all": 0.5, "train": 0.0, "heldout": 0.5, "categories": 1}

@@ -1947,6 +1947,31 @@ def write_npz(path, clips):
         sel = npz_selection(clips, kmax)
 
 
+SYNTHETIC_LABELS = ("speech_synthetic",)           # espeak-ng: not recorded audio
+SPEECH_MUSIC_LABELS = ("speech", "speech_synthetic", "music")
+
+
+def _sum_by(clips, key):
+    out = Counter()
+    for c in clips:
+        out[c[key]] += len(c["audio"])
+    return out
+
+
+def hours_summary(clips):
+    """Hours in total, of recorded audio (without espeak-ng speech) and without the speech/music
+    categories, each also per split."""
+    def h(cs):
+        return round(sum(len(c["audio"]) for c in cs) / SR / 3600, 3)
+    sel = {"total": clips,
+           "recorded": [c for c in clips if c["label"] not in SYNTHETIC_LABELS],
+           "recorded_excl_speech_music": [c for c in clips if c["label"] not in SPEECH_MUSIC_LABELS],
+           "synthetic": [c for c in clips if c["label"] in SYNTHETIC_LABELS]}
+    return {k: {"all": h(cs), "train": h([c for c in cs if c.get("split") == "train"]),
+                "heldout": h([c for c in cs if c.get("split") == "heldout"]),
+                "categories": len({c["label"] for c in cs})} for k, cs in sel.items()}
+
+
 def check_packages(names):
     bad = [n for n in names if is_denied_package(n)]
     for n in bad:
@@ -2139,6 +2164,12 @@ def main():
         cat: {sp: sum(1 for c in clips if c["label"] == cat and c["split"] == sp) for sp in ("train", "heldout")}
         | {"groups": len({c["group"] for c in clips if c["label"] == cat})} for cat in cats}
     summ["packages"] = dict(Counter(c["package"] for c in clips))
+    summ["hours"] = hours_summary(clips)
+    summ["capped_out_hours"] = {
+        "package": round(sum(len(c["audio"]) for c in dropped_pkg) / SR / 3600, 3),
+        "category": round(sum(len(c["audio"]) for c in dropped_cat) / SR / 3600, 3),
+        "by_category": {k: round(v / SR / 3600, 3)
+                        for k, v in sorted(_sum_by(dropped_pkg + dropped_cat, "label").items())}}
     summ["failures"] = [list(f) for f in failures if not f[2].startswith("exact duplicate")]
     json.dump(summ, open(os.path.join(out, "summary.json"), "w"), indent=1, ensure_ascii=False)
     log("")
