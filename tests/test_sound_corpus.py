@@ -238,3 +238,140 @@ def test_registry_scan_counts_kept_audio_in_an_npm_tarball(rscan, tmp_path, caps
     out = capsys.readouterr().out
     assert "audio files 2" in out and "kept 1 clips" in out and "too short" in out
     assert rscan.scan(str(tgz), ["b.ogg"], str(tmp_path)) == 0.0
+
+
+def _gus_patch(samples):
+    """A minimal GF1PATCH110 file: one instrument, one layer, the given (int16 or uint8) samples."""
+    import struct
+    head = b"GF1PATCH110\0ID#000002\0" + b"test patch".ljust(60, b"\0")
+    head += struct.pack("<BBBHHI", 1, 14, 0, len(samples), 127, 0) + bytes(36)
+    assert len(head) == 129
+    inst = struct.pack("<H16sIB", 0, b"Test", 0, 1) + bytes(40)
+    layer = struct.pack("<BBIB", 0, 0, 0, len(samples)) + bytes(40)
+    body = b""
+    for k, (x, rate, root_hz) in enumerate(samples):
+        if x.dtype == np.int16:
+            raw, modes = x.astype("<i2").tobytes(), 1 | 4          # 16 bit signed, looped
+        else:
+            raw, modes = x.astype(np.uint8).tobytes(), 2           # 8 bit unsigned
+        h = struct.pack("<7sBIIIHIII", f"S{k}".encode(), 0, len(raw), 0, len(raw), rate,
+                        int(root_hz * 500), int(root_hz * 2000), int(root_hz * 1000))
+        h += struct.pack("<hB6s6s3s3sBhH", 0, 7, bytes(6), bytes(6), bytes(3), bytes(3), modes, 0, 1024)
+        h += bytes(96 - len(h))
+        body += h + raw
+    return head + inst + layer + body
+
+
+def test_gus_patch_reader(bc, tmp_path):
+    x16 = np.round(0.5 * 32767 * np.sin(2 * np.pi * 440 * np.arange(4410) / 44100)).astype(np.int16)
+    x8 = np.round(128 + 100 * np.sin(2 * np.pi * 220 * np.arange(2205) / 22050)).astype(np.uint8)
+    path = tmp_path / "046_Harp.pat"
+    path.write_bytes(_gus_patch([(x16, 44100, 440.0), (x8, 22050, 220.0)]))
+    got = bc.pat_samples(str(path))
+    assert len(got) == 2
+    a, b = got
+    assert a["rate"] == 44100 and abs(a["root_hz"] - 440.0) < 1e-6 and a["modes"] & 1
+    assert np.allclose(a["data"], x16 / 32768.0)
+    assert b["rate"] == 22050 and abs(b["root_hz"] - 220.0) < 1e-6 and len(b["data"]) == 2205
+    assert np.allclose(b["data"], (x8.astype(np.float32) - 128) / 128)
+    (tmp_path / "bad.pat").write_bytes(b"RIFF" + bytes(300))
+    with pytest.raises(ValueError, match="not a GUS patch"):
+        bc.pat_samples(str(tmp_path / "bad.pat"))
+    # extraction writes one WAV per sample under <pkg>/_pat/<bank>/<patch>/
+    root = tmp_path / "x" / "freepats" / "usr/share/midi/freepats" / "Tone_000"
+    root.mkdir(parents=True)
+    (root / "046_Harp.pat").write_bytes(path.read_bytes())
+    bc.extract_v22_containers(str(tmp_path / "x"))
+    y, sr = sf.read(tmp_path / "x/freepats/_pat/Tone_000/046_Harp/s01.wav")
+    assert sr == 22050 and len(y) == 2205
+
+
+def _c4group(files, scramble=True):
+    """An OpenClonk c4group: {name: bytes or dict (child group)} -> raw group bytes (not gzipped)."""
+    import struct
+    entries, data = b"", b""
+    for name, v in files.items():
+        raw = _c4group(v) if isinstance(v, dict) else v
+        entries += (name.encode().ljust(260, b"\0")
+                    + struct.pack("<iiiiii", 0, isinstance(v, dict), len(raw), 0, len(data), 0)).ljust(316, b"\0")
+        data += raw
+    head = bytearray((b"RedWolf Design GrpFolder".ljust(28, b"\0")
+                      + struct.pack("<iii", 1, 2, len(files))).ljust(204, b"\0"))
+    head = bytearray(x ^ 237 for x in head)
+    for i in range(0, len(head) - 2, 3):
+        head[i], head[i + 2] = head[i + 2], head[i]
+    return bytes(head) + entries + data
+
+
+def test_c4group_members(bc, tmp_path):
+    import gzip
+    buf = io.BytesIO()
+    sf.write(buf, recording(4, 1.0), 16000, format="WAV", subtype="PCM_16")
+    wav = buf.getvalue()
+    grp = _c4group({"Animals.ocg": {"Bat.ocg": {"Chirp.wav": wav}}, "Fire.ocg": {"Blast1.wav": wav},
+                    "Version.txt": b"8.0"})
+    z = bytearray(gzip.compress(grp))
+    z[:2] = b"\x1e\x8c"
+    members = dict(bc.c4group_members(bytes(z)))
+    assert set(members) == {"Animals.ocg/Bat.ocg/Chirp.wav", "Fire.ocg/Blast1.wav", "Version.txt"}
+    assert members["Fire.ocg/Blast1.wav"] == wav and members["Version.txt"] == b"8.0"
+    with pytest.raises(ValueError):
+        bc.c4group_members(b"PK\x03\x04" + bytes(50))
+    # extraction: audio members under <pkg>/_c4g/<group>/ with the .ocg suffixes dropped
+    d = tmp_path / "openclonk-data/usr/share/games/openclonk"
+    d.mkdir(parents=True)
+    (d / "Sound.ocg").write_bytes(bytes(z))
+    bc.extract_v22_containers(str(tmp_path))
+    out = tmp_path / "openclonk-data/_c4g/Sound"
+    assert (out / "Animals/Bat/Chirp.wav").read_bytes() == wav and (out / "Fire/Blast1.wav").exists()
+    assert not (out / "Version.txt").exists()
+
+
+def test_dmx_lumps_any_rate(bc):
+    x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
+    wad = _wad([("DSDOROPN", _dmx(x, 16000)), ("DSBOGUS", _dmx(x, 5))])
+    got = list(bc.dmx_lumps(wad))
+    assert [(g[0], g[2]) for g in got] == [("DSDOROPN", 16000)]       # rate 5 is not a sound
+
+
+def test_v2_2_labels(bc):
+    c = bc.classify
+    # freepats: instrument from the patch name; synthetic patches and the Drum_000 folder name skipped
+    assert c("freepats", "Tone_000/046_Harp/s03.wav") == "harp"
+    assert c("freepats", "Tone_000/021_Accordion/s00.wav") == "accordion"
+    assert c("freepats", "Tone_000/019_Church_Organ/s00.wav") == "pipe_organ"
+    assert c("freepats", "Tone_000/069_English_Horn/s00.wav") == "woodwind"
+    assert c("freepats", "Tone_000/005_Electric_Piano_2_Chorused_Yamaha_DX/s00.wav") == "piano"
+    assert c("freepats", "Tone_000/114_Steel_Drums/s00.wav") == "steel_drum"
+    assert c("freepats", "Tone_000/080_Square_Wave/s00.wav") is None
+    assert c("freepats", "Drum_000/038_Snare_1/s00.wav") == "snare_drum"
+    assert c("freepats", "Drum_000/041_Tom_Low_2/s00.wav") == "tom_drum"
+    assert c("freepats", "Drum_000/032_Square_Click/s00.wav") is None
+    # freedoom lumps, openclonk folders, bucklespring keys
+    assert c("freedoom", "freedoom2/dspistol.wav") == "gunshot"
+    assert c("freedoom", "freedoom2/dsbgsit1.wav") == "monster_vocal"
+    assert c("freedoom", "freedoom2/dsswtchn.wav") == "switch_click"
+    assert c("freedoom", "freedoom2/dsitemup.wav") is None
+    assert c("openclonk-data", "Sound/Structures/HingeCreak.ogg") == "creak"
+    assert c("openclonk-data", "Sound/Hits/Materials/Glass/GlassShatter.ogg") == "crash_break"
+    assert c("openclonk-data", "Sound/Animals/Wipf/Whine.wav") is None          # fictional creature
+    assert c("openclonk-data", "Sound/UI/Click.ogg") is None
+    assert c("bucklespring-data", "31-1.wav") == "computer_keyboard"
+    # the finer instrument categories reach the older packages too
+    assert c("gcompris-qt-data", "instruments/banjo.ogg") == "banjo"
+    assert c("gcompris-qt-data", "instruments/harmonica.ogg") == "harmonica"
+    assert c("qabcs-data", "all/noises/timpani.ogg") == "timpani"
+    assert bc.GM_LABELS["gm046-harp"] == "harp" and bc.GM_LABELS["gm109-bagpipe"] == "bagpipe"
+    assert bc.GM_LABELS["gmdrum-kit_kick"] == "kick_drum"
+
+
+def test_hours_summary_separates_synthetic_and_speech_music(bc):
+    sr = bc.SR
+    clips = [dict(label="speech_synthetic", split="train", audio=np.zeros(360 * sr, np.int16)),
+             dict(label="speech", split="train", audio=np.zeros(720 * sr, np.int16)),
+             dict(label="music", split="heldout", audio=np.zeros(360 * sr, np.int16)),
+             dict(label="dog", split="heldout", audio=np.zeros(1800 * sr, np.int16))]
+    h = bc.hours_summary(clips)
+    assert h["total"]["all"] == 0.9 and h["total"]["categories"] == 4
+    assert h["recorded"]["all"] == 0.8 and h["synthetic"]["all"] == 0.1
+    assert h["recorded_excl_speech_music"] == {"all": 0.5, "train": 0.0, "heldout": 0.5, "categories": 1}

@@ -46,7 +46,7 @@ for p in "${PACKAGES[@]}"; do
     # audio, soundfonts, zip-format containers and the copyright file only
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$EXTRACT/$p" --wildcards --no-anchored \
       '*.ogg' '*.wav' '*.flac' '*.mp3' '*.OGG' '*.WAV' '*.cat' '*.sf2' '*.sf3' '*.zip' '*.pk3' '*.wz' \
-      '*.orgue' '*.rcc' '*copyright' || true
+      '*.orgue' '*.rcc' '*.pat' '*.wad' '*.ocg' '*copyright' || true
     touch "$EXTRACT/$p/.done"
   fi
 done

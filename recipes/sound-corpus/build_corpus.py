@@ -98,6 +98,9 @@ PACKAGES = [
     "gcompris-qt-data", "warmux-data", "btanks-data", "ardentryst", "starfighter-data", "cube2-data",
     "caveexpress-data", "zaz-data", "holotz-castle-data", "powermanga-data", "tuxtype-data",
     "pingus-data", "kgoldrunner",
+    # v2.2
+    "freepats", "musescore-general-soundfont", "openclonk-data", "freedoom", "bucklespring-data",
+    "moon-lander-data",
 ]
 # zip-format containers whose audio members are unpacked into <pkg>/_zip/<container name>/
 CONTAINERS = {
@@ -193,6 +196,160 @@ def extract_containers(extract):
         os.symlink(os.path.abspath(src), dst)
 
 
+# v2.2 containers: OpenClonk c4group files, Doom WADs (DMX sound lumps), GUS .pat patches.
+# Their audio is written out as files under <pkg>/_c4g/, <pkg>/_wad/<wad>/, <pkg>/_pat/<dir>/<patch>/.
+C4G_CONTAINERS = {"openclonk-data": ["usr/share/games/openclonk/Sound.ocg"]}
+WAD_CONTAINERS = {"freedoom": ["usr/share/games/doom/freedoom1.wad", "usr/share/games/doom/freedoom2.wad"]}
+PAT_DIRS = {"freepats": "usr/share/midi/freepats"}
+
+
+def _c4g_unscramble(h):
+    """OpenClonk's header scrambling: every 3rd byte swapped with the one two further, then XOR 237."""
+    h = bytearray(h)
+    for i in range(0, len(h) - 2, 3):
+        h[i], h[i + 2] = h[i + 2], h[i]
+    return bytes(x ^ 237 for x in h)
+
+
+def c4group_members(path_or_bytes):
+    """(name, bytes) of every file in an OpenClonk/Clonk c4group (.ocg/.ocd/.ocf file): a gzip stream
+    whose magic is 1e 8c instead of 1f 8b, holding a 204-byte scrambled header ("RedWolf Design
+    GrpFolder", entry count at 36), 316-byte entries (name[260], packed, child, size, -, offset, -)
+    and the data; child groups are nested groups (names joined with '/')."""
+    import gzip
+    b = open(path_or_bytes, "rb").read() if isinstance(path_or_bytes, str) else path_or_bytes
+    if b[:2] not in (b"\x1e\x8c", b"\x1f\x8b"):
+        raise ValueError("not a c4group")
+    d = gzip.decompress(b"\x1f\x8b" + b[2:])
+    out = []
+
+    def walk(start, prefix, depth=0):
+        h = _c4g_unscramble(d[start:start + 204])
+        if h[:24] != b"RedWolf Design GrpFolder" or depth > 16:
+            raise ValueError("bad c4group header")
+        n, = struct.unpack("<i", h[36:40])
+        base = start + 204 + 316 * n
+        for k in range(n):
+            e = d[start + 204 + 316 * k:start + 204 + 316 * (k + 1)]
+            name = e[:260].split(b"\0")[0].decode("latin-1")
+            _packed, child, size, _r1, off, _r2 = struct.unpack("<iiiiii", e[260:284])
+            if child:
+                walk(base + off, prefix + name + "/", depth + 1)
+            else:
+                out.append((prefix + name, d[base + off:base + off + size]))
+    walk(0, "")
+    return sorted(out)
+
+
+def dmx_lumps(buf):
+    """(lump name, float32 samples, rate) for each DMX (format 3) sound lump of a Doom WAD
+    ('IWAD'/'PWAD', lump count, directory offset): u16 format=3, u16 rate, u32 count, then
+    `count` unsigned 8-bit samples of which the first and last 16 are padding."""
+    _, n, off = struct.unpack("<4sii", buf[:12])
+    for i in range(n):
+        lo, sz, name = struct.unpack("<ii8s", buf[off + 16 * i: off + 16 * i + 16])
+        d = buf[lo:lo + sz]
+        if sz > 40 and d[:2] == b"\x03\x00":
+            rate, ns = struct.unpack("<HI", d[2:8])
+            if 4000 <= rate <= 48000 and 32 < ns <= sz - 8:
+                pcm = np.frombuffer(d[24:8 + ns - 16], np.uint8).astype(np.float32)
+                yield name.rstrip(b"\0").decode("ascii", "replace"), (pcm - 128) / 128, rate
+
+
+def pat_samples(path):
+    """Samples of a Gravis Ultrasound patch (.pat, "GF1PATCH110"): list of dicts with rate, root
+    frequency (Hz), low/high key frequency (Hz), loop points and float32 data in [-1, 1].  Layout:
+    129-byte header (sample count at 85), 63-byte instrument, 47-byte layer (sample count at 6),
+    then per sample a 96-byte header (size at 8, loop start/end at 12/16, rate u16 at 20, low/high/
+    root frequency in mHz at 22/26/30, modes at 55: 1 = 16 bit, 2 = unsigned) and its data."""
+    b = open(path, "rb").read()
+    if not b.startswith(b"GF1PATCH1"):
+        raise ValueError(f"{path}: not a GUS patch")
+    nlay = b[129 + 22] if len(b) > 191 else 1
+    pos = 129 + 63
+    out = []
+    for _layer in range(max(1, nlay)):
+        nsamp = b[pos + 6]
+        pos += 47
+        for _ in range(nsamp):
+            h = b[pos:pos + 96]
+            size, ls, le = struct.unpack("<III", h[8:20])
+            rate, = struct.unpack("<H", h[20:22])
+            lo, hi, root = struct.unpack("<III", h[22:34])
+            modes = h[55]
+            raw = b[pos + 96:pos + 96 + size]
+            pos += 96 + size
+            if modes & 1:
+                x = np.frombuffer(raw[:len(raw) // 2 * 2], dtype="<u2" if modes & 2 else "<i2").astype(np.float32)
+                x = (x - 32768.0 if modes & 2 else x) / 32768.0
+            else:
+                x = np.frombuffer(raw, dtype=np.uint8 if modes & 2 else np.int8).astype(np.float32)
+                x = (x - 128.0 if modes & 2 else x) / 128.0
+            out.append(dict(name=h[:7].split(b"\0")[0].decode("latin-1"), rate=int(rate), root_hz=root / 1000.0,
+                            low_hz=lo / 1000.0, high_hz=hi / 1000.0, loop=(ls, le), modes=modes, data=x))
+        if pos >= len(b):
+            break
+    return out
+
+
+def extract_v22_containers(extract):
+    import glob
+    for pkg, pats in C4G_CONTAINERS.items():
+        for pat in pats:
+            for cf in glob.glob(os.path.join(extract, pkg, pat)):
+                dest = os.path.join(extract, pkg, "_c4g", os.path.splitext(os.path.basename(cf))[0])
+                if os.path.exists(os.path.join(dest, ".done")):
+                    continue
+                n = 0
+                for member, raw in c4group_members(cf):
+                    rel = re.sub(r"\.oc[gdf](?=/)", "", member)
+                    if rel == "authors.txt":    # credits and licence of the sounds
+                        os.makedirs(dest, exist_ok=True)
+                        with open(os.path.join(dest, rel), "wb") as fh:
+                            fh.write(raw)
+                    if rel.lower().endswith(AUDIO_EXT) and not is_denied_path(rel):
+                        out = os.path.join(dest, rel)
+                        os.makedirs(os.path.dirname(out), exist_ok=True)
+                        with open(out, "wb") as fh:
+                            fh.write(raw)
+                        n += 1
+                os.makedirs(dest, exist_ok=True)
+                open(os.path.join(dest, ".done"), "w").close()
+                log(f"  {pkg}: {n} audio files from {os.path.basename(cf)}")
+    for pkg, pats in WAD_CONTAINERS.items():
+        for pat in pats:
+            for wf in glob.glob(os.path.join(extract, pkg, pat)):
+                dest = os.path.join(extract, pkg, "_wad", os.path.splitext(os.path.basename(wf))[0])
+                if os.path.exists(os.path.join(dest, ".done")):
+                    continue
+                os.makedirs(dest, exist_ok=True)
+                with open(wf, "rb") as fh:
+                    buf = fh.read()
+                if buf[:4] not in (b"IWAD", b"PWAD"):
+                    raise ValueError(f"{wf}: not a WAD")
+                snds = list(dmx_lumps(buf))
+                for nm, x, rate in snds:
+                    sf.write(os.path.join(dest, nm.lower() + ".wav"), x, rate, subtype="PCM_U8")
+                open(os.path.join(dest, ".done"), "w").close()
+                log(f"  {pkg}: {len(snds)} sound lumps from {os.path.basename(wf)}")
+    for pkg, sub in PAT_DIRS.items():
+        root = os.path.join(extract, pkg, sub)
+        dest = os.path.join(extract, pkg, "_pat")
+        if not os.path.isdir(root) or os.path.exists(os.path.join(dest, ".done")):
+            continue
+        n = 0
+        for pf in sorted(glob.glob(os.path.join(root, "*", "*.pat"))):
+            d = os.path.join(dest, os.path.basename(os.path.dirname(pf)), os.path.splitext(os.path.basename(pf))[0])
+            os.makedirs(d, exist_ok=True)
+            for k, smp in enumerate(pat_samples(pf)):
+                if smp["rate"] > 0 and len(smp["data"]):
+                    sf.write(os.path.join(d, f"s{k:02d}.wav"), smp["data"], smp["rate"], subtype="PCM_16")
+                    n += 1
+        os.makedirs(dest, exist_ok=True)
+        open(os.path.join(dest, ".done"), "w").close()
+        log(f"  {pkg}: {n} samples from .pat patches")
+
+
 # --------------------------------------------------------------------------
 # Labelling rules.  Each rule: (category, regex).  Regexes are matched against
 # a "key" = lower-cased relative path with separators turned into spaces
@@ -240,8 +397,16 @@ GENERAL_RULES = [
     ("wild_mammal", R(r"\bbear\b|giant panda")),
     # -- instruments
     ("piano", R(r"piano|harpsichord")),
-    ("organ_accordion", R(r"organ|accordion|squeezebox|harmonica|bagpipe|aeoline")),
-    ("guitar", R(r"guitar|guit |ukulele|\blute\b|banjo")),
+    ("accordion", R(r"accordion|squeezebox")),
+    ("harmonica", R(r"harmonica")),
+    ("bagpipe", R(r"bagpipe")),
+    ("pipe_organ", R(r"church organ|pipe organ|organ pipe")),
+    ("organ_accordion", R(r"organ|aeoline")),
+    ("banjo", R(r"banjo")),
+    ("sitar", R(r"sitar")),
+    ("harp", R(r"\bharp\b")),
+    ("computer_keyboard", R(r"computer keyboard|keyboard key|keystroke")),
+    ("guitar", R(r"guitar|guit |ukulele|\blute\b")),
     ("bass_guitar", R(r"bassslap")),
     ("bowed_strings", R(r"violin|cello|gamba|erhu|rabel|string accent|stringaccent|spookystring|spooky string|\bstrings\d*\b")),
     ("plucked_strings", R(r"\bharp\b|zither|yangqin|yueqin|topshuur|stringpluck|string pluck|afrostring|afro string|tambura")),
@@ -249,7 +414,11 @@ GENERAL_RULES = [
     ("saxophone", R(r"saxophone")),
     ("woodwind", R(r"clarinet|oboe|bassoon|dulzaina|zurna|zhaleyka|dijjeridoo|didgeridoo")),
     ("flute", R(r"flute|recorder|quena|\bxun\b|\bney\b|washint")),
-    ("mallet_percussion", R(r"xylophone|xylo|\bhang\b|marimba")),
+    ("xylophone", R(r"xylophone|xylofon|\bxylo\b")),
+    ("marimba", R(r"marimba")),
+    ("steel_drum", R(r"steel ?drums?\b")),
+    ("timpani", R(r"timpani")),
+    ("mallet_percussion", R(r"\bhang\b|vibraphone")),
     ("bell_chime", R(r"\bbell|chime|gong|\bdong\b|elec triangle|cowbell")),
     ("cymbal_hihat", R(r"cymbal|hihat|\bcrash \d+|\bride\b|splash (hard|soft)")),
     ("kick_drum", R(r"kick|bassdrum|\bbd |drum bass|bass drum")),
@@ -299,6 +468,8 @@ GENERAL_RULES = [
     ("clock_tick", R(r"clock|\bwatch\b|metronome|timer")),
     ("vinyl_scratch", R(r"vinyl")),
     ("whoosh", R(r"swoosh|woosh|swish|\bswash\b")),
+    ("creak", R(r"creak")),
+    ("switch_click", R(r"switch ?flip|light ?switch")),
 ]
 
 QABCS_SKIP = set("""
@@ -419,7 +590,7 @@ PACKAGE_RULES = {
     ],
     "scratch": [
         ("music", R(r"music loops (cave|medieval|triumph|garden|jungle|eggs|techno|dripdrop)")),
-        ("mallet_percussion", R(r"music loops xylo")),
+        ("xylophone", R(r"music loops xylo")),
         ("guitar", R(r"music loops guitarchords")),
         ("beatbox", R(r"humanbeatbox")),
         ("drum_loop", R(r"music loops")),
@@ -465,7 +636,7 @@ PACKAGE_RULES = {
         ("", R(r"^all noises (" + "|".join(re.escape(w.replace("_", " ").replace("-", " ")) for w in sorted(QABCS_SKIP)) + r")$")),
         ("bird_song", R(r"^all noises (bird|sparrow|iora|quetzal)$")),
         ("hand_percussion", R(r"^all noises (maracas|cuica|slit drum|spoons|ipu)$")),
-        ("tom_drum", R(r"timpani")),
+        ("timpani", R(r"timpani")),
         ("drum_loop", R(r"^all noises drums$")),
         ("kick_drum", R(r"bass drum")),
         ("bowed_strings", R(r"^all noises (violin|cello|gamba|erhu|rabel)$")),
@@ -659,7 +830,7 @@ PACKAGE_RULES_V2 = {
     "lordsawar-data": [("music", R(r"music"))],
     "frozen-bubble-data": [("music", R(r"zik")), ("applause_cheer", R(r"applause")), ("snoring", R(r"snore")),
                            ("typing", R(r"typewriter")), ("", R(r"."))],
-    "grandorgue-demo": [("", R(r"^sounds ")), ("organ_pipe", R(r"."))],
+    "grandorgue-demo": [("", R(r"^sounds ")), ("pipe_organ", R(r"."))],
     "alienblaster-data": [("explosion", R(r"explosion")), ("", R(r"."))],
     "bzflag-data": [("explosion", R(r"boom|explosion")), ("", R(r"."))],
     # v2.1
@@ -671,16 +842,19 @@ PACKAGE_RULES_V2 = {
         ("drum_loop", R(r"instruments drum kit")),
         ("snare_drum", R(r"instruments snare")),
         ("cymbal_hihat", R(r"instruments cymbal")),
-        ("tom_drum", R(r"instruments timpani")),
+        ("timpani", R(r"instruments timpani")),
         ("flute", R(r"instruments flute")),
         ("woodwind", R(r"instruments clarinet")),
         ("saxophone", R(r"instruments saxophone")),
         ("bowed_strings", R(r"instruments (violin|cello)")),
-        ("plucked_strings", R(r"instruments harp")),
-        ("guitar", R(r"instruments (guitar|electric guitar|banjo)|memory sound guitar")),
+        ("harp", R(r"instruments harp")),
+        ("banjo", R(r"instruments banjo")),
+        ("guitar", R(r"instruments (guitar|electric guitar)|memory sound guitar")),
         ("piano", R(r"instruments piano")),
-        ("organ_accordion", R(r"instruments (organ|accordion|harmonica)")),
-        ("mallet_percussion", R(r"melody xylofon")),
+        ("accordion", R(r"instruments accordion")),
+        ("harmonica", R(r"instruments harmonica")),
+        ("organ_accordion", R(r"instruments organ")),
+        ("xylophone", R(r"melody xylofon")),
         ("owl", R(r"farm animals owl")),
         ("pig", R(r"farm animals pig")),
         ("rooster_chicken", R(r"farm animals chickens")),
@@ -797,12 +971,113 @@ PACKAGE_RULES_V2 = {
     "powermanga-data": [("music", R(r"music")), ("explosion", R(r"explosion")), ("", R(r"."))],
     "tuxtype-data": [("music", R(r"raindrops|chiptune")), ("alarm", R(r"alarm")),
                      ("applause_cheer", R(r"cheer")), ("explosion", R(r"explosion")),
-                     ("laser_scifi", R(r"laser")), ("plucked_strings", R(r"\bharp\b")),
+                     ("laser_scifi", R(r"laser")), ("harp", R(r"\bharp\b")),
                      ("chewing_eating", R(r"\bbite\b")), ("", R(r"."))],
     "pingus-data": [("water", R(r"splash")), ("", R(r"."))],
     "kgoldrunner": [("dig_mine", R(r"\bdig\b")), ("footsteps", R(r"\bstep\b")), ("", R(r"."))],
 }
 PACKAGE_RULES.update(PACKAGE_RULES_V2)
+
+# v2.2 packages.  Keys: freepats "tone 000 046 harp s 03" (<bank> <program> <name> <sample>), freedoom
+# "freedoom 2 dspistol" (Doom lump names), openclonk "sound animals bat chirp" (.ocg folders dropped).
+PACKAGE_RULES_V22 = {
+    "freepats": [
+        # synthetic patches (oscillators / synth pads) and noises whose source isn't an instrument
+        ("", R(r"square (wave|click)|charang|new age|halo pad|sweep pad|crystal|goblins|echo voice|"
+               r"synth bass|fret noise|bottle blow|high q")),
+        ("clock_tick", R(r"metronome")),
+        ("piano", R(r"clavinet|electric piano")),
+        ("bell_chime", R(r"celesta|glockenspiel|tubular bells|belltree|triangle|agogo|cow bell|ride bell")),
+        ("plucked_strings", R(r"dulcimer")),
+        ("organ_accordion", R(r"hammond organ")),
+        ("bass_guitar", R(r"acoustic bass|finger bass|pick bass|fretless bass|slap bass")),
+        ("bowed_strings", R(r"string ensemble|tremolo strings|pizzicato strings")),
+        ("singing", R(r"voice oohs")),
+        ("woodwind", R(r"english horn")),
+        ("saxophone", R(r"\bsax\b")),
+        ("flute", R(r"piccolo|ocarina|pan flute")),
+        ("hand_percussion", R(r"wood block|tombourine|vibra slap|bongo|conga|timbale|cabasa|guiro|claves|"
+                              r"\bsticks\b")),
+        ("snare_drum", R(r"snare roll|stick rim|^drum .*\bsnare\b")),
+        ("clap_snap", R(r"\bsnap\b|clap hand")),
+        ("cymbal_hihat", R(r"hi hat|cymbal")),
+        ("sea_waves", R(r"seashore")),
+        ("kick_drum", R(r"^drum .*\bkick\b")),
+        ("tom_drum", R(r"^drum .*\btom\b")),
+        ("whistle", R(r"^drum .*\bwhistle\b")),
+        ("hand_percussion", R(r"^drum .*\b(maracas|shaker|cuica)\b")),
+        ("", R(r"^drum ")),     # "Drum_000" would otherwise read as a drum kit
+    ],
+    "freedoom": [
+        ("gunshot", R(r"\bds(pistol|shotgn|dshtgn)\b")),
+        ("", R(r"\bds(sgcock|dbload|dbopn|dbcls|itemup|wpnup|getpow|itmbk|noway|tink|radio|pstart|pstop|stnmov|"
+               r"swtchx|hoof|bospit|boscub|bossit|bospn|bosdth|keenpn|keendt|manatk|vilatk|sklatk|sssit|ssdth)\b")),
+        ("saw", R(r"\bdssaw")),
+        ("rocket_missile", R(r"\bdsrlaunc\b")),
+        ("explosion", R(r"\bds(rxplod|barexp|firxpl)\b")),
+        ("fire", R(r"\bdsfirsht\b")),
+        ("door", R(r"\bds(doropn|dorcls|bdopn|bdcls)\b")),
+        ("switch_click", R(r"\bdsswtchn\b")),
+        ("human_grunt", R(r"\bds(plpain|pldeth|pdiehi|oof)\b")),
+        ("punch", R(r"\bds(punch|skepch)\b")),
+        ("whoosh", R(r"\bdsskeswg\b")),
+        ("stab_slash", R(r"\bdsclaw\b")),
+        ("body_impact", R(r"\bdsslop\b")),
+        ("laser_scifi", R(r"\bds(telept|plasma|bfg)\b")),
+        ("metal_clank", R(r"\bdsmetal\b")),
+        ("monster_vocal", R(r"\bds(po|bg|sgt|brs|cac|cyb|spi|skl|dm|vi|mn|pe|bsp|knt|man|ske)(sit|act|atk|dth|pain|pn)\b|"
+                            r"\bdspo(sit|dth)\b|\bdspopain\b")),
+        ("", R(r".")),
+    ],
+    "openclonk-data": [
+        ("bat", R(r"animals bat")),
+        ("chewing_eating", R(r"munch")),
+        ("monster_vocal", R(r"animals monster")),
+        ("insect", R(r"mosquito")),
+        ("", R(r"^sound animals")),   # fictional creatures (chippie, mooq, puka, wipf, lavacore, zap)
+        ("dig_mine", R(r"action dig")),
+        ("leaves_rustle", R(r"movement rustle")),
+        ("footsteps", R(r"movement step")),
+        ("laugh", R(r"skin .* laughter")),
+        ("scream", R(r"skin .* scream")),
+        ("singing", R(r"skin .* singing")),
+        ("human_grunt", R(r"skin .* (die|hurt|shock)")),
+        ("", R(r"^sound clonk ")),
+        ("bird_song", R(r"environment birdsloop")),
+        ("thunder", R(r"environment lightning thunder")),
+        ("wood_chop", R(r"environment tree (chop|crack|landing)")),
+        ("waterfall_river", R(r"environment waterfall")),
+        ("wind", R(r"environment windloop|windbag gust")),
+        ("explosion", R(r"^sound fire (blast|cracker)")),
+        ("fire", R(r"^sound fire (fire|fireball|inflame|fuse)")),
+        ("crash_break", R(r"glass ?(break|shatter)")),
+        ("metal_clank", R(r"(dull|light)metalhit|shield metalhit")),
+        ("creak", R(r"woodcreak|hingecreak")),
+        ("water", R(r"liquids (boiling|bubble|splash|swim|waterdrop)")),
+        ("steam_hiss", R(r"liquids (corrode|pshshsh|sizzle|smokesizzle)")),
+        ("rain", R(r"stereorain")),
+        ("bow_arrow", R(r"(arrow|bow) shoot")),
+        ("rocket_missile", R(r"boompack (fly|launch)")),
+        ("pickaxe_metal", R(r"pickaxe clang")),
+        ("aircraft", R(r"propellerloop")),
+        ("gunshot", R(r"blunderbuss (gunshoot|bulletshot)")),
+        ("whoosh", R(r"javelin throw|weaponswing")),
+        ("sword_clash", R(r"weapons weaponhit\b")),
+        ("door", R(r"structures (chest|door)")),
+        ("drill", R(r"elevator drilling")),
+        ("machine", R(r"elevator (moving|start|stop)|fanloop|furnace|pumpjack|steamengine|wheelsturn")),
+        ("saw", R(r"sawmillripcut")),
+        ("switch_click", R(r"switch(flip|move)")),
+        ("coins_cash", R(r"^sound ui cash")),
+        ("brass", R(r"^sound ui (trumpet|fanfare)")),
+        ("bell_chime", R(r"^sound ui ding")),
+        ("", R(r".")),
+    ],
+    "bucklespring-data": [("computer_keyboard", R(r"."))],   # one IBM Model M, each key pressed / released
+    "moon-lander-data": [("laser_scifi", R(r"blaster")), ("explosion", R(r"explosion")),
+                         ("horn_siren", R(r"honk")), ("", R(r"."))],
+}
+PACKAGE_RULES.update(PACKAGE_RULES_V22)
 
 # Family stripping: trailing digits / variant markers
 _FAM_RE = re.compile(r"([ _\-\.]*(\d+|[a-z]))?$")
@@ -895,6 +1170,12 @@ PKG_ROOTS = {
     "tuxtype-data": "usr/share/tuxtype",
     "pingus-data": "usr/share/games/pingus/data/sounds",
     "kgoldrunner": "usr/share/kgoldrunner/themes",
+    # v2.2 (the containers are unpacked by extract_v22_containers)
+    "freepats": "_pat",
+    "freedoom": "_wad",
+    "openclonk-data": "_c4g",
+    "bucklespring-data": "usr/share/buckle/wav",
+    "moon-lander-data": "usr/share/games/moon-lander/sounds",
 }
 
 SPEECH_PER_LANG_QABCS = 20
@@ -1009,6 +1290,8 @@ def enumerate_sources(extract, cache):
                     fam = "tabla"           # one tabla recording session
                 elif pkg == "sonic-pi-samples" and stem.startswith("mehackit_robot"):
                     fam = "mehackit_robot"
+                elif pkg == "bucklespring-data":
+                    fam = "key" + stem.split("-")[0]   # press (-0) and release (-1) of one key
                 fam = f"{folder.replace(os.sep, '/')}/{fam}" if folder else fam
             items.append(dict(package=pkg, src=path, rel=rel, label=label,
                               family=f"{pkg}:{fam}"))
@@ -1040,13 +1323,15 @@ def enumerate_sources(extract, cache):
     else:
         log("  !! openttd-opensfx: opensfx.cat missing")
     # rendered / synthesised material
-    for d, pkg in ((os.path.join(cache, "fluidsynth"), "fluid-soundfont-gm"),
-                   (os.path.join(cache, "espeak"), "espeak-ng")):
+    for d, pkg in ([(os.path.join(cache, sub), pk) for sub, (pk, _f) in RENDERED_SOUNDFONTS.items()]
+                   + [(os.path.join(cache, "espeak"), "espeak-ng")]):
         meta = os.path.join(d, "meta.json")
         if os.path.exists(meta):
             for e in json.load(open(meta)):
+                # labels follow the current GM tables (a cached meta.json may hold older labels)
+                label = GM_LABELS.get(e["family"], e["label"])
                 items.append(dict(package=pkg, src=os.path.join(d, e["file"]),
-                                  rel=e["file"], label=e["label"],
+                                  rel=e["file"], label=label,
                                   family=f"{pkg}:{e['family']}"))
         else:
             log(f"  !! {pkg}: no rendered material in {d}")
@@ -1062,9 +1347,9 @@ GM_PROGRAMS = [
     (0, "piano", "acoustic_grand"), (1, "piano", "bright_acoustic"), (4, "piano", "electric_piano1"),
     (6, "piano", "harpsichord"),
     (8, "bell_chime", "celesta"), (9, "bell_chime", "glockenspiel"), (14, "bell_chime", "tubular_bells"),
-    (11, "mallet_percussion", "vibraphone"), (12, "mallet_percussion", "marimba"), (13, "mallet_percussion", "xylophone"),
-    (16, "organ_accordion", "drawbar_organ"), (19, "organ_accordion", "church_organ"),
-    (21, "organ_accordion", "accordion"), (22, "organ_accordion", "harmonica"),
+    (11, "mallet_percussion", "vibraphone"), (12, "marimba", "marimba"), (13, "xylophone", "xylophone"),
+    (16, "organ_accordion", "drawbar_organ"), (19, "pipe_organ", "church_organ"),
+    (21, "accordion", "accordion"), (22, "harmonica", "harmonica"),
     (24, "guitar", "nylon_guitar"), (25, "guitar", "steel_guitar"), (27, "guitar", "clean_electric_guitar"),
     (29, "guitar", "overdriven_guitar"), (30, "guitar", "distortion_guitar"),
     (32, "bass_guitar", "acoustic_bass"), (33, "bass_guitar", "finger_bass"), (35, "bass_guitar", "fretless_bass"),
@@ -1072,7 +1357,7 @@ GM_PROGRAMS = [
     (40, "bowed_strings", "violin"), (41, "bowed_strings", "viola"), (42, "bowed_strings", "cello"),
     (43, "bowed_strings", "contrabass"), (45, "bowed_strings", "pizzicato"), (48, "bowed_strings", "string_ensemble"),
     (110, "bowed_strings", "fiddle"),
-    (46, "plucked_strings", "harp"), (104, "plucked_strings", "sitar"), (105, "plucked_strings", "banjo"),
+    (46, "harp", "harp"), (104, "sitar", "sitar"), (105, "banjo", "banjo"),
     (107, "plucked_strings", "koto"), (108, "plucked_strings", "kalimba"),
     (52, "singing", "choir_aahs"), (53, "singing", "voice_oohs"),
     (56, "brass", "trumpet"), (57, "brass", "trombone"), (58, "brass", "tuba"), (60, "brass", "french_horn"),
@@ -1080,15 +1365,15 @@ GM_PROGRAMS = [
     (64, "saxophone", "soprano_sax"), (65, "saxophone", "alto_sax"), (66, "saxophone", "tenor_sax"),
     (67, "saxophone", "baritone_sax"),
     (68, "woodwind", "oboe"), (70, "woodwind", "bassoon"), (71, "woodwind", "clarinet"), (69, "woodwind", "english_horn"),
-    (109, "organ_accordion", "bagpipe"),
+    (109, "bagpipe", "bagpipe"),
     (72, "flute", "piccolo"), (73, "flute", "flute"), (74, "flute", "recorder"), (75, "flute", "pan_flute"),
     (77, "flute", "shakuhachi"), (79, "flute", "ocarina"),
     (80, "synth_lead", "square_lead"), (81, "synth_lead", "saw_lead"), (84, "synth_lead", "charang"),
     (87, "synth_lead", "bass_lead"),
     (88, "synth_pad", "new_age_pad"), (89, "synth_pad", "warm_pad"), (91, "synth_pad", "choir_pad"),
     (94, "synth_pad", "halo_pad"),
-    (114, "mallet_percussion", "steel_drums"), (112, "bell_chime", "tinkle_bell"), (113, "bell_chime", "agogo"),
-    (116, "tom_drum", "taiko"), (117, "tom_drum", "melodic_tom"), (47, "tom_drum", "timpani"),
+    (114, "steel_drum", "steel_drums"), (112, "bell_chime", "tinkle_bell"), (113, "bell_chime", "agogo"),
+    (116, "tom_drum", "taiko"), (117, "tom_drum", "melodic_tom"), (47, "timpani", "timpani"),
     (115, "hand_percussion", "woodblock"),
 ]
 # GM drum-kit notes on channel 10: (label, name, [notes])
@@ -1098,6 +1383,9 @@ GM_DRUMS = [
     ("cymbal_hihat", "kit_cymbals", [49, 51, 52, 55, 57]), ("hand_percussion", "kit_latin", [60, 61, 62, 63, 64, 69, 70, 75, 76]),
     ("clap_snap", "kit_clap", [39]), ("bell_chime", "kit_cowbell", [56, 81]),
 ]
+
+GM_LABELS = {f"gm{prog:03d}-{name}": label for prog, label, name in GM_PROGRAMS}
+GM_LABELS.update({f"gmdrum-{name}": label for label, name, _n in GM_DRUMS})
 
 
 def _vlq(n):
@@ -1142,15 +1430,30 @@ def find_sf2(extract):
     return None
 
 
-def render_fluidsynth(extract, cache):
-    out = os.path.join(cache, "fluidsynth")
+def find_sf3(extract):
+    p = os.path.join(extract, "musescore-general-soundfont/usr/share/sounds/sf3/MuseScore_General_Full.sf3")
+    return p if os.path.exists(p) else None
+
+
+# rendered soundfonts: cache sub-folder -> (package, finder); the same GM programs and templates
+RENDERED_SOUNDFONTS = {"fluidsynth": ("fluid-soundfont-gm", find_sf2),
+                       "fluidsynth-musescore": ("musescore-general-soundfont", find_sf3)}
+RENDERED_PACKAGES = ("fluid-soundfont-gm", "musescore-general-soundfont", "espeak-ng")
+
+
+BATCH_RENDER = ("fluidsynth-musescore",)
+RENDER_SLOT_SEC = 8.0
+
+
+def render_fluidsynth(extract, cache, sub="fluidsynth"):
+    out = os.path.join(cache, sub)
     meta_path = os.path.join(out, "meta.json")
     if os.path.exists(meta_path):
-        log("  fluidsynth: cached")
+        log(f"  {sub}: cached")
         return
-    sf2 = find_sf2(extract)
+    sf2 = RENDERED_SOUNDFONTS[sub][1](extract)
     if not sf2 or not shutil.which("fluidsynth"):
-        log("  !! fluidsynth or FluidR3_GM.sf2 missing: skipping instrument rendering")
+        log(f"  !! fluidsynth or the soundfont for {sub} missing: skipping instrument rendering")
         return
     os.makedirs(out, exist_ok=True)
     meta = []
@@ -1172,17 +1475,32 @@ def render_fluidsynth(extract, cache):
         pat = [(i * 0.25, 0.2, n, 90 + (i % 3) * 10) for i, n in enumerate(notes * 2)]
         jobs.append((f"drum_{name}_pattern", midi_notes(9, None, pat), label, f"gmdrum-{name}"))
         jobs.append((f"drum_{name}_hit", midi_notes(9, None, [(0, 0.5, notes[0], 110)]), label, f"gmdrum-{name}"))
-    for fname, ev, label, fam in jobs:
+    fs_cmd = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", "44100", "-F"]
+    if sub in BATCH_RENDER:
+        # one fluidsynth run (loading an .sf3 takes ~6 s): job k starts at k * RENDER_SLOT_SEC and is
+        # cut out of the long render afterwards (the longest job lasts 4.5 s, the rest is release)
+        slot = int(RENDER_SLOT_SEC * 2 * 480)              # ticks at 120 bpm, 480 per beat
+        allev = [(t + k * slot, m) for k, (_f, ev, _l, _fam) in enumerate(jobs) for t, m in ev]
+        mid, wav = os.path.join(out, "all.mid"), os.path.join(out, "all.wav")
+        write_midi(mid, allev + [((len(jobs)) * slot, bytes([0xB0, 123, 0]))])
+        subprocess.run(fs_cmd + [wav, sf2, mid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        y, rate = sf.read(wav, dtype="float32", always_2d=True)
+        n = int(RENDER_SLOT_SEC * rate)
+        for k, (fname, _ev, label, fam) in enumerate(jobs):
+            sf.write(os.path.join(out, fname + ".wav"), y[k * n:(k + 1) * n], rate, subtype="PCM_16")
+            meta.append(dict(file=fname + ".wav", label=label, family=fam))
+        os.remove(mid)
+        os.remove(wav)
+    for fname, ev, label, fam in (jobs if sub not in BATCH_RENDER else []):
         mid = os.path.join(out, fname + ".mid")
         wav = os.path.join(out, fname + ".wav")
         write_midi(mid, ev)
-        subprocess.run(["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", "44100",
-                        "-F", wav, sf2, mid], check=True,
+        subprocess.run(fs_cmd + [wav, sf2, mid], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.remove(mid)
         meta.append(dict(file=fname + ".wav", label=label, family=fam))
     json.dump(meta, open(meta_path, "w"), indent=0)
-    log(f"  fluidsynth: rendered {len(meta)} files")
+    log(f"  {sub}: rendered {len(meta)} files")
 
 
 ESPEAK_VOICES = ["en-us+m3", "en-gb+f2", "en-gb-scotland+m1", "de+f3", "fr-fr+m2", "es+f1", "it+m4",
@@ -1629,6 +1947,31 @@ def write_npz(path, clips):
         sel = npz_selection(clips, kmax)
 
 
+SYNTHETIC_LABELS = ("speech_synthetic",)           # espeak-ng: not recorded audio
+SPEECH_MUSIC_LABELS = ("speech", "speech_synthetic", "music")
+
+
+def _sum_by(clips, key):
+    out = Counter()
+    for c in clips:
+        out[c[key]] += len(c["audio"])
+    return out
+
+
+def hours_summary(clips):
+    """Hours in total, of recorded audio (without espeak-ng speech) and without the speech/music
+    categories, each also per split."""
+    def h(cs):
+        return round(sum(len(c["audio"]) for c in cs) / SR / 3600, 3)
+    sel = {"total": clips,
+           "recorded": [c for c in clips if c["label"] not in SYNTHETIC_LABELS],
+           "recorded_excl_speech_music": [c for c in clips if c["label"] not in SPEECH_MUSIC_LABELS],
+           "synthetic": [c for c in clips if c["label"] in SYNTHETIC_LABELS]}
+    return {k: {"all": h(cs), "train": h([c for c in cs if c.get("split") == "train"]),
+                "heldout": h([c for c in cs if c.get("split") == "heldout"]),
+                "categories": len({c["label"] for c in cs})} for k, cs in sel.items()}
+
+
 def check_packages(names):
     bad = [n for n in names if is_denied_package(n)]
     for n in bad:
@@ -1653,11 +1996,13 @@ def main():
                     help="folder of deny-list audio: clips that are copies of it are dropped")
     args = ap.parse_args()
     extract_containers(args.extract)
+    extract_v22_containers(args.extract)
     t0 = time.time()
     os.makedirs(args.cache, exist_ok=True)
 
     log("[1/6] rendering instrument notes (fluidsynth) and speech (espeak-ng)")
-    render_fluidsynth(args.extract, args.cache)
+    for sub in RENDERED_SOUNDFONTS:
+        render_fluidsynth(args.extract, args.cache, sub)
     render_espeak(args.cache)
 
     log("[2/6] enumerating and labelling source files")
@@ -1738,7 +2083,7 @@ def main():
     # rendered material (fluidsynth / espeak) comes from identical MIDI / text
     # templates, so its time structure matches across programs: never merge
     # rendered-vs-rendered; their family (program / voice) is the group.
-    rendered = np.array([c["package"] in ("fluid-soundfont-gm", "espeak-ng") for c in clips])
+    rendered = np.array([c["package"] in RENDERED_PACKAGES for c in clips])
     close &= ~(rendered[:, None] & rendered[None, :])
     merges = []
     ii, jj = np.nonzero(np.triu(close, 1))
@@ -1819,6 +2164,12 @@ def main():
         cat: {sp: sum(1 for c in clips if c["label"] == cat and c["split"] == sp) for sp in ("train", "heldout")}
         | {"groups": len({c["group"] for c in clips if c["label"] == cat})} for cat in cats}
     summ["packages"] = dict(Counter(c["package"] for c in clips))
+    summ["hours"] = hours_summary(clips)
+    summ["capped_out_hours"] = {
+        "package": round(sum(len(c["audio"]) for c in dropped_pkg) / SR / 3600, 3),
+        "category": round(sum(len(c["audio"]) for c in dropped_cat) / SR / 3600, 3),
+        "by_category": {k: round(v / SR / 3600, 3)
+                        for k, v in sorted(_sum_by(dropped_pkg + dropped_cat, "label").items())}}
     summ["failures"] = [list(f) for f in failures if not f[2].startswith("exact duplicate")]
     json.dump(summ, open(os.path.join(out, "summary.json"), "w"), indent=1, ensure_ascii=False)
     log("")

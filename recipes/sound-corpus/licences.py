@@ -22,7 +22,12 @@ spec.loader.exec_module(bc)
 
 RENDERED = {"fluid-soundfont-gm": "MIT (FluidR3_GM.sf2, rendered with fluidsynth)",
             "espeak-ng": "GPL-3+ (espeak-ng-data, synthesised)",
-            "openttd-opensfx": "CC-BY-SA-3.0 (src/wav/*; per-sound CC-BY-3.0 / CC0 / CC-BY-SA-3.0 originals)"}
+            "openttd-opensfx": "CC-BY-SA-3.0 (src/wav/*; per-sound CC-BY-3.0 / CC0 / CC-BY-SA-3.0 originals)",
+            "musescore-general-soundfont": "MIT, parts PD / CC0 (MuseScore_General_Full.sf3, rendered with fluidsynth)"}
+# packages whose copyright file is not machine-readable (licence read from the text by hand)
+TEXT_LICENCES = {"freepats": "GPL-2+ with a composition exception (copyright text)",
+                 "openclonk-data": "CC-BY-3.0 (Sound.ocg/authors.txt: sound effects CC-BY-3.0 if not stated "
+                                   "otherwise; engine ISC)"}
 
 
 def stanzas(path):
@@ -41,6 +46,8 @@ def stanzas(path):
 def licence_for(pkg, relpath, cache={}):
     if pkg in RENDERED:
         return RENDERED[pkg]
+    if pkg in TEXT_LICENCES:
+        return TEXT_LICENCES[pkg]
     if pkg not in cache:
         p = os.path.join(ARGS.extract, pkg, "usr/share/doc", pkg, "copyright")
         cache[pkg] = stanzas(p) if os.path.exists(p) else ([], "unknown")

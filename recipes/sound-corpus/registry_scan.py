@@ -11,13 +11,11 @@ not part of the build.
 import argparse
 import io
 import os
-import struct
 import sys
 import tarfile
 import tempfile
 import zipfile
 
-import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,17 +33,7 @@ def members(path):
     return [(m.name, lambda m=m: t.extractfile(m).read()) for m in t.getmembers() if m.isfile()]
 
 
-def dmx_lumps(buf):
-    """(lump name, float32 samples, rate) for each DMX (format 3) sound lump of a WAD."""
-    _, n, off = struct.unpack("<4sii", buf[:12])
-    for i in range(n):
-        lo, sz, name = struct.unpack("<ii8s", buf[off + 16 * i: off + 16 * i + 16])
-        d = buf[lo:lo + sz]
-        if sz > 40 and d[:2] == b"\x03\x00":
-            rate, ns = struct.unpack("<HI", d[2:8])
-            if rate in (11025, 22050, 44100) and 32 < ns <= sz - 8:
-                pcm = np.frombuffer(d[24:8 + ns - 16], np.uint8).astype(np.float32)
-                yield name.rstrip(b"\0").decode("ascii", "replace"), (pcm - 128) / 128, rate
+dmx_lumps = bc.dmx_lumps       # DMX sound lumps of a WAD (shared with the Debian recipe: freedoom)
 
 
 def scan(path, match, tmp):
