@@ -23,7 +23,9 @@ How (the parts, in order):
    onsets, of their log spectrograms and of each band's envelope, the overlap of their active
    frames, and their energy shares) go through a logistic model
    that gives the log-odds that the two stems carry the same source (:data:`PAIR_MODEL`, fitted
-   by ``benchmarks/fit_grouping.py`` on mixtures of the training split only).
+   by ``benchmarks/fit_grouping.py`` on mixtures of the training split only; a pair counts as the
+   same source when the two stems go to the same source in the best grouping of the clean stems,
+   by SI-SDR).
 4. **Partition.** The partition of the (audible) stems with the largest sum of within-group
    log-odds: with exactly K groups for ``--num-sources K``; over any number of groups for ``auto``
    (a pair goes together when its odds are better than even: that is the count estimate). Exhaustive
@@ -43,12 +45,12 @@ from functools import lru_cache
 
 import numpy as np
 
-METHOD = "clean-stem pair model v1"
+METHOD = "clean-stem pair model v2"   # v2: best-grouping labels, temperature 0.5 (2026-12-03)
 BANDS = 32                # mel bands of the statistics
 POOL = 4                  # STFT hops per statistics frame (4 x 12.5 ms = 50 ms at the default STFT)
 MAX_FRAMES = 32768        # above this the frames are pooled in pairs (bounded memory on long files)
 AUDIBLE_SHARE = 1e-3      # a stem with less than 0.1 % (-30 dB) of the clean energy is silent
-TEMPERATURE = 1.0         # of the soft memberships (log-odds units)
+TEMPERATURE = 0.5         # of the soft memberships (log-odds units; 0.5 chosen by benchmarks/fit_grouping.py CV)
 EXHAUSTIVE_MAX = 8        # partitions searched exhaustively up to this many stems
 
 FEATURES = ("tf", "xcoh", "spec", "env", "logtf", "bandcomod", "lminsh", "lmaxsh", "onset", "span")
@@ -56,11 +58,11 @@ FEATURES = ("tf", "xcoh", "spec", "env", "logtf", "bandcomod", "lminsh", "lmaxsh
 # Logistic model of "same source" from the standardised FEATURES: written by
 # benchmarks/fit_grouping.py (see there for the data: real-condition mixtures of the corpus's
 # *training* split, never the held-out split).
-PAIR_MODEL = {  # fitted by benchmarks/fit_grouping.py --seed 100 --mixtures 100 (training split)
-    "mean": [0.474581, 0.29684, 0.6837, 0.756073, 0.547106, 0.562711, -1.67753, -0.752922, 0.634003, 0.627896],
-    "scale": [0.305578, 0.298498, 0.24734, 0.346712, 0.407664, 0.392682, 0.844037, 0.482846, 0.325433, 0.278631],
-    "coef": [-0.0511221, 1.0172, 0.467653, -0.096583, -0.129611, -0.256781, -0.572422, 0.236145, 0.389009, 0.733618],
-    "intercept": -0.121582,
+PAIR_MODEL = {  # fitted by benchmarks/fit_grouping.py --seed 300 --mixtures 250 --labels optimal (training split)
+    "mean": [0.482542, 0.298976, 0.688512, 0.694926, 0.486025, 0.501853, -1.72931, -0.757355, 0.603822, 0.644142],
+    "scale": [0.298741, 0.291007, 0.241672, 0.390544, 0.43836, 0.41653, 0.884966, 0.497317, 0.333911, 0.289403],
+    "coef": [-0.685466, 0.920657, 0.228153, 0.18004, 0.312762, -0.404608, -0.410816, 0.144489, 0.0953008, 0.37579],
+    "intercept": -0.897834,
 }
 
 
