@@ -467,9 +467,12 @@ def test_killed_run_leaves_a_temporary_that_the_next_start_removes(tiny_model_pa
 def test_interrupt_during_the_loop_says_what_was_finished(tiny_model_path, tmp_path, sig, code, word):
     first, long = noise(tmp_path / "first.wav", 0.5), noise(tmp_path / "long.wav", 900.0)
     out = tmp_path / "out"
+    # a test run started in the background (`cmd &`) inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default disposition back
     proc = subprocess.Popen(macs_cmd("separate", first, long, "-o", out, "--model", tiny_model_path,
                                      "--device", "cpu", "-q"), env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not glob.glob(str(out / ".long.*.macs-tmp")) and time.time() < deadline:
         time.sleep(0.02)
