@@ -268,3 +268,23 @@ def test_clean_stems_follow_the_model_and_sum_to_the_input():
     other = Separator(tiny_config()).eval()      # another model: auto keeps its raw stems
     assert separate_waveform(other, x, RATE, SeparateOptions(precision="fp32")).manifest["settings"][
         "stem_mode_used"] == "raw"
+
+
+def test_fit_grouping_optimal_labels_recover_a_known_grouping():
+    """benchmarks/fit_grouping.py's default labels (the best grouping of the clean stems, by SI-SDR)
+    give each stem the source it was cut from, and pairs across sources are "different"."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_grouping.py"
+    spec = importlib.util.spec_from_file_location("fit_grouping_under_test", path)
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    for layout in ([3, 3], [2, 1, 3]):
+        stems, sources, truth = _stems(layout, seed=5)
+        labels = fit.optimal_labels(stems, sources, 400)
+        assert labels.tolist() == truth, (labels, truth)
+    # sources given in another order: the labels follow the references
+    stems, sources, truth = _stems([2, 1, 3], seed=5)
+    labels = fit.optimal_labels(stems, sources[::-1].copy(), 400)
+    assert labels.tolist() == [2 - t for t in truth]
