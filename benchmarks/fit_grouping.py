@@ -13,8 +13,8 @@ that maximises the mean SI-SDR, ``best_grouped_sisdr``), i.e. the grouping ``--n
 find; ``dominant`` (the earlier labels): each stem's clean time-frequency power is attributed to the
 references by their ideal ratio masks and a pair is "same source" when both stems are dominated by
 the same reference. The two agree on only about 70 % of pairs, and even a perfect pair model trained
-on ``dominant`` labels would merge to below the unmerged one-to-one figure for 3 and 4 sources. The model is a
-logistic regression (L2, standardised features) fitted by Newton's method; ``--write`` puts it into
+on ``dominant`` labels would merge to below the unmerged one-to-one figure for 3 and 4 sources.
+The model is a logistic regression (L2, standardised features) fitted by Newton's method; ``--write`` puts it into
 grouping.py between the ``PAIR_MODEL`` markers.
 """
 

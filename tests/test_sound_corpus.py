@@ -375,3 +375,13 @@ def test_hours_summary_separates_synthetic_and_speech_music(bc):
     assert h["total"]["all"] == 0.9 and h["total"]["categories"] == 4
     assert h["recorded"]["all"] == 0.8 and h["synthetic"]["all"] == 0.1
     assert h["recorded_excl_speech_music"] == {"all": 0.5, "train": 0.0, "heldout": 0.5, "categories": 1}
+
+
+def test_unpacked_container_audio_is_linked_where_the_rules_look(bc, tmp_path):
+    # a fresh build once skipped 0ad-data because this link was never made
+    zipped = tmp_path / "0ad-data" / "_zip" / "public.zip"
+    (zipped / "audio" / "ambient").mkdir(parents=True)
+    (zipped / ".done").write_text("")
+    bc.extract_containers(str(tmp_path))
+    link = tmp_path / "0ad-data" / "usr/share/games/0ad/mods/public/audio"
+    assert link.is_symlink() and (link / "ambient").is_dir()

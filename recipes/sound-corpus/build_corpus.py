@@ -116,6 +116,11 @@ CONTAINERS = {
 RCC_CONTAINERS = {
     "gcompris-qt-data": ["usr/share/gcompris-qt/rcc/*.rcc"],
 }
+# unpacked container folders linked to where the package's labelling rules look for them
+# (package -> (folder under the package's extract dir, link)): 0ad's audio sits in public.zip/audio
+CONTAINER_LINKS = {
+    "0ad-data": ("_zip/public.zip/audio", "usr/share/games/0ad/mods/public/audio"),
+}
 
 
 def rcc_members(path):
@@ -188,12 +193,11 @@ def extract_containers(extract):
                 open(os.path.join(dest, ".done"), "w").close()
                 if n:
                     log(f"  {pkg}: {n} audio files from {os.path.basename(rf)}")
-    # 0ad's audio sits in public.zip under audio/
-    src = os.path.join(extract, "0ad-data", "_zip", "public.zip", "audio")
-    dst = os.path.join(extract, "0ad-data", "usr/share/games/0ad/mods/public/audio")
-    if os.path.isdir(src) and not os.path.exists(dst):
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        os.symlink(os.path.abspath(src), dst)
+    for pkg, (unpacked, where) in CONTAINER_LINKS.items():
+        src, dst = os.path.join(extract, pkg, unpacked), os.path.join(extract, pkg, where)
+        if os.path.isdir(src) and not os.path.exists(dst):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink(os.path.abspath(src), dst)
 
 
 # v2.2 containers: OpenClonk c4group files, Doom WADs (DMX sound lumps), GUS .pat patches.
