@@ -276,3 +276,62 @@ def test_resume_of_a_run_older_than_a_setting_reports_no_change():
     assert config_changes(saved, cfg, DEFAULTS) == []
     cfg["loss"]["sparsity"] = 2.0
     assert config_changes(saved, cfg, DEFAULTS) == ["loss.sparsity (0.0 -> 2.0)"]
+
+
+# -- category-balanced clip draws (mix.balance) ---------------------------------------------------
+def _skewed_bank():
+    """36 clips of 'speech', 3 of 'dog', 1 of 'bell'; each clip's first sample names it."""
+    labels = [["speech"]] * 36 + [["dog"]] * 3 + [["bell", "metal"]]
+    clips = [np.full(3000, 0.1, dtype=np.float32) for _ in labels]
+    return ClipBank.from_arrays(clips, labels, 16000)
+
+
+def test_balance_weights_and_shares():
+    bank = _skewed_bank()
+    assert bank.category_shares(0.0) == pytest.approx({"speech": 0.9, "dog": 0.075, "bell": 0.025})
+    assert bank.category_shares(1.0) == pytest.approx({"speech": 1 / 3, "dog": 1 / 3, "bell": 1 / 3})
+    half = bank.category_shares(0.5)             # shares go as sqrt(n): 6 : sqrt(3) : 1
+    z = 6 + math.sqrt(3) + 1
+    assert half == pytest.approx({"speech": 6 / z, "dog": math.sqrt(3) / z, "bell": 1 / z})
+    w = bank.draw_weights(1.0)
+    assert w.shape == (40,) and float(w.sum()) == pytest.approx(1.0)
+    assert float(w[39]) == pytest.approx(36 * float(w[0]))     # the one bell clip weighs as much as all 36 speech clips
+
+
+def test_balance_draws_categories_evenly():
+    bank = _skewed_bank()
+
+    def drawn(balance, seed=0):
+        b = synthesize(bank, 600, 3000, torch.Generator().manual_seed(seed),
+                       MixSpec((1, 1), (1, 1), (0.0, 0.0), balance=balance))
+        first = [labs[0] for item in b.labels for labs in item]
+        return {name: first.count(name) / len(first) for name in ("speech", "dog", "bell")}
+
+    even, plain = drawn(1.0), drawn(0.0)
+    assert all(abs(v - 1 / 3) < 0.05 for v in even.values())        # 1200 draws: sd of a share ~0.014
+    assert plain["speech"] > 0.85 and plain["bell"] < 0.05
+    # balance 0 keeps the draw of earlier versions: the same batches as the default spec
+    a = synthesize(bank, 8, 3000, torch.Generator().manual_seed(3), MixSpec())
+    c = synthesize(bank, 8, 3000, torch.Generator().manual_seed(3), MixSpec(balance=0.0))
+    assert torch.equal(a.mix, c.mix)
+    for bad in (-0.1, 1.5, True, "1", float("nan")):
+        with pytest.raises(ConfigError):
+            MixSpec(balance=bad).validate()
+
+
+def test_train_sep_reports_balance_and_keeps_it_in_the_run_config(tmp_path, clip_folder):
+    from typer.testing import CliRunner
+
+    from macs_cli.cli.main import app
+
+    run_dir = tmp_path / "run"
+    sets = ["model.channels=4", "model.depth=3", "model.num_sources=4", "model.window_seconds=1.0",
+            "validation.mixtures=0", "checkpoint.every=2", "optim.batch_size=2", "mix.balance=1"]
+    r = CliRunner().invoke(app, ["train-sep", "--data", str(clip_folder), "-o", str(run_dir), "--steps", "1",
+                                 "--device", "cpu", *[x for s in sets for x in ("--set", s)]])
+    assert r.exit_code == 0, r.output
+    assert "clips drawn with mix.balance 1" in r.stderr and "categories" in r.stderr
+    assert "balance: 1" in (run_dir / "config.yaml").read_text()
+    r = CliRunner().invoke(app, ["train-sep", "--data", str(clip_folder), "-o", str(tmp_path / "bad"), "-q",
+                                 "--steps", "1", "--device", "cpu", "--set", "mix.balance=2"])
+    assert r.exit_code != 0 and "mix.balance must be a number in [0, 1]" in r.stderr

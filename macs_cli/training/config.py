@@ -318,6 +318,9 @@ class MixConfig:
     # null, or [lo, hi] sources in the whole mixture of mixtures (split at random between m1 and
     # m2; with lo = 1, m2 may be empty): replaces sources_per_mixture when set
     total_sources: list | None = None
+    # clip draw: each clip weighs n ** -balance, n the clips sharing its first label (0: every clip
+    # alike; 1: every category alike)
+    balance: float = 0.0
 
 
 @dataclass

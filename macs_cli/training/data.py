@@ -65,6 +65,7 @@ class ClipBank:
     skipped: dict[str, int] = field(default_factory=dict)
     considered: int = 0
     skip_example: str = ""
+    _draw_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.starts.numel())
@@ -88,6 +89,31 @@ class ClipBank:
     @property
     def seconds(self) -> float:
         return float(self.lengths.sum()) / self.sample_rate
+
+    def draw_weights(self, balance: float) -> torch.Tensor:
+        """Per-clip draw probabilities (C,) on the bank's device for ``mix.balance``: a clip weighs
+        n ** -balance, n being the number of clips that share its first label (an unlabelled clip
+        counts under the label ""). 0: every clip alike (a category is drawn as often as it has
+        clips); 1: every category alike; between: tempered."""
+        key = float(balance)
+        if key not in self._draw_cache:
+            first = [lab[0] if lab else "" for lab in self.labels]
+            counts: dict[str, int] = {}
+            for name in first:
+                counts[name] = counts.get(name, 0) + 1
+            n = torch.tensor([counts[name] for name in first], dtype=torch.float64)
+            w = n.pow(-key)
+            self._draw_cache[key] = (w / w.sum()).to(torch.float32).to(self.audio.device)
+        return self._draw_cache[key]
+
+    def category_shares(self, balance: float) -> dict[str, float]:
+        """How often each first label is drawn under ``mix.balance`` (shares summing to 1)."""
+        w = self.draw_weights(balance).cpu().tolist()
+        shares: dict[str, float] = {}
+        for lab, p in zip(self.labels, w):
+            name = lab[0] if lab else ""
+            shares[name] = shares.get(name, 0.0) + p
+        return shares
 
     @classmethod
     def from_arrays(cls, clips: list[np.ndarray], labels: list[list[str]], sample_rate: int) -> "ClipBank":
@@ -480,6 +506,9 @@ class MixSpec:
     # between m1 (at least one) and m2 (may be empty when one source is drawn); None: the
     # per-mixture counts of sources_per_mixture
     total_sources: tuple[int, int] | None = None
+    # how clips are drawn: each weighs n ** -balance, n the clips sharing its first label; 0 (every
+    # clip alike, the default), 1 (every category alike) or between (ClipBank.draw_weights)
+    balance: float = 0.0
 
     def validate(self) -> "MixSpec":
         # (no square brackets in these messages: the console would take "[lo, hi]" for markup)
@@ -505,6 +534,9 @@ class MixSpec:
         if ts is not None and not (ints(ts) and 1 <= ts[0] <= ts[1] <= 8 and ts[1] >= 2):
             raise ConfigError("mix.total_sources must be null or two integers lo, hi with 1 <= lo <= hi <= 8 "
                               "and hi >= 2")
+        bal = self.balance
+        if not (isinstance(bal, (int, float)) and not isinstance(bal, bool) and 0.0 <= bal <= 1.0):
+            raise ConfigError("mix.balance must be a number in [0, 1]")
         return self
 
 
@@ -533,7 +565,11 @@ def synthesize(bank: ClipBank, batch_size: int, length: int, gen: torch.Generato
     slot = torch.arange(s, device=device)
     group = (slot >= hi).long()[None, :].expand(b, s)
     present = (slot % hi)[None, :] < counts.gather(1, group)
-    clip = torch.randint(0, len(bank), (b, s), generator=gen, device=device)
+    if spec.balance:
+        clip = torch.multinomial(bank.draw_weights(spec.balance), b * s, replacement=True,
+                                 generator=gen).view(b, s)
+    else:   # the draw of earlier versions, so that their configs give the same batches
+        clip = torch.randint(0, len(bank), (b, s), generator=gen, device=device)
     start, n = bank.starts[clip], bank.lengths[clip]
     reps = _randint(spec.repeats[0], spec.repeats[1], (b, s), gen, device)
     u = torch.rand((b, s), generator=gen, device=device)

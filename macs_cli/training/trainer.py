@@ -43,7 +43,7 @@ def mix_specs(cfg: dict[str, Any] | SeparatorTrainingConfig) -> tuple[MixSpec, A
     mix, aug = cfg.mix, cfg.augment
     total = mix.total_sources
     spec = MixSpec(tuple(mix.sources_per_mixture), tuple(mix.repeats), tuple(mix.gain_db), mix.loop_prob,
-                   tuple(total) if total is not None else None).validate()
+                   tuple(total) if total is not None else None, mix.balance).validate()
     augment = AugmentSpec(aug.eq_prob, aug.eq_db, aug.reverb_prob, tuple(aug.rt60), tuple(aug.drr_db)).validate()
     return spec, augment
 
@@ -172,6 +172,12 @@ class Trainer(TrainingRun):
         self.bank = load_clip_bank(data.train, "train", sr, data.max_seconds, data.kind,
                                    data.max_clips).to(self.device)
         self._warn_skipped(self.bank)
+        balance = self.config.mix.balance
+        if balance:
+            shares = self.bank.category_shares(balance)
+            top = max(shares, key=shares.get)
+            self._say(f"clips drawn with mix.balance {balance:g}: {len(shares)} categories, the most "
+                      f"drawn {top or '(unlabelled)'!r} at {100 * shares[top]:.1f} % of draws")
         if self.clap_space is not None:
             unlabelled = sum(1 for labs in self.bank.labels if not labs)
             if unlabelled == len(self.bank):
