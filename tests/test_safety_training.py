@@ -117,7 +117,10 @@ def test_force_keeps_a_samples_folder_holding_more_than_samples(tmp_path):
 
     shutil.rmtree(samples / ".git")
     (samples / ".step_000020.png.77-0a1b2c3d.macs-tmp.png").write_bytes(b"")
-    assert GenTrainer.clear_run(tmp_path) == ["samples"] and not samples.exists()
+    # alone, a folder of step_*.png files is not enough to say the folder is a run's
+    assert GenTrainer.clear_run(tmp_path) == [] and samples.exists()
+    (tmp_path / "config.yaml").write_text("train: {steps: 10}\noptim: {lr: 0.001}\n")
+    assert GenTrainer.clear_run(tmp_path) == ["config.yaml", "samples"] and not samples.exists()
 
 
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, clip_folder):
@@ -331,3 +334,28 @@ def test_eval_prints_its_report_files(tmp_path):
                             str(tmp_path / "ref"), "-o", str(tmp_path / "rep2"), "-q", "--force"])
     assert r.exit_code == 1 and "never replaced" in r.output
     assert (tmp_path / "rep2" / "report.md").read_text() == "my notes"
+
+
+def test_force_leaves_loose_look_alikes_without_a_run_beside_them(tmp_path, clip_folder):
+    """metrics.csv (a CSV whose header starts with step) and curves.png (any PNG) are recognised by a
+    light check, so --force removes them only where a run's config, checkpoint or model says the
+    folder is a run: a user's plots folder is left alone."""
+    from macs_cli.formats import PNG_MAGIC
+
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "metrics.csv").write_text("step,accuracy\n1,0.5\n2,0.7\n")
+    (plots / "curves.png").write_bytes(PNG_MAGIC + b"my own figure")
+    before = {n: sha(plots / n) for n in ("metrics.csv", "curves.png")}
+    r = train(plots, clip_folder, 2, "--force")
+    assert r.exit_code == 1 and "no config.yaml, checkpoint or model of a macs train-sep run" in r.stderr
+    assert {n: sha(plots / n) for n in before} == before and sorted(os.listdir(plots)) == sorted(before)
+    # a finished run whose checkpoint and config were deleted still has its model: --force may go on
+    run_dir = tmp_path / "run"
+    assert train(run_dir, clip_folder, 2).exit_code == 0
+    (run_dir / "checkpoint.pt").unlink()
+    (run_dir / "config.yaml").unlink()
+    old = sha(run_dir / "separator.safetensors")
+    r = train(run_dir, clip_folder, 2, "--force")
+    assert r.exit_code == 0, r.output
+    assert sha(run_dir / "separator.safetensors") != old and (run_dir / "checkpoint.pt").exists()

@@ -142,6 +142,10 @@ class TrainingRun:
     label = "train"
     # what a run writes into its folder: all that --force removes (the user's other files stay)
     run_files: tuple[str, ...] = ("config.yaml", "checkpoint.pt", "metrics.csv", "curves.png")
+    # the files that say a folder is a run's: the loose ones (metrics.csv, curves.png, samples/...)
+    # are recognised by a light check of their content, so --force removes them only beside one of these
+    anchor_files: tuple[str, ...] = ("config.yaml", "checkpoint.pt", "separator.safetensors",
+                                     "adapter.safetensors")
     config_sections: frozenset[str] = frozenset()   # the top-level keys of this trainer's config
     path_keys: tuple[str, ...] = ()                  # config values that are file or folder paths
 
@@ -180,15 +184,26 @@ class TrainingRun:
             if foreign:
                 raise MacsError(f"{run_dir / foreign[0]}: is not a file of a macs {cls.label} run, so --force "
                                 "does not remove it (move it away or choose another -o)")
+            if not any(n in cls.anchor_files for n in present):
+                raise MacsError(f"{run_dir}: holds {', '.join(present)} but no config.yaml, checkpoint or model "
+                                f"of a macs {cls.label} run beside them, so --force does not remove them "
+                                "(move them away or choose another -o)")
 
     @classmethod
     def clear_run(cls, run_dir: Path) -> list[str]:
         """Delete this kind of run's own files from ``run_dir`` (those recognised as such; nothing
         else); returns their names. Safe to call from several processes at once."""
         removed = []
-        for name, kind in cls.file_kinds().items():
+        kinds = cls.file_kinds()
+
+        def ours(name: str) -> bool:
             path = Path(run_dir) / name
-            if not os.path.lexists(path) or path.is_symlink() or not kind.owns(path):
+            return os.path.lexists(path) and not path.is_symlink() and kinds[name].owns(path)
+
+        anchored = any(ours(n) for n in cls.anchor_files if n in kinds)
+        for name in kinds:
+            path = Path(run_dir) / name
+            if not ours(name) or not (anchored or name in cls.anchor_files):
                 continue
             if path.is_dir():
                 import shutil
