@@ -359,3 +359,13 @@ def test_force_leaves_loose_look_alikes_without_a_run_beside_them(tmp_path, clip
     r = train(run_dir, clip_folder, 2, "--force")
     assert r.exit_code == 0, r.output
     assert sha(run_dir / "separator.safetensors") != old and (run_dir / "checkpoint.pt").exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folders(tmp_path):
+    """-o a/b/run with missing a/ and b/: a run that fails at its data check removes the run folder and
+    the parents it made, and no folder that was there before."""
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    r = train(keep / "a" / "b" / "run", tmp_path / "nowhere", 1)
+    assert r.exit_code == 1 and "training data not found" in r.stderr
+    assert os.listdir(tmp_path) == ["keep"] and os.listdir(keep) == []

@@ -93,8 +93,9 @@ def config_changes(saved_yaml: str | None, cfg: dict[str, Any], defaults: dict[s
 def hold_run_folder(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run folder for the whole run (the launcher's first process
     only), so that a second run on the same folder is refused at once instead of interleaving
-    its checkpoint, model and log with this one's (both used to finish 'successfully'). A folder
-    created here and left empty (the run failed before writing) is removed again."""
+    its checkpoint, model and log with this one's (both used to finish 'successfully'). The folders
+    created here (the run folder and any missing parents) that are left empty (the run failed before
+    writing) are removed again."""
     import fcntl
 
     from ..errors import MacsError
@@ -103,7 +104,11 @@ def hold_run_folder(run_dir: Path) -> Iterator[None]:
     if int(os.environ.get("RANK", "0")) != 0 or (os.path.lexists(run_dir) and not run_dir.is_dir()):
         yield                              # other processes; a path that is not a folder is reported later
         return
-    made = not os.path.lexists(run_dir)
+    made = []                              # the folders made here, the run folder first
+    d = run_dir.absolute()
+    while not os.path.lexists(d) and d != d.parent:
+        made.append(d)
+        d = d.parent
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -120,9 +125,11 @@ def hold_run_folder(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-        if made:
-            with contextlib.suppress(OSError):
-                os.rmdir(run_dir)          # only if still empty
+        for folder in made:                # each only if still empty, so the first non-empty one stops it
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
 
 
 def _int_or_none(v: Any) -> int | None:
