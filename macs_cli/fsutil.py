@@ -456,17 +456,19 @@ class OutputSet:
             tmp.publish_mode()
             fsync_tree(tmp.path) if tmp.directory else fsync_path(tmp.path)
         _test_hold()
-        placed: list[Path] = []
+        placed: list[tuple[Path, Path | None]] = []   # (target, the previous output kept aside)
         try:
-            for target, tmp, kind, overwrite in self._items:
-                _place(tmp, target, kind, self.force or overwrite, overwrite)
-                placed.append(target)
+            for target, tmp, kind, overwrite in self._items:   # one that fails places nothing
+                placed.append((target, _place(tmp, target, kind, self.force or overwrite, overwrite)))
             for parent in {t.parent for t, *_ in self._items}:
                 fsync_path(parent)
         except BaseException:
-            for target in placed:   # ours a moment ago: take them back out
-                _remove(target)
+            for target, aside in reversed(placed):   # ours a moment ago: take them back out and
+                _put_back(target, aside)             # return what they replaced
             raise
+        for _, aside in placed:
+            if aside is not None:
+                _remove(aside)
         return [t for t, *_ in self._items]
 
     def abort(self) -> None:
@@ -566,34 +568,57 @@ def plan_output(parts: list, force: bool, skip_existing: bool | None = None) -> 
                             "write it again)")
 
 
-def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, overwrite: bool) -> None:
-    if overwrite and not tmp.directory:   # a file of the caller's own: replaced whatever is there
+def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, overwrite: bool) -> Path | None:
+    """Move ``tmp`` onto ``target``. Returns where the previous output replaced with ``replace``
+    now lies (a hidden name beside ``target``), kept until the whole set is placed so that a set
+    that fails half-way can put it back; None when nothing was replaced (or ``overwrite``: a file
+    of the caller's own, replaced in one step and not kept)."""
+    if overwrite and not tmp.directory:
         os.replace(tmp.path, target)
-        return
+        return None
     try:
         rename_noreplace(tmp.path, target)
-        return
+        return None
     except FileExistsError:
         if not replace:
             raise OutputExistsError(f"{target}: appeared while this run was writing it (another run writing the "
                                     "same output?); left as it is, this result was not placed") from None
     if not overwrite:
         check_target(target, kind, True)
-    if not tmp.directory:
-        os.replace(tmp.path, target)
-        return
-    if _exchange(tmp.path, target):   # one step: no moment without the old or the new folder
-        _remove(tmp.path)             # (the old one, now under the temporary's name)
-        return
+    if tmp.directory and _exchange(tmp.path, target):   # one step: no moment without the old or the new
+        return tmp.path                                 # folder; the old one is now under the temporary's name
     aside = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}-old")
-    os.rename(target, aside)
+    linked = False
+    if not tmp.directory:            # a second name for the old file, then one atomic replace
+        with contextlib.suppress(OSError):
+            os.link(target, aside)
+            linked = True
+    if linked:
+        try:
+            os.replace(tmp.path, target)
+        except BaseException:
+            _remove(aside)           # the old file is still the target's
+            raise
+        return aside
+    os.rename(target, aside)         # a folder, or a file system without hard links
     try:
         rename_noreplace(tmp.path, target)
-    except FileExistsError:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             rename_noreplace(aside, target)
-        raise OutputExistsError(f"{target}: appeared while this run was replacing it; left as it is") from None
-    _remove(aside)
+        if isinstance(exc, FileExistsError):
+            raise OutputExistsError(f"{target}: appeared while this run was replacing it; left as it is") from None
+        raise
+    return aside
+
+
+def _put_back(target: Path, aside: Path | None) -> None:
+    """Undo one placement of a set that failed: remove the new output and, if it replaced one, move
+    the previous output back under its name."""
+    _remove(target)
+    if aside is not None:
+        with contextlib.suppress(OSError):
+            rename_noreplace(aside, target)
 
 
 @contextlib.contextmanager

@@ -251,7 +251,7 @@ def test_outputs_are_fsynced_before_they_are_placed(tmp_path, monkeypatch):
     placed = []
     real_place = fsutil._place
     monkeypatch.setattr(fsutil, "_place", lambda tmp, target, *a: (placed.append(list(synced)),
-                                                                    real_place(tmp, target, *a)))
+                                                                    real_place(tmp, target, *a))[1])
     with fsutil.atomic_dir(tmp_path / "stems") as tmp:
         (tmp / "stem_00.wav").write_bytes(b"x")
     before = placed[0]
@@ -756,3 +756,44 @@ def test_unsafe_checkpoint_messages_never_suggest_unpickling(tmp_path):
         msg = str(info.value)
         assert "refused" in msg and "posix.system" in msg
         assert "weights_only" not in msg and "likely succeed" not in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_force_over_a_pair_that_fails_half_way_keeps_the_previous_pair(tmp_path, monkeypatch, links):
+    """--force over a previous .npy and its sidecar: the sidecar is placed first; when the .npy then
+    cannot be placed, the new sidecar is taken back out and the previous one put back, so the user
+    keeps the old pair whole (it used to be left with neither sidecar)."""
+    from macs_cli import formats
+
+    out = tmp_path / "emb.npy"
+    formats.write_npy_with_sidecar(out, np.ones((2, 3)), {"run": "old"})
+    before = {p.name: p.read_bytes() for p in (out, out.with_suffix(".json"))}
+    real_replace, real_rename = os.replace, fsutil.rename_noreplace
+
+    def full_disk(src, dst):
+        if str(dst).endswith(".npy"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def replace(src, dst):
+        full_disk(src, dst)
+        return real_replace(src, dst)
+
+    def rename(src, dst):
+        full_disk(src, dst)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(fsutil, "rename_noreplace", rename)
+    if not links:
+        def no_link(src, dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    with pytest.raises(OSError, match="No space left"):
+        formats.write_npy_with_sidecar(out, np.zeros((4, 3)), {"run": "new"}, force=True)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (out, out.with_suffix(".json"))} == before
+    assert hidden(tmp_path) == []
+    # and when nothing fails, the new pair replaces the old one, with no copy left behind
+    formats.write_npy_with_sidecar(out, np.zeros((4, 3)), {"run": "new"}, force=True)
+    assert np.load(out).shape == (4, 3) and '"run": "new"' in out.with_suffix(".json").read_text()
+    assert hidden(tmp_path) == []
