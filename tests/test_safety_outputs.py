@@ -559,6 +559,20 @@ def test_stdout_lists_the_outputs_for_pipelines(tiny_model_path, tmp_path):
     assert Path(rec["manifest"]).exists()
 
 
+def test_a_line_break_in_an_output_name_stays_on_one_stdout_line(tiny_model_path, tmp_path):
+    """One output, one stdout line: a name holding a line break is listed with it escaped (and a
+    warning), so `while read` pipelines see one path per output; --json gives the exact path."""
+    noise(tmp_path / "in" / "a\nb.wav", 0.5)
+    noise(tmp_path / "in" / "c.wav", 0.5)
+    r = sep(tmp_path / "in", "-o", tmp_path / "out", model=tiny_model_path)
+    assert r.stdout.splitlines() == [str(tmp_path / "out" / "a\\nb"), str(tmp_path / "out" / "c")]
+    assert "holds a line break" in r.stderr and "--json" in r.stderr
+    assert (tmp_path / "out" / "a\nb").is_dir()
+    r = run("separate", tmp_path / "in" / "a\nb.wav", "-o", tmp_path / "j", "--json", "--model",
+            tiny_model_path, "-q")
+    assert json.loads(r.stdout)["path"] == str(tmp_path / "j" / "a\nb")
+
+
 def test_a_reader_that_goes_away_fails_no_input(tiny_model_path, tmp_path):
     """Real process, stdout a pipe whose reader has gone (`macs separate ... | head -1`): every input
     is still separated, none is reported as failed with 'Broken pipe', no traceback, exit 0."""

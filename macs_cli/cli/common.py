@@ -142,9 +142,16 @@ class Emitter:
     def __call__(self, path, **record) -> None:
         import json
 
-        line = json.dumps({"path": str(path), **record}, default=str) if self.as_json else str(path)
         if self.closed:
             return
+        if self.as_json:
+            line = json.dumps({"path": str(path), **record}, default=str)
+        else:
+            line = str(path)
+            if "\n" in line or "\r" in line:   # one output, one line: a line break is written as \n
+                line = line.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+                say_warning(f"{line}: the name holds a line break, listed on stdout with it escaped "
+                            "(\\n, \\r; a backslash as \\\\); use --json for exact paths")
         try:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
