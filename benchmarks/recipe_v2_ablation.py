@@ -32,7 +32,7 @@ from macs_cli.evaluation.sisdr import best_grouped_sisdr, best_one_to_one_sisdr,
 from macs_cli.training.data import load_clip_bank, real_eval_set  # noqa: E402
 from macs_cli.weights.separator import load_separator  # noqa: E402
 
-RUN_KEYS = {"mix": ("sources_per_mixture", "total_sources", "gain_db", "loop_prob"),
+RUN_KEYS = {"mix": ("sources_per_mixture", "total_sources", "gain_db", "loop_prob", "balance"),
             "loss": ("sparsity", "sparsity_kind"), "augment": ("eq_prob", "eq_db", "reverb_prob", "rt60", "drr_db"),
             "optim": ("lr", "warmup", "batch_size"), "train": ("steps", "seed", "init"), "model": ("channels",)}
 
