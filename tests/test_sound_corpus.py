@@ -385,3 +385,44 @@ def test_unpacked_container_audio_is_linked_where_the_rules_look(bc, tmp_path):
     bc.extract_containers(str(tmp_path))
     link = tmp_path / "0ad-data" / "usr/share/games/0ad/mods/public/audio"
     assert link.is_symlink() and (link / "ambient").is_dir()
+
+
+def test_v2_3_labels(bc):
+    c, cp = bc.classify, bc.classify_package
+    # sound effects the file names say
+    assert c("0ad-data", "actor/fauna/animal/horse_attack1.ogg") == "horse"
+    assert c("0ad-data", "actor/fauna/animal/lion_select1.ogg") == "big_cat_roar"
+    assert c("0ad-data", "attack/impact/fleshstab_02.ogg") == "stab_slash"
+    assert c("0ad-data", "voice/global/civ_dog_bark.ogg") == "dog"
+    assert c("hedgewars-data", "Sounds/Droplet2.ogg") == "water"
+    assert c("hedgewars-data", "Sounds/flamethrower.ogg") == "fire"
+    assert c("hedgewars-data", "Sounds/voices/Default/PoisonCough.ogg") == "cough_sneeze"
+    assert c("nexuiz-data", "misc/metalhitground3.ogg") == "metal_clank"
+    assert c("redeclipse-data", "weapons/rocket/primary2.ogg") == "rocket_missile"
+    assert c("openarena-data", "pak0.pk3/sound/weapons/machinegun/ric2.wav") == "ricochet"
+    assert c("endless-sky-data", "heavy laser~.wav") == "laser_scifi"
+    assert c("endless-sky-data", "torpedo.wav") == "rocket_missile"
+    assert c("supertux-data", "sounds/yeti_roar.wav") == "monster_vocal"
+    assert c("freedroidrpg-data", "effects/swing_then_nohit_2.ogg") == "whoosh"
+    # UI sounds and names that do not say what the sound is stay unlabelled
+    for pkg, rel in [("hedgewars-data", "Sounds/beep.ogg"), ("hedgewars-data", "Sounds/ufo.ogg"),
+                     ("hedgewars-data", "Sounds/1C.ogg"), ("0ad-data", "interface/alarm/alarmalert1.ogg"),
+                     ("0ad-data", "resource/gathering/gather_meat_03.ogg"), ("nexuiz-data", "misc/menu1.wav"),
+                     ("redeclipse-data", "weapons/rocket/reload.ogg"), ("endless-sky-data", "scan~.wav"),
+                     ("endless-sky-data", "ion impact.wav"), ("supertux-data", "sounds/coin.wav"),
+                     ("freedroidrpg-data", "effects/MenuClick.ogg"), ("openarena-data", "pak0.pk3/sound/misc/menu1.wav")]:
+        assert c(pkg, rel) is None, (pkg, rel)
+    # game voices are speech (one speaker per voice pack / civilisation), but not processed or sung
+    # packs, shouts, or a synthetic (Festvox) voice
+    assert cp("hedgewars-data", "Sounds/voices/Pirate/Takecover.ogg") == "speech"
+    assert bc.SPEECH_DIRS["hedgewars-data"].search("Sounds/voices/Pirate/Takecover.ogg").group(1) == "Pirate"
+    assert cp("0ad-data", "voice/persian/civ/civ_male_repair_1.ogg") == "speech"
+    assert cp("openarena-data", "mp-pak0.pk3/sound/voices/rott/coverme.ogg") == "speech"
+    assert bc.SPEECH_DIRS["openarena-data"].search("mp-pak0.pk3/sound/voices/rott/coverme.ogg")
+    assert cp("hedgewars-data", "Sounds/voices/Robot/Takecover.ogg") == ""
+    assert cp("hedgewars-data", "Sounds/voices/Singer/Hello.ogg") == ""
+    assert cp("hedgewars-data", "Sounds/voices/Default/Firepunch3.ogg") == ""
+    assert c("hedgewars-data", "Sounds/voices/Default/Laugh.ogg") == "laugh"
+    assert cp("openarena-data", "mp-pak0.pk3/sound/voices/festivoxmale/coverme.ogg") == ""
+    assert not bc.SPEECH_DIRS["openarena-data"].search("mp-pak0.pk3/sound/voices/festivoxmale/coverme.ogg")
+

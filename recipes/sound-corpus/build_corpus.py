@@ -654,6 +654,9 @@ MUSIC_RE = R(r"(^|\s)(music|musics|titles)\s|mainzik|introzik|titlemusic|\bmusic
 PACKAGE_RULES_V2 = {
     "0ad-data": [
         ("music", R(r"^music ")),
+        # v2.3: the civilians' spoken orders (a speaker per civilisation and sex, see SPEECH_DIRS)
+        ("speech", R(r"^voice (?!global )\w+ civ civ (female|male) ")),
+        ("dog", R(r"^voice global civ dog bark")),
         ("", R(r"^interface |^voice global|actor ship ship select|siege select")),
         ("nature_ambience", R(r"ambient dayscape")),
         ("town_ambience", R(r"ambient building")),
@@ -683,6 +686,14 @@ PACKAGE_RULES_V2 = {
         ("grass_rustle", R(r"gather field|gather grain")),
         ("door", R(r"gate")),
         ("ship_boat", R(r"ship|smove")),
+        # v2.3: animals and weapons named by the file
+        ("horse", R(r"fauna animal horse|fauna death death horse")),
+        ("big_cat_roar", R(r"fauna animal lion")),
+        ("pig", R(r"fauna animal pig")),
+        ("bird_song", R(r"fauna animal (flamingo|peacock)")),
+        ("stab_slash", R(r"impact fleshstab")),
+        ("metal_clank", R(r"impact sling metal")),
+        ("bow_arrow", R(r"attack weapon sling")),     # as wesnoth's sling
         ("", R(r".")),
     ],
     "hedgewars-data": [
@@ -690,6 +701,23 @@ PACKAGE_RULES_V2 = {
         ("laugh", R(r"voices .*laugh")),
         ("human_grunt", R(r"voices .* (ooff|ow|ugh)\s*\d*$|hell (ooff|ow|ugh)")),
         ("", R(r"voices .* (hmm|yessir|kamikaze|missed|stupid)\s*\d*$")),
+        # v2.3: the voice packs' spoken lines (a speaker per pack, see SPEECH_DIRS); the robot pack is
+        # processed, the singer's pack sung, firepunch / jump are shouts: those stay out
+        ("cough_sneeze", R(r"voices .* poisoncough$")),
+        ("human_grunt", R(r"voices .* poisonmoan$")),
+        ("", R(r"voices (robot|singer) |voices .* (firepunch|jump)\s*\d*$")),
+        ("speech", R(r"^sounds voices ")),
+        ("water", R(r"^sounds (droplet|splash)")),
+        ("explosion", R(r"^sounds explosion$")),
+        ("fire", R(r"^sounds flamethrower$")),
+        ("kiss", R(r"^sounds kiss$")),
+        ("whistle", R(r"^sounds whistle$")),
+        ("punch", R(r"^sounds (baseballbat|firepunch hit)$")),
+        ("body_impact", R(r"^sounds bump$")),
+        ("stab_slash", R(r"^sounds knife impact$")),
+        ("steam_hiss", R(r"^sounds steam$")),
+        ("footsteps", R(r"^sounds steps$")),
+        ("monster_vocal", R(r"^sounds hell growl$")),
         ("", R(r"^sounds (\d[a-g]|custom|countdown|denied|extratime|placed|warp|beep|egg|cake|hellish|tardis|yoohoo|birdylay|homerun|invulnerable|lowgravity|collectcrate|shotgunreload|suddendeath|timeout|minetick|hogchant|hog freeze|pickhammer|sticky|portal|ice beam|melon|graveimpact)")),
         ("", R(r"^sounds (airmine impact|mineimpact|grenadeimpact|frozen hog impact)$")),
         ("insect", R(r"\bbee\b|beewater")),
@@ -712,6 +740,12 @@ PACKAGE_RULES_V2 = {
         ("explosion", R(r"explode|debris")),
         ("gunshot", R(r"weapons (pistol|rifle|shotgun|smg) (primary|secondary)")),
         ("fire", R(r"flamer (primary|secondary)|burn|singe")),
+        # v2.3
+        ("water", R(r"^sfx splosh")),
+        ("ricochet", R(r"^weapons ricochet")),
+        ("rocket_missile", R(r"^weapons rocket primary")),
+        ("laser_scifi", R(r"^weapons (plasma|zapper) (primary|secondary)")),
+        ("body_impact", R(r"^weapons thud")),
         ("", R(r"weapons|^sfx (bleed|catch|chat|critical|damage|error|item|regenerate|respawn|shock)")),
     ],
     "nexuiz-data": [
@@ -727,6 +761,11 @@ PACKAGE_RULES_V2 = {
         ("laser_scifi", R(r"weapons (electro|crylink|laser|nex|minstanex|hook|hookbomb)|teleport|porto")),
         ("insect", R(r"cricket")),
         ("machine", R(r"machine|generator|machinevat|\bfan|air$|lights loop")),
+        # v2.3
+        ("body_impact", R(r"^misc (bodyimpact|hitground|gib splat)")),
+        ("metal_clank", R(r"^misc metalhitground|^weapons tink")),
+        ("ricochet", R(r"^weapons ric \d")),
+        ("ball_bounce", R(r"^nexball bounce")),
         ("", R(r"^(ctf|kh|domination|nexball|onslaught|plats|turrets|cyberparcour) |^misc|^weapons|radiomessage|radiostatic|ambient 07")),
     ],
     "openarena-data": [
@@ -741,6 +780,13 @@ PACKAGE_RULES_V2 = {
         ("fire", R(r"world fire")),
         ("machine", R(r"machinerydrone|tim machine|tim pump|\bfan")),
         ("monster_vocal", R(r"growl|moan")),
+        # v2.3: the rott voice pack (a speaker, see SPEECH_DIRS; festivoxmale is a Festvox synthetic voice)
+        ("speech", R(r"sound voices rott ")),
+        ("explosion", R(r"items kam explode")),
+        ("waterfall_river", R(r"world waterfall")),
+        ("wind", R(r"world (wind \d|new painwind)")),
+        ("door", R(r"movers doors")),
+        ("ricochet", R(r"machinegun (ric|buletby) \d")),
         ("", R(r".")),
     ],
     "warzone2100-data": [
@@ -767,11 +813,22 @@ PACKAGE_RULES_V2 = {
         ("crash_break", R(r"glass break")),
         ("laser_scifi", R(r"bullets (exterminator|flash|laser|phaser|plasma|pulse|single)")),
         ("explosion", R(r"blast")),
+        # v2.3 (the bot_sounds voice samples are robots' processed voices: left out)
+        ("whoosh", R(r"effects swing then nohit")),
+        ("footsteps", R(r"effects tux footstep")),
+        ("door", R(r"effects open chest")),
         ("", R(r".")),
     ],
     "supertux-data": [
         ("music", R(r"^music ")),
         ("speech", R(r"^speech (tux hello|tux upset|penny)")),
+        # v2.3
+        ("door", R(r"^sounds door$")),
+        ("fire", R(r"^sounds flame$")),
+        ("steam_hiss", R(r"^sounds sizzle$")),
+        ("thunder", R(r"^sounds thunder$")),
+        ("bell_chime", R(r"^sounds savebell")),
+        ("monster_vocal", R(r"^sounds yeti roar$")),
         ("", R(r"^speech|^sounds (bigjump|brick|coin|coins|excellent|flip|flop|grow|hop|hurt|invincible|jump|kick|kill|lifeup|locked|mr|pause|skid|stomp|upgrade|warp|squish|tada|trampoline|yeti)")),
         ("explosion", R(r"explosion|firecracker|fireworks")),
         ("crash_break", R(r"cracking|shatter|icecrash|crystallo")),
@@ -802,7 +859,7 @@ PACKAGE_RULES_V2 = {
         ("fire", R(r"fire\b|firewasteland")),
         ("siren_alarm_bell", R(r"firestation")),
         ("electric_hum", R(r"substation|powerline|powersolar")),
-        ("rocket_missile", R(r"rocket (takeoff)?\s*\d*$")),
+        ("rocket_missile", R(r"rocket (takeoff)?\s*\d*$|rockettakeoff")),
         ("explosion", R(r"rocketexplosion|raze")),
         ("water", R(r"water")),
         ("", R(r".")),
@@ -817,6 +874,7 @@ PACKAGE_RULES_V2 = {
         ("sword_clash", R(r"sword|staff")),
         ("stab_slash", R(r"flesh|knife|claw")),
         ("crash_break", R(r"break|broken")),
+        ("fire", R(r"^fire(start|end)$")),     # v2.3
         ("", R(r"console|alarm|jump|splatter")),
     ],
     "extremetuxracer-data": [("music", R(r"^music ")), ("skid_slide", R(r"slide")),
@@ -824,11 +882,19 @@ PACKAGE_RULES_V2 = {
     "trigger-rally-data": [("speech", R(r"codriver")), ("vehicle_engine", R(r"engine|gear")),
                            ("", R(r"bang|gravel")), ],
     "tuxfootball": [("", R(r"beep|ingame|titlemusic")), ("whistle", R(r"whistle")),
+                    ("ball_bounce", R(r"^bounce$")),     # v2.3
                     ("applause_cheer", R(r"crowd"))],
     "freeciv-data": [("music", R(r"stdmusic")), ("gunshot", R(r"mgbar|mgheavy|lrgcan|medcan")),
+                     ("footsteps", R(r"stdsounds foot \d")),     # v2.3
                      ("explosion", R(r"expl|mortar")), ("vehicle_engine", R(r"tread")),
                      ("aircraft", R(r"thover")), ("", R(r"illegal|wakeup|inh 2o|metbrk|woodbrk|wall"))],
     "endless-sky-data": [("machine", R(r"ambient machinery")), ("explosion", R(r"explosion|atomic")),
+                         # v2.3: energy weapons, rockets, the alarm, the flamethrower, by name
+                         ("explosion", R(r"^nuke$|^heavy rocket hit$")),
+                         ("laser_scifi", R(r"^(blaster|mod blaster|laser|heavy laser|plasma|ion|electron beam|"
+                                           r"particle|proton|pulse|disruptor|zapper)\b(?! (impact|rain))")),
+                         ("rocket_missile", R(r"^(rocket|torpedo)$|afterburner")),
+                         ("alarm", R(r"^alarm$")), ("fire", R(r"^flamethrower$")),
                          ("", R(r"."))],
     "xmoto-data": [("music", R(r"musics"))],
     "lordsawar-data": [("music", R(r"music"))],
@@ -836,7 +902,9 @@ PACKAGE_RULES_V2 = {
                            ("typing", R(r"typewriter")), ("", R(r"."))],
     "grandorgue-demo": [("", R(r"^sounds ")), ("pipe_organ", R(r"."))],
     "alienblaster-data": [("explosion", R(r"explosion")), ("", R(r"."))],
-    "bzflag-data": [("explosion", R(r"boom|explosion")), ("", R(r"."))],
+    "bzflag-data": [("explosion", R(r"boom|explosion")),
+                    ("ricochet", R(r"^ricochet$")), ("laser_scifi", R(r"^(laser|teleport)$")),   # v2.3
+                    ("rocket_missile", R(r"^missile$")), ("", R(r"."))],
     # v2.1
     "gcompris-qt-data": [   # keys look like "memory sound lrbark 3 la cut", "instruments banjo"
         ("music", R(r"explore world music|^core intro")),
@@ -888,6 +956,7 @@ PACKAGE_RULES_V2 = {
     "warmux-data": [
         ("music", R(r"^music ")),
         ("human_grunt", R(r"voices (death|injured)")),
+        ("footsteps", R(r"^sound default misc step$")),     # v2.3
         ("", R(r"^sound default (voices|misc)")),
         ("aircraft", R(r"aircraft flying|jetpack")),
         ("hammer_metal", R(r"anvil")),
@@ -967,7 +1036,7 @@ PACKAGE_RULES_V2 = {
         ("chewing_eating", R(r"fruit eat")),
         ("human_grunt", R(r"player pain")),
         ("waterfall_river", R(r"tile waterfall")),
-        ("water", R(r"water (impact|rising)")),
+        ("water", R(r"water (impact|rising)|^water leave$|^npc cave swimming$")),   # v2.3: + leave, swimming
         ("", R(r".")),
     ],
     "zaz-data": [("music", R(r"\bmus \d")), ("", R(r"."))],
@@ -1196,6 +1265,7 @@ SPEECH_DIRS = {
     "trigger-rally-data": re.compile(r"^codriver/([^/]+)/"),
     "freedroidrpg-data": re.compile(r"^effects/(tux_ingame_comments)/"),
     "supertux-data": re.compile(r"^speech/(tux|penny)"),
+    "openarena-data": re.compile(r"^mp-pak0\.pk3/sound/voices/(rott)/"),     # v2.3
 }
 TUX_LANG_RE = re.compile(r"_desc(_[a-z]{2,3}(_[A-Z]{2})?)?\.(ogg|wav)$")
 TUX_NAME_LANG_RE = re.compile(r"_([a-z]{2,3})(_[A-Z]{2})?\.(ogg|wav)$")
