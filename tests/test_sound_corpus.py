@@ -426,3 +426,26 @@ def test_v2_3_labels(bc):
     assert cp("openarena-data", "mp-pak0.pk3/sound/voices/festivoxmale/coverme.ogg") == ""
     assert not bc.SPEECH_DIRS["openarena-data"].search("mp-pak0.pk3/sound/voices/festivoxmale/coverme.ogg")
 
+
+def test_apply_caps_per_label_caps(bc):
+    sr = bc.SR
+
+    def clip(label, g, k, sec):
+        return dict(label=label, group=f"{label}-{g}", sha1=f"{label}{g}{k}", audio=np.zeros(int(sec * sr), np.int16))
+
+    clips = ([clip("speech", g, k, 10) for g in range(4) for k in range(5)]      # 200 s
+             + [clip("music", g, k, 10) for g in range(2) for k in range(5)]     # 100 s
+             + [clip("dog", g, k, 10) for g in range(3) for k in range(4)])      # 120 s
+    kept, dropped = bc.apply_caps(clips, "label", 50, {"speech": 150, "music": 100})
+    sec = {lab: sum(len(c["audio"]) for c in kept if c["label"] == lab) / sr for lab in ("speech", "music", "dog")}
+    assert sec == {"speech": 150, "music": 100, "dog": 50}
+    assert len(kept) + len(dropped) == len(clips)
+    # round-robin over groups: the capped speech keeps all 4 speakers, dog all 3 groups
+    assert len({c["group"] for c in kept if c["label"] == "speech"}) == 4
+    assert len({c["group"] for c in kept if c["label"] == "dog"}) == 3
+    # without caps every label has the common cap
+    kept2, _ = bc.apply_caps(clips, "label", 50)
+    assert sum(len(c["audio"]) for c in kept2) / sr == 150
+    # the recipe gives speech and music their own caps, larger than the common one
+    assert bc.CATEGORY_CAPS["speech"] > bc.CATEGORY_CAP_SEC and bc.CATEGORY_CAPS["music"] > bc.CATEGORY_CAP_SEC
+

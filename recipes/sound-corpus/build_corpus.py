@@ -40,12 +40,16 @@ TRIM_DB = -50.0         # relative to peak
 MAX_READ_SEC = 40.0     # never decode more than this from a (long) file
 MAX_SEGMENTS = 5        # a long file gives up to 5 consecutive 8 s clips (one group)
 MIN_SEGMENT_SEC = 3.0   # a later segment shorter than this is dropped
-CATEGORY_CAP_SEC = 20 * 60   # no category contributes more than this
+CATEGORY_CAP_SEC = 20 * 60   # no category contributes more than this ...
+SPEECH_CAP_SEC = 80 * 60     # ... but speech (v2.3: all the game voices fit) ...
+MUSIC_CAP_SEC = 110 * 60     # ... and music (v2.3: what brings the recorded hours to ~5.2 h) have their own
+CATEGORY_CAPS = {"speech": SPEECH_CAP_SEC, "music": MUSIC_CAP_SEC}
 PACKAGE_CAP_SEC = 45 * 60    # no package contributes more than this
 HELDOUT_PERMILLE = 150  # ~15 % of groups
 NPZ_LIMIT_BYTES = 45_000_000  # decimal MB; the GPU transfer limit is 64 MiB
 PACK_LIMIT_BYTES = 45 * 2 ** 20  # the Opus pack: <= 45 MiB
 AUDIO_EXT = (".wav", ".ogg", ".flac", ".mp3")
+CORPUS_VERSION = "v2.3"  # summary.json "version"
 
 
 def log(msg):
@@ -1252,8 +1256,9 @@ PKG_ROOTS = {
 }
 
 SPEECH_PER_LANG_QABCS = 20
-SPEECH_PER_LANG_TUX = 30
-SPEECH_PER_SPEAKER = 40
+SPEECH_PER_LANG_TUX = 50     # v2.3: 30 -> 50
+SPEECH_PER_SPEAKER = 150     # v2.3: 40 -> 150 and every file (was 6 in 10): more lines from the game voices
+V2_SPEECH_KEEP_TENTHS = 10
 # recorded speech in v2 packages: regex on the relative path -> speaker (one group per speaker)
 SPEECH_DIRS = {
     "hedgewars-data": re.compile(r"^Sounds/voices/([^/]+)/"),
@@ -1340,7 +1345,7 @@ def enumerate_sources(extract, cache):
                 pc = classify_package(pkg, rel)
                 if pc is None or pc == "speech":
                     spk = "_".join(g for g in sm.groups() if g) or "speaker"
-                    if speech_seen[spk] >= SPEECH_PER_SPEAKER or stable_hash(rel) % 10 >= 6:
+                    if speech_seen[spk] >= SPEECH_PER_SPEAKER or stable_hash(rel) % 10 >= V2_SPEECH_KEEP_TENTHS:
                         skipped["v2 speech (subsampled)"] += 1
                         continue
                     speech_seen[spk] += 1
@@ -1816,15 +1821,16 @@ def find_duplicates(fps, sources, coarse_min=0.95, log_every=None, max_cand=6):
     return dup
 
 
-def apply_caps(clips, key, cap_sec):
-    """Keep at most cap_sec seconds per value of clips[key]: clips are taken round-robin over
-    groups (each group's clips in hash order), so a capped category keeps its diversity.
-    Returns (kept, dropped)."""
+def apply_caps(clips, key, cap_sec, caps=None):
+    """Keep at most cap_sec seconds per value of clips[key] (caps: {value: seconds} for values with
+    their own cap): clips are taken round-robin over groups (each group's clips in hash order), so a
+    capped category keeps its diversity.  Returns (kept, dropped)."""
     by = defaultdict(list)
     for c in clips:
         by[c[key]].append(c)
     kept, dropped = [], []
-    for _, cs in sorted(by.items()):
+    for value, cs in sorted(by.items()):
+        cap = (caps or {}).get(value, cap_sec)
         groups = defaultdict(list)
         for c in sorted(cs, key=lambda c: c["sha1"]):
             groups[c["group"]].append(c)
@@ -1837,7 +1843,7 @@ def apply_caps(clips, key, cap_sec):
         tot = 0.0
         for c in order:
             d = len(c["audio"]) / SR
-            if tot + d <= cap_sec:
+            if tot + d <= cap:
                 kept.append(c)
                 tot += d
             else:
@@ -2172,9 +2178,11 @@ def main():
     for c in clips:
         c["group"] = uf.find(c["family"])
 
-    # caps so that no single package or category dominates
+    # caps so that no single package or category dominates.  v2.3: the category caps first, so that a
+    # package's soundtrack, cut by the music cap anyway, no longer pushes its voices and effects out
+    # under the package cap (in v2.2 the package cap came first)
+    clips, dropped_cat = apply_caps(clips, "label", CATEGORY_CAP_SEC, CATEGORY_CAPS)
     clips, dropped_pkg = apply_caps(clips, "package", PACKAGE_CAP_SEC)
-    clips, dropped_cat = apply_caps(clips, "label", CATEGORY_CAP_SEC)
     log(f"  caps: dropped {len(dropped_pkg)} clips over the package cap, {len(dropped_cat)} over the category cap")
     split = assign_splits(clips)
     for c in clips:
@@ -2218,7 +2226,7 @@ def main():
     npz_sel, cap, kmax, size = clips, MAX_SEC, None, pack["bytes"]
 
     # summary
-    summ = {"n_clips": len(clips), "pack": pack, "near_duplicates_removed": near_dups,
+    summ = {"version": CORPUS_VERSION, "n_clips": len(clips), "pack": pack, "near_duplicates_removed": near_dups,
             "deny_audio_copies_removed": len(deny_hits),
             "capped_out": {"package": len(dropped_pkg), "category": len(dropped_cat)},
             "npz_bytes": size, "npz_clip_cap_seconds": cap,
