@@ -449,3 +449,54 @@ def test_apply_caps_per_label_caps(bc):
     # the recipe gives speech and music their own caps, larger than the common one
     assert bc.CATEGORY_CAPS["speech"] > bc.CATEGORY_CAP_SEC and bc.CATEGORY_CAPS["music"] > bc.CATEGORY_CAP_SEC
 
+
+def test_choose_pack_levels_per_tier(bc):
+    fx, sm = bc.PACK_TIER_FX, bc.PACK_TIER_SM
+    size = {0.90: 100, 0.95: 60, 0.98: 40}
+    est = lambda tier, lv: size[lv] * (2 if tier == sm else 1)     # noqa: E731
+    levels = (0.90, 0.95, 0.98)
+    # two tiers: effects stay at 0.90 while speech/music go to 0.98 (100 + 80 <= 200)
+    assert bc.choose_pack_levels(est, levels, 200, two_tier=True, sm_max_level=0.98) == (0.90, 0.98)
+    # ... and only as far as needed: 100 + 120 <= 230
+    assert bc.choose_pack_levels(est, levels, 230, two_tier=True, sm_max_level=0.98) == (0.90, 0.95)
+    # a tighter budget raises the effects level only once speech/music are at their maximum
+    assert bc.choose_pack_levels(est, levels, 150, two_tier=True, sm_max_level=0.98) == (0.95, 0.98)
+    # speech/music never past their maximum level ... unless the effects level passes it
+    assert bc.choose_pack_levels(est, levels, 200, two_tier=True, sm_max_level=0.95) == (0.95, 0.95)
+    # nothing fits: the highest level for both
+    assert bc.choose_pack_levels(est, levels, 10, two_tier=True) == (0.98, 0.98)
+    # one tier: one level for all
+    assert bc.choose_pack_levels(est, levels, 200, two_tier=False) == (0.95, 0.95)
+    # the real pack too big: speech/music one step up to their maximum, then the effects
+    assert bc.next_pack_levels((0.90, 0.95), levels, True, 0.98) == (0.90, 0.98)
+    assert bc.next_pack_levels((0.90, 0.98), levels, True, 0.98) == (0.95, 0.98)
+    assert bc.next_pack_levels((0.95, 0.95), levels, False) == (0.98, 0.98)
+    assert bc.next_pack_levels((0.98, 0.98), levels, True, 0.98) is None
+    assert bc.pack_tier("speech") == sm and bc.pack_tier("music") == sm and bc.pack_tier("dog") == fx
+
+
+def test_two_tier_ogg_pack_reads_back(bc, tmp_path):
+    from macs_cli.training.data import load_clip_bank
+
+    labels = ["dog", "speech", "music", "rain", "speech", "dog"]
+    clips = []
+    for i, lab in enumerate(labels):
+        y = np.round(recording(40 + i, 3.0) * 32767).astype(np.int16)
+        clips.append(dict(audio=y, label=lab, group=f"g{i}", split="heldout" if i == 5 else "train",
+                          path=f"c{i}.flac", sha1=f"{i:040d}"))
+    enc = lambda idx, lv: sum(len(bc.encode_ogg(clips[i]["audio"], lv)) for i in idx)     # noqa: E731
+    fx_i, sm_i = [0, 3, 5], [1, 2, 4]
+    # a limit that the effects at 0.80 fit with speech/music at 0.98, but not with them at 0.80
+    limit = int((enc(fx_i, 0.80) + enc(sm_i, 0.98) + 4000) / 0.95)
+    assert enc(fx_i, 0.80) + enc(sm_i, 0.80) > 0.95 * limit
+    out = tmp_path / "pack.npz"
+    info = bc.pack_ogg(str(out), clips, limit, levels=(0.80, 0.98), two_tier=True, sm_max_level=0.98)
+    assert info["levels"] == {"effects": 0.80, "speech_music": 0.98} and info["level"] == 0.80
+    assert info["bytes"] == out.stat().st_size <= limit
+    assert info["tiers"]["effects"]["clips"] == 3 and info["tiers"]["speech_music"]["clips"] == 3
+    assert info["tiers"]["effects"]["snr_median_db"] > info["tiers"]["speech_music"]["snr_median_db"]
+    z = np.load(out)
+    assert [float(v) for v in z["levels"]] == pytest.approx([0.80, 0.98, 0.98, 0.80, 0.98, 0.80])
+    bank = load_clip_bank(out, "train", 16000, max_seconds=None)
+    assert len(bank) == 5 and bank.seconds == pytest.approx(15.0, abs=0.2)
+    assert len(load_clip_bank(out, "heldout", 16000, max_seconds=None)) == 1

@@ -1870,41 +1870,127 @@ def snr_db(ref, est):
     return float(10 * np.log10(np.sum(r ** 2) / max(np.sum((r - e) ** 2), 1e-20)))
 
 
-def pack_ogg(path, clips, limit_bytes, levels=(0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98)):
-    """Lowest Opus compression level whose pack fits limit_bytes (estimated on a sample,
-    then checked).  Returns dict with level, size, snr stats."""
-    sample = [c for c in clips if stable_hash("pk:" + c["sha1"]) % 20 == 0] or clips[:20]
-    tot = sum(len(c["audio"]) for c in clips)
-    stot = sum(len(c["audio"]) for c in sample)
-    chosen = levels[-1]
-    for lv in levels:
-        est = sum(len(encode_ogg(c["audio"], lv)) for c in sample) * tot / stot
-        if est <= 0.95 * limit_bytes:
-            chosen = lv
-            break
+PACK_LEVELS = (0.80, 0.85, 0.88, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
+# v2.3 two-tier pack: speech and music (which Opus codes well) at a higher compression level than the
+# effects; each clip is its own Ogg file, so the loader reads per-clip levels unchanged
+PACK_TIER_SM = "speech_music"
+PACK_TIER_FX = "effects"
+PACK_SM_MAX_LEVEL = 0.98     # speech/music go no lower than this (~14.5 kbps, SNR median ~11 dB)
+PACK_TWO_TIER = False        # measured on v2.3 (README): the effects stay well below v2.2's SNR, so off
+
+
+def pack_tier(label):
+    return PACK_TIER_SM if label in SPEECH_MUSIC_LABELS else PACK_TIER_FX
+
+
+def choose_pack_levels(estimate, levels, budget, two_tier=True, sm_max_level=PACK_SM_MAX_LEVEL):
+    """(effects level, speech/music level) whose estimate(tier, level) bytes fit budget: the lowest
+    effects level for which some speech/music level (>= the effects level, <= sm_max_level) fits, with
+    the lowest such speech/music level.  One tier: the lowest level that fits for both.  Sizes fall
+    with the level, so only the largest speech/music level is tried per effects level, then bisected.
+    None fits: the highest level for both."""
+    def total(fx, sm):
+        return estimate(PACK_TIER_FX, fx) + estimate(PACK_TIER_SM, sm)
+
+    for fx in levels:
+        sms = [sm for sm in levels if fx <= sm <= max(sm_max_level, fx)] if two_tier else [fx]
+        if total(fx, sms[-1]) > budget:
+            continue
+        lo, hi = 0, len(sms) - 1          # sms[hi] fits; find the first that does
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if total(fx, sms[mid]) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        return fx, sms[hi]
+    return levels[-1], levels[-1]
+
+
+def next_pack_levels(chosen, levels, two_tier=True, sm_max_level=PACK_SM_MAX_LEVEL):
+    """The next (smaller) pair after chosen when the real pack is too big: speech/music up to their
+    maximum first, then the effects; None at the end."""
+    fx, sm = chosen
+    i, j = levels.index(fx), levels.index(sm)
+    if two_tier and j + 1 < len(levels) and levels[j + 1] <= sm_max_level:
+        return fx, levels[j + 1]
+    if i + 1 < len(levels):
+        nfx = levels[i + 1]
+        return nfx, max(sm, nfx) if two_tier else nfx
+    return None
+
+
+def _snr_stats(snrs):
+    snrs = np.asarray(snrs, dtype=np.float64)
+    if not len(snrs):
+        return {"snr_median_db": None, "snr_min_db": None, "snr_p10_db": None}
+    return {"snr_median_db": round(float(np.median(snrs)), 1), "snr_min_db": round(float(snrs.min()), 1),
+            "snr_p10_db": round(float(np.percentile(snrs, 10)), 1)}
+
+
+def pack_ogg(path, clips, limit_bytes, levels=PACK_LEVELS, two_tier=PACK_TWO_TIER, sm_max_level=PACK_SM_MAX_LEVEL):
+    """Opus pack that fits limit_bytes: the lowest compression level for the effects (and, two_tier,
+    the lowest for speech/music given that) whose size, estimated on a sample, fits; then checked.
+    Returns dict with the level(s), size, snr stats overall and per tier."""
+    tiers = [pack_tier(c["label"]) for c in clips]
+    sample = [i for i, c in enumerate(clips) if stable_hash("pk:" + c["sha1"]) % 20 == 0] or list(range(min(20, len(clips))))
+    tot = {t: sum(len(c["audio"]) for c, ct in zip(clips, tiers) if ct == t) for t in (PACK_TIER_FX, PACK_TIER_SM)}
+    stot = {t: sum(len(clips[i]["audio"]) for i in sample if tiers[i] == t) for t in tot}
+    if stot[PACK_TIER_FX] == 0 or stot[PACK_TIER_SM] == 0:     # a tier not in the sample: estimate from all
+        sample = list(range(len(clips)))
+        stot = dict(tot)
+    cache = {}
+
+    def estimate(tier, lv):
+        if not tot[tier]:
+            return 0.0
+        if (tier, lv) not in cache:
+            cache[tier, lv] = sum(len(encode_ogg(clips[i]["audio"], lv)) for i in sample
+                                  if tiers[i] == tier) * tot[tier] / stot[tier]
+        return cache[tier, lv]
+
+    meta = dict(labels=np.array([c["label"] for c in clips]), groups=np.array([c["group"] for c in clips]),
+                splits=np.array([c["split"] for c in clips]), paths=np.array([c["path"] for c in clips]),
+                sample_rate=np.int64(SR), encoding=np.array("ogg"))
+    # the arrays besides the audio count too.  v2.3: the pack is a deflated .npz (np.load reads it the
+    # same way): the fixed-width unicode labels/groups/paths took 3.3 MB of v2.2's 43.3 MiB
+    b = io.BytesIO()
+    np.savez_compressed(b, offsets=np.zeros(len(clips) + 1, np.int64), levels=np.zeros(len(clips), np.float32), **meta)
+    overhead = len(b.getvalue())
+    chosen = choose_pack_levels(estimate, levels, 0.95 * (limit_bytes - overhead), two_tier, sm_max_level)
     while True:
-        blobs = [encode_ogg(c["audio"], chosen) for c in clips]
+        lv_of = {PACK_TIER_FX: chosen[0], PACK_TIER_SM: chosen[1]}
+        clip_levels = [lv_of[t] for t in tiers]
+        blobs = [encode_ogg(c["audio"], lv) for c, lv in zip(clips, clip_levels)]
         offs = np.zeros(len(blobs) + 1, dtype=np.int64)
         offs[1:] = np.cumsum([len(b) for b in blobs])
         tmp = path + ".tmp.npz"
-        np.savez(tmp, audio=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offs,
-                 labels=np.array([c["label"] for c in clips]), groups=np.array([c["group"] for c in clips]),
-                 splits=np.array([c["split"] for c in clips]), paths=np.array([c["path"] for c in clips]),
-                 sample_rate=np.int64(SR), encoding=np.array("ogg"))
+        np.savez_compressed(tmp, audio=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offs,
+                            levels=np.array(clip_levels, dtype=np.float32), **meta)
         size = os.path.getsize(tmp)
-        if size <= limit_bytes or chosen >= levels[-1]:
+        nxt = next_pack_levels(chosen, levels, two_tier, sm_max_level)
+        if size <= limit_bytes or nxt is None:
             break
-        chosen = levels[min(levels.index(chosen) + 1, len(levels) - 1)]
+        chosen = nxt        # the estimate was short: one step smaller
     os.replace(tmp, path)
     snrs = []
     for c, b in zip(clips, blobs):
         y, _ = sf.read(io.BytesIO(b), dtype="float32")
         snrs.append(snr_db(c["audio"].astype(np.float32) / 32768.0, y))
-    snrs = np.array(snrs)
-    return {"level": chosen, "bytes": int(size), "mib": round(size / 2 ** 20, 2), "clips": len(clips),
-            "seconds": round(tot / SR, 1), "kbps": round(size * 8 / (tot / SR) / 1000, 1),
-            "snr_median_db": round(float(np.median(snrs)), 1), "snr_min_db": round(float(snrs.min()), 1),
-            "snr_p10_db": round(float(np.percentile(snrs, 10)), 1)}
+    out = {"level": chosen[0], "bytes": int(size), "metadata_bytes": overhead, "mib": round(size / 2 ** 20, 2), "clips": len(clips),
+           "seconds": round(sum(tot.values()) / SR, 1), "kbps": round(size * 8 / (sum(tot.values()) / SR) / 1000, 1)}
+    out.update(_snr_stats(snrs))
+    out["two_tier"] = bool(two_tier)
+    out["levels"] = {PACK_TIER_FX: chosen[0], PACK_TIER_SM: chosen[1]}
+    out["tiers"] = {}
+    for t in (PACK_TIER_FX, PACK_TIER_SM):
+        idx = [k for k, ct in enumerate(tiers) if ct == t]
+        nbytes = sum(len(blobs[k]) for k in idx)
+        d = {"level": lv_of[t], "clips": len(idx), "seconds": round(tot[t] / SR, 1), "ogg_bytes": int(nbytes),
+             "kbps": round(nbytes * 8 / (tot[t] / SR) / 1000, 1) if tot[t] else None}
+        d.update(_snr_stats([snrs[k] for k in idx]))
+        out["tiers"][t] = d
+    return out
 
 
 class UF:
