@@ -385,3 +385,118 @@ def test_unpacked_container_audio_is_linked_where_the_rules_look(bc, tmp_path):
     bc.extract_containers(str(tmp_path))
     link = tmp_path / "0ad-data" / "usr/share/games/0ad/mods/public/audio"
     assert link.is_symlink() and (link / "ambient").is_dir()
+
+
+def test_v2_3_labels(bc):
+    c, cp = bc.classify, bc.classify_package
+    # sound effects the file names say
+    assert c("0ad-data", "actor/fauna/animal/horse_attack1.ogg") == "horse"
+    assert c("0ad-data", "actor/fauna/animal/lion_select1.ogg") == "big_cat_roar"
+    assert c("0ad-data", "attack/impact/fleshstab_02.ogg") == "stab_slash"
+    assert c("0ad-data", "voice/global/civ_dog_bark.ogg") == "dog"
+    assert c("hedgewars-data", "Sounds/Droplet2.ogg") == "water"
+    assert c("hedgewars-data", "Sounds/flamethrower.ogg") == "fire"
+    assert c("hedgewars-data", "Sounds/voices/Default/PoisonCough.ogg") == "cough_sneeze"
+    assert c("nexuiz-data", "misc/metalhitground3.ogg") == "metal_clank"
+    assert c("redeclipse-data", "weapons/rocket/primary2.ogg") == "rocket_missile"
+    assert c("openarena-data", "pak0.pk3/sound/weapons/machinegun/ric2.wav") == "ricochet"
+    assert c("endless-sky-data", "heavy laser~.wav") == "laser_scifi"
+    assert c("endless-sky-data", "torpedo.wav") == "rocket_missile"
+    assert c("supertux-data", "sounds/yeti_roar.wav") == "monster_vocal"
+    assert c("freedroidrpg-data", "effects/swing_then_nohit_2.ogg") == "whoosh"
+    # UI sounds and names that do not say what the sound is stay unlabelled
+    for pkg, rel in [("hedgewars-data", "Sounds/beep.ogg"), ("hedgewars-data", "Sounds/ufo.ogg"),
+                     ("hedgewars-data", "Sounds/1C.ogg"), ("0ad-data", "interface/alarm/alarmalert1.ogg"),
+                     ("0ad-data", "resource/gathering/gather_meat_03.ogg"), ("nexuiz-data", "misc/menu1.wav"),
+                     ("redeclipse-data", "weapons/rocket/reload.ogg"), ("endless-sky-data", "scan~.wav"),
+                     ("endless-sky-data", "ion impact.wav"), ("supertux-data", "sounds/coin.wav"),
+                     ("freedroidrpg-data", "effects/MenuClick.ogg"), ("openarena-data", "pak0.pk3/sound/misc/menu1.wav")]:
+        assert c(pkg, rel) is None, (pkg, rel)
+    # game voices are speech (one speaker per voice pack / civilisation), but not processed or sung
+    # packs, shouts, or a synthetic (Festvox) voice
+    assert cp("hedgewars-data", "Sounds/voices/Pirate/Takecover.ogg") == "speech"
+    assert bc.SPEECH_DIRS["hedgewars-data"].search("Sounds/voices/Pirate/Takecover.ogg").group(1) == "Pirate"
+    assert cp("0ad-data", "voice/persian/civ/civ_male_repair_1.ogg") == "speech"
+    assert cp("openarena-data", "mp-pak0.pk3/sound/voices/rott/coverme.ogg") == "speech"
+    assert bc.SPEECH_DIRS["openarena-data"].search("mp-pak0.pk3/sound/voices/rott/coverme.ogg")
+    assert cp("hedgewars-data", "Sounds/voices/Robot/Takecover.ogg") == ""
+    assert cp("hedgewars-data", "Sounds/voices/Singer/Hello.ogg") == ""
+    assert cp("hedgewars-data", "Sounds/voices/Default/Firepunch3.ogg") == ""
+    assert c("hedgewars-data", "Sounds/voices/Default/Laugh.ogg") == "laugh"
+    assert cp("openarena-data", "mp-pak0.pk3/sound/voices/festivoxmale/coverme.ogg") == ""
+    assert not bc.SPEECH_DIRS["openarena-data"].search("mp-pak0.pk3/sound/voices/festivoxmale/coverme.ogg")
+
+
+def test_apply_caps_per_label_caps(bc):
+    sr = bc.SR
+
+    def clip(label, g, k, sec):
+        return dict(label=label, group=f"{label}-{g}", sha1=f"{label}{g}{k}", audio=np.zeros(int(sec * sr), np.int16))
+
+    clips = ([clip("speech", g, k, 10) for g in range(4) for k in range(5)]      # 200 s
+             + [clip("music", g, k, 10) for g in range(2) for k in range(5)]     # 100 s
+             + [clip("dog", g, k, 10) for g in range(3) for k in range(4)])      # 120 s
+    kept, dropped = bc.apply_caps(clips, "label", 50, {"speech": 150, "music": 100})
+    sec = {lab: sum(len(c["audio"]) for c in kept if c["label"] == lab) / sr for lab in ("speech", "music", "dog")}
+    assert sec == {"speech": 150, "music": 100, "dog": 50}
+    assert len(kept) + len(dropped) == len(clips)
+    # round-robin over groups: the capped speech keeps all 4 speakers, dog all 3 groups
+    assert len({c["group"] for c in kept if c["label"] == "speech"}) == 4
+    assert len({c["group"] for c in kept if c["label"] == "dog"}) == 3
+    # without caps every label has the common cap
+    kept2, _ = bc.apply_caps(clips, "label", 50)
+    assert sum(len(c["audio"]) for c in kept2) / sr == 150
+    # the recipe gives speech and music their own caps, larger than the common one
+    assert bc.CATEGORY_CAPS["speech"] > bc.CATEGORY_CAP_SEC and bc.CATEGORY_CAPS["music"] > bc.CATEGORY_CAP_SEC
+
+
+def test_choose_pack_levels_per_tier(bc):
+    fx, sm = bc.PACK_TIER_FX, bc.PACK_TIER_SM
+    size = {0.90: 100, 0.95: 60, 0.98: 40}
+    est = lambda tier, lv: size[lv] * (2 if tier == sm else 1)     # noqa: E731
+    levels = (0.90, 0.95, 0.98)
+    # two tiers: effects stay at 0.90 while speech/music go to 0.98 (100 + 80 <= 200)
+    assert bc.choose_pack_levels(est, levels, 200, two_tier=True, sm_max_level=0.98) == (0.90, 0.98)
+    # ... and only as far as needed: 100 + 120 <= 230
+    assert bc.choose_pack_levels(est, levels, 230, two_tier=True, sm_max_level=0.98) == (0.90, 0.95)
+    # a tighter budget raises the effects level only once speech/music are at their maximum
+    assert bc.choose_pack_levels(est, levels, 150, two_tier=True, sm_max_level=0.98) == (0.95, 0.98)
+    # speech/music never past their maximum level ... unless the effects level passes it
+    assert bc.choose_pack_levels(est, levels, 200, two_tier=True, sm_max_level=0.95) == (0.95, 0.95)
+    # nothing fits: the highest level for both
+    assert bc.choose_pack_levels(est, levels, 10, two_tier=True) == (0.98, 0.98)
+    # one tier: one level for all
+    assert bc.choose_pack_levels(est, levels, 200, two_tier=False) == (0.95, 0.95)
+    # the real pack too big: speech/music one step up to their maximum, then the effects
+    assert bc.next_pack_levels((0.90, 0.95), levels, True, 0.98) == (0.90, 0.98)
+    assert bc.next_pack_levels((0.90, 0.98), levels, True, 0.98) == (0.95, 0.98)
+    assert bc.next_pack_levels((0.95, 0.95), levels, False) == (0.98, 0.98)
+    assert bc.next_pack_levels((0.98, 0.98), levels, True, 0.98) is None
+    assert bc.pack_tier("speech") == sm and bc.pack_tier("music") == sm and bc.pack_tier("dog") == fx
+
+
+def test_two_tier_ogg_pack_reads_back(bc, tmp_path):
+    from macs_cli.training.data import load_clip_bank
+
+    labels = ["dog", "speech", "music", "rain", "speech", "dog"]
+    clips = []
+    for i, lab in enumerate(labels):
+        y = np.round(recording(40 + i, 3.0) * 32767).astype(np.int16)
+        clips.append(dict(audio=y, label=lab, group=f"g{i}", split="heldout" if i == 5 else "train",
+                          path=f"c{i}.flac", sha1=f"{i:040d}"))
+    enc = lambda idx, lv: sum(len(bc.encode_ogg(clips[i]["audio"], lv)) for i in idx)     # noqa: E731
+    fx_i, sm_i = [0, 3, 5], [1, 2, 4]
+    # a limit that the effects at 0.80 fit with speech/music at 0.98, but not with them at 0.80
+    limit = int((enc(fx_i, 0.80) + enc(sm_i, 0.98) + 4000) / 0.95)
+    assert enc(fx_i, 0.80) + enc(sm_i, 0.80) > 0.95 * limit
+    out = tmp_path / "pack.npz"
+    info = bc.pack_ogg(str(out), clips, limit, levels=(0.80, 0.98), two_tier=True, sm_max_level=0.98)
+    assert info["levels"] == {"effects": 0.80, "speech_music": 0.98} and info["level"] == 0.80
+    assert info["bytes"] == out.stat().st_size <= limit
+    assert info["tiers"]["effects"]["clips"] == 3 and info["tiers"]["speech_music"]["clips"] == 3
+    assert info["tiers"]["effects"]["snr_median_db"] > info["tiers"]["speech_music"]["snr_median_db"]
+    z = np.load(out)
+    assert [float(v) for v in z["levels"]] == pytest.approx([0.80, 0.98, 0.98, 0.80, 0.98, 0.80])
+    bank = load_clip_bank(out, "train", 16000, max_seconds=None)
+    assert len(bank) == 5 and bank.seconds == pytest.approx(15.0, abs=0.2)
+    assert len(load_clip_bank(out, "heldout", 16000, max_seconds=None)) == 1

@@ -40,12 +40,16 @@ TRIM_DB = -50.0         # relative to peak
 MAX_READ_SEC = 40.0     # never decode more than this from a (long) file
 MAX_SEGMENTS = 5        # a long file gives up to 5 consecutive 8 s clips (one group)
 MIN_SEGMENT_SEC = 3.0   # a later segment shorter than this is dropped
-CATEGORY_CAP_SEC = 20 * 60   # no category contributes more than this
+CATEGORY_CAP_SEC = 20 * 60   # no category contributes more than this ...
+SPEECH_CAP_SEC = 80 * 60     # ... but speech (v2.3: all the game voices fit) ...
+MUSIC_CAP_SEC = 110 * 60     # ... and music (v2.3: what brings the recorded hours to ~5.2 h) have their own
+CATEGORY_CAPS = {"speech": SPEECH_CAP_SEC, "music": MUSIC_CAP_SEC}
 PACKAGE_CAP_SEC = 45 * 60    # no package contributes more than this
 HELDOUT_PERMILLE = 150  # ~15 % of groups
 NPZ_LIMIT_BYTES = 45_000_000  # decimal MB; the GPU transfer limit is 64 MiB
 PACK_LIMIT_BYTES = 45 * 2 ** 20  # the Opus pack: <= 45 MiB
 AUDIO_EXT = (".wav", ".ogg", ".flac", ".mp3")
+CORPUS_VERSION = "v2.3"  # summary.json "version"
 
 
 def log(msg):
@@ -654,6 +658,9 @@ MUSIC_RE = R(r"(^|\s)(music|musics|titles)\s|mainzik|introzik|titlemusic|\bmusic
 PACKAGE_RULES_V2 = {
     "0ad-data": [
         ("music", R(r"^music ")),
+        # v2.3: the civilians' spoken orders (a speaker per civilisation and sex, see SPEECH_DIRS)
+        ("speech", R(r"^voice (?!global )\w+ civ civ (female|male) ")),
+        ("dog", R(r"^voice global civ dog bark")),
         ("", R(r"^interface |^voice global|actor ship ship select|siege select")),
         ("nature_ambience", R(r"ambient dayscape")),
         ("town_ambience", R(r"ambient building")),
@@ -683,6 +690,14 @@ PACKAGE_RULES_V2 = {
         ("grass_rustle", R(r"gather field|gather grain")),
         ("door", R(r"gate")),
         ("ship_boat", R(r"ship|smove")),
+        # v2.3: animals and weapons named by the file
+        ("horse", R(r"fauna animal horse|fauna death death horse")),
+        ("big_cat_roar", R(r"fauna animal lion")),
+        ("pig", R(r"fauna animal pig")),
+        ("bird_song", R(r"fauna animal (flamingo|peacock)")),
+        ("stab_slash", R(r"impact fleshstab")),
+        ("metal_clank", R(r"impact sling metal")),
+        ("bow_arrow", R(r"attack weapon sling")),     # as wesnoth's sling
         ("", R(r".")),
     ],
     "hedgewars-data": [
@@ -690,6 +705,23 @@ PACKAGE_RULES_V2 = {
         ("laugh", R(r"voices .*laugh")),
         ("human_grunt", R(r"voices .* (ooff|ow|ugh)\s*\d*$|hell (ooff|ow|ugh)")),
         ("", R(r"voices .* (hmm|yessir|kamikaze|missed|stupid)\s*\d*$")),
+        # v2.3: the voice packs' spoken lines (a speaker per pack, see SPEECH_DIRS); the robot pack is
+        # processed, the singer's pack sung, firepunch / jump are shouts: those stay out
+        ("cough_sneeze", R(r"voices .* poisoncough$")),
+        ("human_grunt", R(r"voices .* poisonmoan$")),
+        ("", R(r"voices (robot|singer) |voices .* (firepunch|jump)\s*\d*$")),
+        ("speech", R(r"^sounds voices ")),
+        ("water", R(r"^sounds (droplet|splash)")),
+        ("explosion", R(r"^sounds explosion$")),
+        ("fire", R(r"^sounds flamethrower$")),
+        ("kiss", R(r"^sounds kiss$")),
+        ("whistle", R(r"^sounds whistle$")),
+        ("punch", R(r"^sounds (baseballbat|firepunch hit)$")),
+        ("body_impact", R(r"^sounds bump$")),
+        ("stab_slash", R(r"^sounds knife impact$")),
+        ("steam_hiss", R(r"^sounds steam$")),
+        ("footsteps", R(r"^sounds steps$")),
+        ("monster_vocal", R(r"^sounds hell growl$")),
         ("", R(r"^sounds (\d[a-g]|custom|countdown|denied|extratime|placed|warp|beep|egg|cake|hellish|tardis|yoohoo|birdylay|homerun|invulnerable|lowgravity|collectcrate|shotgunreload|suddendeath|timeout|minetick|hogchant|hog freeze|pickhammer|sticky|portal|ice beam|melon|graveimpact)")),
         ("", R(r"^sounds (airmine impact|mineimpact|grenadeimpact|frozen hog impact)$")),
         ("insect", R(r"\bbee\b|beewater")),
@@ -712,6 +744,12 @@ PACKAGE_RULES_V2 = {
         ("explosion", R(r"explode|debris")),
         ("gunshot", R(r"weapons (pistol|rifle|shotgun|smg) (primary|secondary)")),
         ("fire", R(r"flamer (primary|secondary)|burn|singe")),
+        # v2.3
+        ("water", R(r"^sfx splosh")),
+        ("ricochet", R(r"^weapons ricochet")),
+        ("rocket_missile", R(r"^weapons rocket primary")),
+        ("laser_scifi", R(r"^weapons (plasma|zapper) (primary|secondary)")),
+        ("body_impact", R(r"^weapons thud")),
         ("", R(r"weapons|^sfx (bleed|catch|chat|critical|damage|error|item|regenerate|respawn|shock)")),
     ],
     "nexuiz-data": [
@@ -727,6 +765,11 @@ PACKAGE_RULES_V2 = {
         ("laser_scifi", R(r"weapons (electro|crylink|laser|nex|minstanex|hook|hookbomb)|teleport|porto")),
         ("insect", R(r"cricket")),
         ("machine", R(r"machine|generator|machinevat|\bfan|air$|lights loop")),
+        # v2.3
+        ("body_impact", R(r"^misc (bodyimpact|hitground|gib splat)")),
+        ("metal_clank", R(r"^misc metalhitground|^weapons tink")),
+        ("ricochet", R(r"^weapons ric \d")),
+        ("ball_bounce", R(r"^nexball bounce")),
         ("", R(r"^(ctf|kh|domination|nexball|onslaught|plats|turrets|cyberparcour) |^misc|^weapons|radiomessage|radiostatic|ambient 07")),
     ],
     "openarena-data": [
@@ -741,6 +784,13 @@ PACKAGE_RULES_V2 = {
         ("fire", R(r"world fire")),
         ("machine", R(r"machinerydrone|tim machine|tim pump|\bfan")),
         ("monster_vocal", R(r"growl|moan")),
+        # v2.3: the rott voice pack (a speaker, see SPEECH_DIRS; festivoxmale is a Festvox synthetic voice)
+        ("speech", R(r"sound voices rott ")),
+        ("explosion", R(r"items kam explode")),
+        ("waterfall_river", R(r"world waterfall")),
+        ("wind", R(r"world (wind \d|new painwind)")),
+        ("door", R(r"movers doors")),
+        ("ricochet", R(r"machinegun (ric|buletby) \d")),
         ("", R(r".")),
     ],
     "warzone2100-data": [
@@ -767,11 +817,22 @@ PACKAGE_RULES_V2 = {
         ("crash_break", R(r"glass break")),
         ("laser_scifi", R(r"bullets (exterminator|flash|laser|phaser|plasma|pulse|single)")),
         ("explosion", R(r"blast")),
+        # v2.3 (the bot_sounds voice samples are robots' processed voices: left out)
+        ("whoosh", R(r"effects swing then nohit")),
+        ("footsteps", R(r"effects tux footstep")),
+        ("door", R(r"effects open chest")),
         ("", R(r".")),
     ],
     "supertux-data": [
         ("music", R(r"^music ")),
         ("speech", R(r"^speech (tux hello|tux upset|penny)")),
+        # v2.3
+        ("door", R(r"^sounds door$")),
+        ("fire", R(r"^sounds flame$")),
+        ("steam_hiss", R(r"^sounds sizzle$")),
+        ("thunder", R(r"^sounds thunder$")),
+        ("bell_chime", R(r"^sounds savebell")),
+        ("monster_vocal", R(r"^sounds yeti roar$")),
         ("", R(r"^speech|^sounds (bigjump|brick|coin|coins|excellent|flip|flop|grow|hop|hurt|invincible|jump|kick|kill|lifeup|locked|mr|pause|skid|stomp|upgrade|warp|squish|tada|trampoline|yeti)")),
         ("explosion", R(r"explosion|firecracker|fireworks")),
         ("crash_break", R(r"cracking|shatter|icecrash|crystallo")),
@@ -802,7 +863,7 @@ PACKAGE_RULES_V2 = {
         ("fire", R(r"fire\b|firewasteland")),
         ("siren_alarm_bell", R(r"firestation")),
         ("electric_hum", R(r"substation|powerline|powersolar")),
-        ("rocket_missile", R(r"rocket (takeoff)?\s*\d*$")),
+        ("rocket_missile", R(r"rocket (takeoff)?\s*\d*$|rockettakeoff")),
         ("explosion", R(r"rocketexplosion|raze")),
         ("water", R(r"water")),
         ("", R(r".")),
@@ -817,6 +878,7 @@ PACKAGE_RULES_V2 = {
         ("sword_clash", R(r"sword|staff")),
         ("stab_slash", R(r"flesh|knife|claw")),
         ("crash_break", R(r"break|broken")),
+        ("fire", R(r"^fire(start|end)$")),     # v2.3
         ("", R(r"console|alarm|jump|splatter")),
     ],
     "extremetuxracer-data": [("music", R(r"^music ")), ("skid_slide", R(r"slide")),
@@ -824,11 +886,19 @@ PACKAGE_RULES_V2 = {
     "trigger-rally-data": [("speech", R(r"codriver")), ("vehicle_engine", R(r"engine|gear")),
                            ("", R(r"bang|gravel")), ],
     "tuxfootball": [("", R(r"beep|ingame|titlemusic")), ("whistle", R(r"whistle")),
+                    ("ball_bounce", R(r"^bounce$")),     # v2.3
                     ("applause_cheer", R(r"crowd"))],
     "freeciv-data": [("music", R(r"stdmusic")), ("gunshot", R(r"mgbar|mgheavy|lrgcan|medcan")),
+                     ("footsteps", R(r"stdsounds foot \d")),     # v2.3
                      ("explosion", R(r"expl|mortar")), ("vehicle_engine", R(r"tread")),
                      ("aircraft", R(r"thover")), ("", R(r"illegal|wakeup|inh 2o|metbrk|woodbrk|wall"))],
     "endless-sky-data": [("machine", R(r"ambient machinery")), ("explosion", R(r"explosion|atomic")),
+                         # v2.3: energy weapons, rockets, the alarm, the flamethrower, by name
+                         ("explosion", R(r"^nuke$|^heavy rocket hit$")),
+                         ("laser_scifi", R(r"^(blaster|mod blaster|laser|heavy laser|plasma|ion|electron beam|"
+                                           r"particle|proton|pulse|disruptor|zapper)\b(?! (impact|rain))")),
+                         ("rocket_missile", R(r"^(rocket|torpedo)$|afterburner")),
+                         ("alarm", R(r"^alarm$")), ("fire", R(r"^flamethrower$")),
                          ("", R(r"."))],
     "xmoto-data": [("music", R(r"musics"))],
     "lordsawar-data": [("music", R(r"music"))],
@@ -836,7 +906,9 @@ PACKAGE_RULES_V2 = {
                            ("typing", R(r"typewriter")), ("", R(r"."))],
     "grandorgue-demo": [("", R(r"^sounds ")), ("pipe_organ", R(r"."))],
     "alienblaster-data": [("explosion", R(r"explosion")), ("", R(r"."))],
-    "bzflag-data": [("explosion", R(r"boom|explosion")), ("", R(r"."))],
+    "bzflag-data": [("explosion", R(r"boom|explosion")),
+                    ("ricochet", R(r"^ricochet$")), ("laser_scifi", R(r"^(laser|teleport)$")),   # v2.3
+                    ("rocket_missile", R(r"^missile$")), ("", R(r"."))],
     # v2.1
     "gcompris-qt-data": [   # keys look like "memory sound lrbark 3 la cut", "instruments banjo"
         ("music", R(r"explore world music|^core intro")),
@@ -888,6 +960,7 @@ PACKAGE_RULES_V2 = {
     "warmux-data": [
         ("music", R(r"^music ")),
         ("human_grunt", R(r"voices (death|injured)")),
+        ("footsteps", R(r"^sound default misc step$")),     # v2.3
         ("", R(r"^sound default (voices|misc)")),
         ("aircraft", R(r"aircraft flying|jetpack")),
         ("hammer_metal", R(r"anvil")),
@@ -967,7 +1040,7 @@ PACKAGE_RULES_V2 = {
         ("chewing_eating", R(r"fruit eat")),
         ("human_grunt", R(r"player pain")),
         ("waterfall_river", R(r"tile waterfall")),
-        ("water", R(r"water (impact|rising)")),
+        ("water", R(r"water (impact|rising)|^water leave$|^npc cave swimming$")),   # v2.3: + leave, swimming
         ("", R(r".")),
     ],
     "zaz-data": [("music", R(r"\bmus \d")), ("", R(r"."))],
@@ -1183,8 +1256,9 @@ PKG_ROOTS = {
 }
 
 SPEECH_PER_LANG_QABCS = 20
-SPEECH_PER_LANG_TUX = 30
-SPEECH_PER_SPEAKER = 40
+SPEECH_PER_LANG_TUX = 50     # v2.3: 30 -> 50
+SPEECH_PER_SPEAKER = 150     # v2.3: 40 -> 150 and every file (was 6 in 10): more lines from the game voices
+V2_SPEECH_KEEP_TENTHS = 10
 # recorded speech in v2 packages: regex on the relative path -> speaker (one group per speaker)
 SPEECH_DIRS = {
     "hedgewars-data": re.compile(r"^Sounds/voices/([^/]+)/"),
@@ -1196,6 +1270,7 @@ SPEECH_DIRS = {
     "trigger-rally-data": re.compile(r"^codriver/([^/]+)/"),
     "freedroidrpg-data": re.compile(r"^effects/(tux_ingame_comments)/"),
     "supertux-data": re.compile(r"^speech/(tux|penny)"),
+    "openarena-data": re.compile(r"^mp-pak0\.pk3/sound/voices/(rott)/"),     # v2.3
 }
 TUX_LANG_RE = re.compile(r"_desc(_[a-z]{2,3}(_[A-Z]{2})?)?\.(ogg|wav)$")
 TUX_NAME_LANG_RE = re.compile(r"_([a-z]{2,3})(_[A-Z]{2})?\.(ogg|wav)$")
@@ -1270,7 +1345,7 @@ def enumerate_sources(extract, cache):
                 pc = classify_package(pkg, rel)
                 if pc is None or pc == "speech":
                     spk = "_".join(g for g in sm.groups() if g) or "speaker"
-                    if speech_seen[spk] >= SPEECH_PER_SPEAKER or stable_hash(rel) % 10 >= 6:
+                    if speech_seen[spk] >= SPEECH_PER_SPEAKER or stable_hash(rel) % 10 >= V2_SPEECH_KEEP_TENTHS:
                         skipped["v2 speech (subsampled)"] += 1
                         continue
                     speech_seen[spk] += 1
@@ -1746,15 +1821,16 @@ def find_duplicates(fps, sources, coarse_min=0.95, log_every=None, max_cand=6):
     return dup
 
 
-def apply_caps(clips, key, cap_sec):
-    """Keep at most cap_sec seconds per value of clips[key]: clips are taken round-robin over
-    groups (each group's clips in hash order), so a capped category keeps its diversity.
-    Returns (kept, dropped)."""
+def apply_caps(clips, key, cap_sec, caps=None):
+    """Keep at most cap_sec seconds per value of clips[key] (caps: {value: seconds} for values with
+    their own cap): clips are taken round-robin over groups (each group's clips in hash order), so a
+    capped category keeps its diversity.  Returns (kept, dropped)."""
     by = defaultdict(list)
     for c in clips:
         by[c[key]].append(c)
     kept, dropped = [], []
-    for _, cs in sorted(by.items()):
+    for value, cs in sorted(by.items()):
+        cap = (caps or {}).get(value, cap_sec)
         groups = defaultdict(list)
         for c in sorted(cs, key=lambda c: c["sha1"]):
             groups[c["group"]].append(c)
@@ -1767,7 +1843,7 @@ def apply_caps(clips, key, cap_sec):
         tot = 0.0
         for c in order:
             d = len(c["audio"]) / SR
-            if tot + d <= cap_sec:
+            if tot + d <= cap:
                 kept.append(c)
                 tot += d
             else:
@@ -1794,41 +1870,127 @@ def snr_db(ref, est):
     return float(10 * np.log10(np.sum(r ** 2) / max(np.sum((r - e) ** 2), 1e-20)))
 
 
-def pack_ogg(path, clips, limit_bytes, levels=(0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98)):
-    """Lowest Opus compression level whose pack fits limit_bytes (estimated on a sample,
-    then checked).  Returns dict with level, size, snr stats."""
-    sample = [c for c in clips if stable_hash("pk:" + c["sha1"]) % 20 == 0] or clips[:20]
-    tot = sum(len(c["audio"]) for c in clips)
-    stot = sum(len(c["audio"]) for c in sample)
-    chosen = levels[-1]
-    for lv in levels:
-        est = sum(len(encode_ogg(c["audio"], lv)) for c in sample) * tot / stot
-        if est <= 0.95 * limit_bytes:
-            chosen = lv
-            break
+PACK_LEVELS = (0.80, 0.85, 0.88, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
+# v2.3 two-tier pack: speech and music (which Opus codes well) at a higher compression level than the
+# effects; each clip is its own Ogg file, so the loader reads per-clip levels unchanged
+PACK_TIER_SM = "speech_music"
+PACK_TIER_FX = "effects"
+PACK_SM_MAX_LEVEL = 0.98     # speech/music go no lower than this (~14.5 kbps, SNR median ~11 dB)
+PACK_TWO_TIER = False        # measured on v2.3 (README): the effects stay well below v2.2's SNR, so off
+
+
+def pack_tier(label):
+    return PACK_TIER_SM if label in SPEECH_MUSIC_LABELS else PACK_TIER_FX
+
+
+def choose_pack_levels(estimate, levels, budget, two_tier=True, sm_max_level=PACK_SM_MAX_LEVEL):
+    """(effects level, speech/music level) whose estimate(tier, level) bytes fit budget: the lowest
+    effects level for which some speech/music level (>= the effects level, <= sm_max_level) fits, with
+    the lowest such speech/music level.  One tier: the lowest level that fits for both.  Sizes fall
+    with the level, so only the largest speech/music level is tried per effects level, then bisected.
+    None fits: the highest level for both."""
+    def total(fx, sm):
+        return estimate(PACK_TIER_FX, fx) + estimate(PACK_TIER_SM, sm)
+
+    for fx in levels:
+        sms = [sm for sm in levels if fx <= sm <= max(sm_max_level, fx)] if two_tier else [fx]
+        if total(fx, sms[-1]) > budget:
+            continue
+        lo, hi = 0, len(sms) - 1          # sms[hi] fits; find the first that does
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if total(fx, sms[mid]) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        return fx, sms[hi]
+    return levels[-1], levels[-1]
+
+
+def next_pack_levels(chosen, levels, two_tier=True, sm_max_level=PACK_SM_MAX_LEVEL):
+    """The next (smaller) pair after chosen when the real pack is too big: speech/music up to their
+    maximum first, then the effects; None at the end."""
+    fx, sm = chosen
+    i, j = levels.index(fx), levels.index(sm)
+    if two_tier and j + 1 < len(levels) and levels[j + 1] <= sm_max_level:
+        return fx, levels[j + 1]
+    if i + 1 < len(levels):
+        nfx = levels[i + 1]
+        return nfx, max(sm, nfx) if two_tier else nfx
+    return None
+
+
+def _snr_stats(snrs):
+    snrs = np.asarray(snrs, dtype=np.float64)
+    if not len(snrs):
+        return {"snr_median_db": None, "snr_min_db": None, "snr_p10_db": None}
+    return {"snr_median_db": round(float(np.median(snrs)), 1), "snr_min_db": round(float(snrs.min()), 1),
+            "snr_p10_db": round(float(np.percentile(snrs, 10)), 1)}
+
+
+def pack_ogg(path, clips, limit_bytes, levels=PACK_LEVELS, two_tier=PACK_TWO_TIER, sm_max_level=PACK_SM_MAX_LEVEL):
+    """Opus pack that fits limit_bytes: the lowest compression level for the effects (and, two_tier,
+    the lowest for speech/music given that) whose size, estimated on a sample, fits; then checked.
+    Returns dict with the level(s), size, snr stats overall and per tier."""
+    tiers = [pack_tier(c["label"]) for c in clips]
+    sample = [i for i, c in enumerate(clips) if stable_hash("pk:" + c["sha1"]) % 20 == 0] or list(range(min(20, len(clips))))
+    tot = {t: sum(len(c["audio"]) for c, ct in zip(clips, tiers) if ct == t) for t in (PACK_TIER_FX, PACK_TIER_SM)}
+    stot = {t: sum(len(clips[i]["audio"]) for i in sample if tiers[i] == t) for t in tot}
+    if stot[PACK_TIER_FX] == 0 or stot[PACK_TIER_SM] == 0:     # a tier not in the sample: estimate from all
+        sample = list(range(len(clips)))
+        stot = dict(tot)
+    cache = {}
+
+    def estimate(tier, lv):
+        if not tot[tier]:
+            return 0.0
+        if (tier, lv) not in cache:
+            cache[tier, lv] = sum(len(encode_ogg(clips[i]["audio"], lv)) for i in sample
+                                  if tiers[i] == tier) * tot[tier] / stot[tier]
+        return cache[tier, lv]
+
+    meta = dict(labels=np.array([c["label"] for c in clips]), groups=np.array([c["group"] for c in clips]),
+                splits=np.array([c["split"] for c in clips]), paths=np.array([c["path"] for c in clips]),
+                sample_rate=np.int64(SR), encoding=np.array("ogg"))
+    # the arrays besides the audio count too.  v2.3: the pack is a deflated .npz (np.load reads it the
+    # same way): the fixed-width unicode labels/groups/paths took 3.3 MB of v2.2's 43.3 MiB
+    b = io.BytesIO()
+    np.savez_compressed(b, offsets=np.zeros(len(clips) + 1, np.int64), levels=np.zeros(len(clips), np.float32), **meta)
+    overhead = len(b.getvalue())
+    chosen = choose_pack_levels(estimate, levels, 0.95 * (limit_bytes - overhead), two_tier, sm_max_level)
     while True:
-        blobs = [encode_ogg(c["audio"], chosen) for c in clips]
+        lv_of = {PACK_TIER_FX: chosen[0], PACK_TIER_SM: chosen[1]}
+        clip_levels = [lv_of[t] for t in tiers]
+        blobs = [encode_ogg(c["audio"], lv) for c, lv in zip(clips, clip_levels)]
         offs = np.zeros(len(blobs) + 1, dtype=np.int64)
         offs[1:] = np.cumsum([len(b) for b in blobs])
         tmp = path + ".tmp.npz"
-        np.savez(tmp, audio=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offs,
-                 labels=np.array([c["label"] for c in clips]), groups=np.array([c["group"] for c in clips]),
-                 splits=np.array([c["split"] for c in clips]), paths=np.array([c["path"] for c in clips]),
-                 sample_rate=np.int64(SR), encoding=np.array("ogg"))
+        np.savez_compressed(tmp, audio=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offs,
+                            levels=np.array(clip_levels, dtype=np.float32), **meta)
         size = os.path.getsize(tmp)
-        if size <= limit_bytes or chosen >= levels[-1]:
+        nxt = next_pack_levels(chosen, levels, two_tier, sm_max_level)
+        if size <= limit_bytes or nxt is None:
             break
-        chosen = levels[min(levels.index(chosen) + 1, len(levels) - 1)]
+        chosen = nxt        # the estimate was short: one step smaller
     os.replace(tmp, path)
     snrs = []
     for c, b in zip(clips, blobs):
         y, _ = sf.read(io.BytesIO(b), dtype="float32")
         snrs.append(snr_db(c["audio"].astype(np.float32) / 32768.0, y))
-    snrs = np.array(snrs)
-    return {"level": chosen, "bytes": int(size), "mib": round(size / 2 ** 20, 2), "clips": len(clips),
-            "seconds": round(tot / SR, 1), "kbps": round(size * 8 / (tot / SR) / 1000, 1),
-            "snr_median_db": round(float(np.median(snrs)), 1), "snr_min_db": round(float(snrs.min()), 1),
-            "snr_p10_db": round(float(np.percentile(snrs, 10)), 1)}
+    out = {"level": chosen[0], "bytes": int(size), "metadata_bytes": overhead, "mib": round(size / 2 ** 20, 2), "clips": len(clips),
+           "seconds": round(sum(tot.values()) / SR, 1), "kbps": round(size * 8 / (sum(tot.values()) / SR) / 1000, 1)}
+    out.update(_snr_stats(snrs))
+    out["two_tier"] = bool(two_tier)
+    out["levels"] = {PACK_TIER_FX: chosen[0], PACK_TIER_SM: chosen[1]}
+    out["tiers"] = {}
+    for t in (PACK_TIER_FX, PACK_TIER_SM):
+        idx = [k for k, ct in enumerate(tiers) if ct == t]
+        nbytes = sum(len(blobs[k]) for k in idx)
+        d = {"level": lv_of[t], "clips": len(idx), "seconds": round(tot[t] / SR, 1), "ogg_bytes": int(nbytes),
+             "kbps": round(nbytes * 8 / (tot[t] / SR) / 1000, 1) if tot[t] else None}
+        d.update(_snr_stats([snrs[k] for k in idx]))
+        out["tiers"][t] = d
+    return out
 
 
 class UF:
@@ -2102,9 +2264,11 @@ def main():
     for c in clips:
         c["group"] = uf.find(c["family"])
 
-    # caps so that no single package or category dominates
+    # caps so that no single package or category dominates.  v2.3: the category caps first, so that a
+    # package's soundtrack, cut by the music cap anyway, no longer pushes its voices and effects out
+    # under the package cap (in v2.2 the package cap came first)
+    clips, dropped_cat = apply_caps(clips, "label", CATEGORY_CAP_SEC, CATEGORY_CAPS)
     clips, dropped_pkg = apply_caps(clips, "package", PACKAGE_CAP_SEC)
-    clips, dropped_cat = apply_caps(clips, "label", CATEGORY_CAP_SEC)
     log(f"  caps: dropped {len(dropped_pkg)} clips over the package cap, {len(dropped_cat)} over the category cap")
     split = assign_splits(clips)
     for c in clips:
@@ -2148,7 +2312,7 @@ def main():
     npz_sel, cap, kmax, size = clips, MAX_SEC, None, pack["bytes"]
 
     # summary
-    summ = {"n_clips": len(clips), "pack": pack, "near_duplicates_removed": near_dups,
+    summ = {"version": CORPUS_VERSION, "n_clips": len(clips), "pack": pack, "near_duplicates_removed": near_dups,
             "deny_audio_copies_removed": len(deny_hits),
             "capped_out": {"package": len(dropped_pkg), "category": len(dropped_cat)},
             "npz_bytes": size, "npz_clip_cap_seconds": cap,
