@@ -1258,7 +1258,6 @@ PKG_ROOTS = {
 SPEECH_PER_LANG_QABCS = 20
 SPEECH_PER_LANG_TUX = 50     # v2.3: 30 -> 50
 SPEECH_PER_SPEAKER = 150     # v2.3: 40 -> 150 and every file (was 6 in 10): more lines from the game voices
-V2_SPEECH_KEEP_TENTHS = 10
 # recorded speech in v2 packages: regex on the relative path -> speaker (one group per speaker)
 SPEECH_DIRS = {
     "hedgewars-data": re.compile(r"^Sounds/voices/([^/]+)/"),
@@ -1345,7 +1344,7 @@ def enumerate_sources(extract, cache):
                 pc = classify_package(pkg, rel)
                 if pc is None or pc == "speech":
                     spk = "_".join(g for g in sm.groups() if g) or "speaker"
-                    if speech_seen[spk] >= SPEECH_PER_SPEAKER or stable_hash(rel) % 10 >= V2_SPEECH_KEEP_TENTHS:
+                    if speech_seen[spk] >= SPEECH_PER_SPEAKER:
                         skipped["v2 speech (subsampled)"] += 1
                         continue
                     speech_seen[spk] += 1
@@ -1876,7 +1875,7 @@ PACK_LEVELS = (0.80, 0.85, 0.88, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97,
 PACK_TIER_SM = "speech_music"
 PACK_TIER_FX = "effects"
 PACK_SM_MAX_LEVEL = 0.98     # speech/music go no lower than this (~14.5 kbps, SNR median ~11 dB)
-PACK_TWO_TIER = False        # measured on v2.3 (README): the effects stay well below v2.2's SNR, so off
+PACK_TWO_TIER = False        # off: coded and tested, not measured on v2.3 (README)
 
 
 def pack_tier(label):
