@@ -93,7 +93,7 @@ def test_num_sources_auto_and_k_follow_the_library_grouping(tiny_model_path, tmp
         assert r.exit_code == 0, r.output
         m, stems = stems_of(out / "mix")
         g = m["grouping"]
-        assert g["method"] == G.METHOD and g["requested"] == (request if request == "auto" else 2)
+        assert g["method"] == G.NET_METHOD and g["requested"] == (request if request == "auto" else 2)
         plan = G.plan_grouping(G.statistics_of(raw, 16000), g["requested"])
         assert g["estimated_sources"] == plan.estimated
         assert np.allclose(np.array(g["weights"]), plan.weights, atol=1e-4)

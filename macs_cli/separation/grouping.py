@@ -21,11 +21,14 @@ How (the parts, in order):
 3. **Pair scores.** For every pair of stems ten features (co-activation of their time-frequency
    energy, cross-stem coherence, spectral similarity, correlation of their envelopes, of their
    onsets, of their log spectrograms and of each band's envelope, the overlap of their active
-   frames, and their energy shares) go through a logistic model
-   that gives the log-odds that the two stems carry the same source (:data:`PAIR_MODEL`, fitted
-   by ``benchmarks/fit_grouping.py`` on mixtures of the training split only; a pair counts as the
-   same source when the two stems go to the same source in the best grouping of the clean stems,
-   by SI-SDR).
+   frames, and their energy shares) and the two stems' band power go through a small learned
+   model, :class:`PairNet` (a logistic term of the features plus a 1-D CNN over the band power
+   of the pair, ``weights/default/grouping_net.safetensors``, trained by
+   ``benchmarks/fit_grouping_net.py``), that gives the log-odds that the two stems carry the same
+   source. Where that file is absent, the logistic model of the features alone decides
+   (:data:`PAIR_MODEL`, ``benchmarks/fit_grouping.py``). Both are fitted on mixtures of the
+   corpus's training split only; a pair counts as the same source when the two stems go to the
+   same source in the best grouping of the clean stems, by SI-SDR.
 4. **Partition.** The partition of the (audible) stems with the largest sum of within-group
    log-odds: with exactly K groups for ``--num-sources K``; over any number of groups for ``auto``
    (a pair goes together when its odds are better than even: that is the count estimate). Exhaustive
@@ -44,13 +47,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 METHOD = "clean-stem pair model v2"   # v2: best-grouping labels, temperature 0.5 (2026-12-03)
+NET_METHOD = "clean-stem pair network v3"   # the learned pair model (PairNet) with the same partition
 BANDS = 32                # mel bands of the statistics
 POOL = 4                  # STFT hops per statistics frame (4 x 12.5 ms = 50 ms at the default STFT)
 MAX_FRAMES = 32768        # above this the frames are pooled in pairs (bounded memory on long files)
 AUDIBLE_SHARE = 1e-3      # a stem with less than 0.1 % (-30 dB) of the clean energy is silent
 TEMPERATURE = 0.5         # of the soft memberships (log-odds units; 0.5 chosen by benchmarks/fit_grouping.py CV)
+NET_TEMPERATURE = 0.5     # the same for the pair network's log-odds
 EXHAUSTIVE_MAX = 8        # partitions searched exhaustively up to this many stems
 
 FEATURES = ("tf", "xcoh", "spec", "env", "logtf", "bandcomod", "lminsh", "lmaxsh", "onset", "span")
@@ -261,6 +267,136 @@ def pair_logits(stats: StemStatistics, model: dict | None = None) -> np.ndarray:
     return out + out.T
 
 
+# -- 3b. the learned pair model (used where its weights are present) ------------------------------
+NET_FILE = "grouping_net.safetensors"   # beside the default separator's weights (macs_cli/weights/default)
+NET_CHANNELS = 4                         # per pair: max / min of the two log shares, log share of the sum, log level
+NET_CHUNK = 4096                         # statistics frames per chunk at run time (bounded memory on long files)
+
+
+def pair_inputs(band_power: np.ndarray) -> np.ndarray:
+    """(frames, M, BANDS) clean band power -> (pairs, NET_CHANNELS, BANDS, frames) float32 for the
+    pairs i < j in np.triu_indices order. Channels (log units / 5): the larger and the smaller of the
+    two stems' log shares of the total power, the log share of their sum, and the total's log level
+    relative to its mean. Symmetric in i and j by construction."""
+    e = np.asarray(band_power, dtype=np.float64)
+    t, m, b = e.shape
+    total = e.sum(1)                                                   # (T, B)
+    floor = 1e-6 * max(float(total.mean()) if total.size else 0.0, 1e-30)
+    denom = np.log(total + floor)                                       # (T, B)
+    share = np.log(e + floor) - denom[:, None, :]                       # (T, M, B)
+    iu = np.triu_indices(m, 1)
+    a, c = share[:, iu[0]], share[:, iu[1]]                             # (T, P, B)
+    both = np.log(e[:, iu[0]] + e[:, iu[1]] + floor) - denom[:, None, :]
+    level = np.broadcast_to((denom - denom.mean())[:, None, :], a.shape)
+    x = np.stack([np.maximum(a, c), np.minimum(a, c), both, level], axis=1) / 5.0   # (T, C, P, B)
+    return np.ascontiguousarray(x.transpose(2, 1, 3, 0), dtype=np.float32)          # (P, C, B, T)
+
+
+def pair_inputs_batch(band_power: np.ndarray) -> np.ndarray:
+    """(N, frames, M, BANDS) -> (N, pairs, NET_CHANNELS, BANDS, frames)."""
+    return np.stack([pair_inputs(x) for x in band_power])
+
+
+class PairNet(torch.nn.Module):
+    """Log-odds that two stems carry the same source, from their clean band power (a 1-D CNN over
+    time, bands as channels, mean- and max-pooled) and the ten hand-made pair features
+    (standardised with the training set's mean and scale, kept in the weights): a logistic term of
+    the features (``skip``, started from the logistic fit) plus what the CNN and an MLP add."""
+
+    def __init__(self, hidden: int = 64, bands: int = BANDS, features: int = len(FEATURES)):
+        super().__init__()
+        self.hidden, self.bands, self.features = hidden, bands, features
+        c = NET_CHANNELS * bands
+        self.conv = torch.nn.Sequential(
+            torch.nn.Conv1d(c, hidden, 5, padding=2), torch.nn.GELU(),
+            torch.nn.Conv1d(hidden, hidden, 3, padding=2, dilation=2), torch.nn.GELU(),
+            torch.nn.Conv1d(hidden, hidden, 3, padding=4, dilation=4), torch.nn.GELU())
+        self.head = torch.nn.Sequential(torch.nn.Linear(2 * hidden + features, 64), torch.nn.GELU(),
+                                        torch.nn.Linear(64, 1))
+        self.skip = torch.nn.Linear(features, 1)   # a logistic model of the features; the rest learns the residual
+        self.register_buffer("feature_mean", torch.zeros(features))
+        self.register_buffer("feature_scale", torch.ones(features))
+
+    def set_feature_norm(self, mean, scale) -> None:
+        self.feature_mean.copy_(torch.as_tensor(np.asarray(mean), dtype=torch.float32))
+        self.feature_scale.copy_(torch.as_tensor(np.asarray(scale), dtype=torch.float32))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(P, C, B, T) -> (P, 2 * hidden): mean and max over time of the convolution's output;
+        long inputs go through in chunks of NET_CHUNK frames."""
+        x = x.flatten(1, 2)
+        total, peak, count = None, None, 0
+        for start in range(0, max(x.shape[-1], 1), NET_CHUNK):
+            h = self.conv(x[..., start: start + NET_CHUNK])
+            s, mx = h.sum(-1), h.amax(-1)
+            total = s if total is None else total + s
+            peak = mx if peak is None else torch.maximum(peak, mx)
+            count += h.shape[-1]
+        return torch.cat([total / max(count, 1), peak], dim=-1)
+
+    def forward(self, x: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """x (P, C, B, T), feats (P, features) -> (P,) log-odds."""
+        z = (feats - self.feature_mean) / self.feature_scale
+        return (self.head(torch.cat([self.pooled(x), z], dim=-1)) + self.skip(z)).squeeze(-1)
+
+    def save(self, path) -> None:
+        from safetensors.torch import save_file
+        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path), metadata={"kind": "macs-grouping-net", "hidden": str(self.hidden),
+                                                "bands": str(self.bands), "features": ",".join(FEATURES)})
+
+    @classmethod
+    def load(cls, path) -> "PairNet":
+        """Weights written by :meth:`save`; a wrong kind, feature list or any tensor shape is a
+        ModelError (checked before anything is built from the file's metadata)."""
+        from safetensors import safe_open
+
+        from ..errors import ModelError
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:
+            raise ModelError(f"{path}: cannot read the grouping model ({str(exc).splitlines()[0][:120]})") from None
+        try:
+            hidden = int(meta.get("hidden", ""))
+        except ValueError:
+            hidden = -1
+        if (meta.get("kind") != "macs-grouping-net" or meta.get("features") != ",".join(FEATURES)
+                or meta.get("bands") != str(BANDS) or not 1 <= hidden <= 1024):
+            raise ModelError(f"{path}: not a grouping model for this version of macs")
+        net = cls(hidden=hidden)
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in tensors.items()}
+        if expected != got:
+            raise ModelError(f"{path}: the grouping model's tensors do not match its architecture")
+        net.load_state_dict(tensors)
+        return net.eval()
+
+
+@lru_cache(maxsize=1)
+def default_net() -> "PairNet | None":
+    """The shipped pair network, or None where its weights file is absent (then the logistic
+    :data:`PAIR_MODEL` decides alone)."""
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "weights" / "default" / NET_FILE
+    return PairNet.load(path) if path.is_file() else None
+
+
+def net_logits(stats: StemStatistics, net: PairNet) -> np.ndarray:
+    """(M, M) log-odds from the pair network (0 on the diagonal)."""
+    m = stats.m
+    feats = feature_rows(pair_features(stats)).astype(np.float32)
+    bp = stats.band_power
+    if bp.shape[0] == 0:
+        bp = np.zeros((1, m, BANDS), np.float32)
+    with torch.inference_mode():
+        logit = net(torch.from_numpy(pair_inputs(bp)), torch.from_numpy(feats)).double().numpy()
+    out = np.zeros((m, m))
+    out[np.triu_indices(m, 1)] = logit
+    return out + out.T
+
+
 # -- 4. partitions -----------------------------------------------------------------------------------
 @lru_cache(maxsize=8)
 def set_partitions(n: int) -> np.ndarray:
@@ -316,10 +452,11 @@ def best_partition(logits: np.ndarray, k: int | None) -> np.ndarray:
 
 
 def soft_memberships(logits: np.ndarray, labels: np.ndarray, k: int,
-                     temperature: float = TEMPERATURE) -> np.ndarray:
+                     temperature: float | None = None) -> np.ndarray:
     """(M, k) weights: stem i's affinity to group g is its mean log-odds with the group's other
     stems (0 for its own group when it is alone there); weights = softmax(affinity / temperature)
     over the groups, so every stem's weights sum to one."""
+    temperature = TEMPERATURE if temperature is None else temperature
     m = logits.shape[0]
     aff = np.full((m, k), -10.0)
     for i in range(m):
@@ -364,9 +501,13 @@ class GroupingPlan:
 
 
 def plan_grouping(stats: StemStatistics, num_sources: int | str | None,
-                  model: dict | None = None) -> GroupingPlan:
+                  model: dict | None = None, net: "PairNet | bool | None" = None) -> GroupingPlan:
     """Decide the outputs: ``None`` keeps every stem, an int K merges to K, ``"auto"`` estimates
-    the number of sources (silent stems never count as one) and merges to it."""
+    the number of sources (silent stems never count as one) and merges to it.
+
+    The pair log-odds come from ``net`` when it is a :class:`PairNet`; with ``net=None`` from the
+    shipped network (:func:`default_net`) unless a logistic ``model`` is given, and from the
+    logistic model (``model`` or :data:`PAIR_MODEL`) when ``net`` is False or no network is shipped."""
     m = stats.m
     if num_sources is None:
         return GroupingPlan(np.eye(m), None, m, audible=list(range(m)))
@@ -375,7 +516,11 @@ def plan_grouping(stats: StemStatistics, num_sources: int | str | None,
     shares = stats.shares
     silent = float(np.clip(np.diag(stats.cross), 0, None).sum()) <= 1e-20
     audible = [] if silent else [i for i in range(m) if shares[i] >= AUDIBLE_SHARE]
-    logits = pair_logits(stats, model)
+    if net is None and model is None:
+        net = default_net()
+    elif net is True:
+        raise ValueError("net must be a PairNet, None or False")
+    logits = net_logits(stats, net) if isinstance(net, PairNet) else pair_logits(stats, model)
     if num_sources == "auto":
         if not audible:                      # a silent input: one (silent) output
             return GroupingPlan(np.ones((m, 1)), "auto", 1, audible=[])
@@ -388,9 +533,11 @@ def plan_grouping(stats: StemStatistics, num_sources: int | str | None,
         sub = best_partition(logits[np.ix_(audible, audible)], k)
     labels = np.full(m, -1)
     labels[audible] = sub
-    weights = soft_memberships(logits, _attach(labels, logits, k), k)
+    weights = soft_memberships(logits, _attach(labels, logits, k), k,
+                               NET_TEMPERATURE if isinstance(net, PairNet) else TEMPERATURE)
     order = np.argsort(-(weights * shares[:, None]).sum(0), kind="stable")   # loudest output first
-    return GroupingPlan(weights[:, order], num_sources, k, audible=audible)
+    return GroupingPlan(weights[:, order], num_sources, k, audible=audible,
+                        method=NET_METHOD if isinstance(net, PairNet) else METHOD)
 
 
 def _attach(labels: np.ndarray, logits: np.ndarray, k: int) -> np.ndarray:
@@ -484,6 +631,6 @@ def parse_num_sources(value: str | int | None) -> int | str | None:
     return k
 
 
-__all__ = ["METHOD", "clean_stems", "StemStatistics", "statistics_of", "pair_features", "pair_logits", "best_partition",
+__all__ = ["METHOD", "NET_METHOD", "PairNet", "default_net", "net_logits", "pair_inputs", "clean_stems", "StemStatistics", "statistics_of", "pair_features", "pair_logits", "best_partition",
            "soft_memberships", "plan_grouping", "GroupingPlan", "GroupRenderer", "render", "clean_shares",
            "set_partitions", "parse_num_sources", "PAIR_MODEL", "FEATURES"]
