@@ -370,3 +370,22 @@ def test_pair_net_long_input_goes_through_in_chunks(monkeypatch):
     assert torch.isfinite(chunked).all() and torch.allclose(whole, chunked, atol=0.05 * float(whole.detach().abs().max()) + 1e-3)
     monkeypatch.setattr(G, "NET_CHUNK", 1)
     assert torch.isfinite(net(x[:, :, :, :5], f)).all()
+
+
+def test_without_the_network_file_the_logistic_model_decides(monkeypatch, tmp_path):
+    stems, _, truth = _stems([3, 3], seed=4)
+    stats = G.statistics_of(stems, RATE)
+    shipped = G.plan_grouping(stats, 2)
+    assert shipped.to_dict()["method"] == G.NET_METHOD
+    G.default_net.cache_clear()
+    monkeypatch.setattr(G, "NET_FILE", "absent.safetensors")
+    try:
+        assert G.default_net() is None
+        plan = G.plan_grouping(stats, 2)
+        assert plan.to_dict()["method"] == G.METHOD
+        assert np.allclose(plan.weights, G.plan_grouping(stats, 2, net=False).weights)
+        assert _same_partition(plan.hard_groups(), truth)
+    finally:
+        G.default_net.cache_clear()
+    with pytest.raises(ValueError):
+        G.plan_grouping(stats, 2, net=True)
