@@ -82,16 +82,22 @@ def make(args) -> int:
                 out["clean121"].append(float(best_one_to_one_sisdr(clean[None], torch.from_numpy(rf)[None])[0][0]) - base)
                 if args.keep_audio:
                     audio["mix"].append(mx.numpy())
-                    audio["refs"].append(np.pad(rf, ((0, 4 - s), (0, 0))))
+                    audio["refs"].append(np.pad(rf, ((0, max(args.sources) - s), (0, 0))))
                     audio["stems"].append(st)
             log(f"  {s} sources: {min(i + args.batch, len(mix))}/{len(mix)} ({time.time() - t0:.0f} s)")
     arrays = {k: np.stack(v) for k, v in out.items()}
+    arrays.update(rate=np.array(rate), n_fft=np.array(n_fft))
     if args.keep_audio:
         arrays.update({k: np.stack(v).astype(np.float32) for k, v in audio.items()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, **arrays)
     log(f"wrote {args.out} ({len(arrays['s'])} mixtures, {time.time() - t0:.0f} s)")
     return 0
+
+
+def pair_inputs_batch(band_power: np.ndarray) -> np.ndarray:
+    """(N, frames, M, BANDS) -> (N, pairs, NET_CHANNELS, BANDS, frames): grouping.pair_inputs per mixture."""
+    return np.stack([G.pair_inputs(x) for x in band_power])
 
 
 def pair_targets(lab: np.ndarray) -> np.ndarray:
@@ -125,10 +131,10 @@ def train(args) -> int:
         net.skip.bias.fill_(float(lin["intercept"]))
         net.head[-1].weight.zero_()
         net.head[-1].bias.zero_()
-    x_tr = torch.from_numpy(G.pair_inputs_batch(tr["bp"]))      # (N, P, C, B, T)
+    x_tr = torch.from_numpy(pair_inputs_batch(tr["bp"]))      # (N, P, C, B, T)
     f_tr = torch.from_numpy(tr["feats"].astype(np.float32))     # (N, P, F)
     y_tr = torch.from_numpy(pair_targets(tr["lab"]))             # (N, P)
-    x_va = torch.from_numpy(G.pair_inputs_batch(va["bp"]))
+    x_va = torch.from_numpy(pair_inputs_batch(va["bp"]))
     f_va = torch.from_numpy(va["feats"].astype(np.float32))
     y_va = pair_targets(va["lab"])
     n, p = y_tr.shape
@@ -152,10 +158,7 @@ def train(args) -> int:
         tot = 0.0
         for k in range(0, len(perm) - args.batch + 1, args.batch):
             idx = perm[k: k + args.batch]
-            xb = flat_x[idx]
-            if args.augment:   # circular time shift
-                xb = torch.roll(xb, int(torch.randint(0, xb.shape[-1], ())), dims=-1)
-            logit = net(xb, flat_f[idx])
+            logit = net(flat_x[idx], flat_f[idx])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, flat_y[idx], weight=flat_w[idx])
             opt.zero_grad()
             loss.backward()
@@ -181,6 +184,11 @@ def train(args) -> int:
 def evaluate(args) -> int:
     """K and auto on the validation mixtures (their audio kept) with the net and with the logistic model."""
     va = dict(np.load(args.val))
+    if "stems" not in va:
+        raise SystemExit(f"{args.val}: made without --keep-audio, cannot be scored")
+    if args.net_only and not args.net:
+        raise SystemExit("--net-only needs --net")
+    rate, n_fft = int(va.get("rate", 16000)), int(va.get("n_fft", 400))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from separation_quality import drop_silent
     if args.temperature is not None:
@@ -196,22 +204,23 @@ def evaluate(args) -> int:
         models.append(("net", net))
     res = {}
     for name, m in models:
-        per = {}
+        per, scores = {}, []
         for i in range(len(va["s"])):
             s = int(va["s"][i])
             stems, refs = va["stems"][i], torch.from_numpy(va["refs"][i][:s])
-            stats = G.StemStatistics(stems.shape[0], 16000)
-            stats.add(stems)
-            stats.finish()
+            stats = G.statistics_of(stems, rate, n_fft)
             d = per.setdefault(s, {"k": [], "auto": [], "count": []})
+            logits = (G.pair_logits(stats, m) if name == "logistic-refit" else
+                      G.net_logits(stats, m) if isinstance(m, G.PairNet) else G.pair_logits(stats))
+            scores.append(logits[np.triu_indices(stats.m, 1)])
             for mode, key in ((s, "k"), ("auto", "auto")):
                 if name == "logistic-refit":
                     plan = G.plan_grouping(stats, mode, model=m, net=False)
                 else:
                     plan = G.plan_grouping(stats, mode, net=m)
-                est = G.render(stems, plan)
+                est = G.render(stems, plan, n_fft)
                 if mode == "auto":   # the outputs macs separate -n auto keeps
-                    est = drop_silent(est, 16000)
+                    est = drop_silent(est, rate)
                 est = torch.from_numpy(est)
                 d[key].append(matched_sisdr(est, refs) - float(va["base"][i]))
                 if mode == "auto":
@@ -219,13 +228,15 @@ def evaluate(args) -> int:
         res[name] = {str(s): {**{k: float(np.mean(v)) for k, v in d.items()},
                               "per_item": {k: [float(x) for x in v] for k, v in d.items() if k != "count"}}
                      for s, d in per.items()}
+        res[name]["pair_auc"] = auc(np.concatenate(scores), pair_targets(va["lab"]).reshape(-1))
+        log(f"{name}: pair AUC {res[name]['pair_auc']:.4f}")
         for s, d in sorted(per.items()):
             sel = va["s"] == s
             log(f"{name:8s} {s} sources: K {np.mean(d['k']):.2f}  auto {np.mean(d['auto']):.2f}  count {np.mean(d['count']):.0%}"
                 f"  (grouped {va['grouped'][sel].mean():.2f}, clean one-to-one {va['clean121'][sel].mean():.2f})")
     if "net" in res and "logistic" in res:   # paired differences, net - shipped logistic, mean [95 % interval]
         res["net_minus_logistic"] = {}
-        for s in sorted(res["net"]):
+        for s in sorted(k for k in res["net"] if k.isdigit()):
             row = {}
             for k in ("k", "auto"):
                 diff = np.array(res["net"][s]["per_item"][k]) - np.array(res["logistic"][s]["per_item"][k])
@@ -264,7 +275,6 @@ def main(argv=None) -> int:
     t.add_argument("--batch", type=int, default=256)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--hidden", type=int, default=64)
-    t.add_argument("--augment", action="store_true")
     t.add_argument("--weight", choices=("none", "energy"), default="none")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0)

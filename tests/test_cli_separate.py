@@ -442,3 +442,26 @@ def test_paths_with_brackets_are_printed_as_they_are(tiny_model_path, tmp_path):
         assert r.exit_code == 1 and f"error: {missing}: no such file" in r.output, r.output
     r = run("separate", tmp_path / "[/x].wav", "-o", tmp_path / "out", "--overlap", "0.9", "-q")
     assert r.exit_code == 2 and r.output.startswith("error:") and "Traceback" not in r.output
+
+
+def test_broken_grouping_network_file_is_one_line_before_any_work(tiny_model_path, tmp_path, monkeypatch):
+    """A corrupt grouping-network file fails --num-sources with one error line per input, before
+    anything is separated or written; without --num-sources it is never read."""
+    from macs_cli.separation import grouping as G
+
+    src = tmp_path / "mix.wav"
+    sf.write(src, tone_mix(1.0, 16000, seed=5), 16000)
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    G.default_net.cache_clear()
+    monkeypatch.setattr(G, "NET_FILE", str(bad))
+    try:
+        r = run("separate", src, "-o", tmp_path / "out", "--model", tiny_model_path, "-q", "-n", "2")
+        assert r.exit_code == 1
+        errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "grouping model" in errors[0] and "Traceback" not in r.output
+        assert not (tmp_path / "out" / "mix").exists()
+        r = run("separate", src, "-o", tmp_path / "plain", "--model", tiny_model_path, "-q")
+        assert r.exit_code == 0, r.output
+    finally:
+        G.default_net.cache_clear()

@@ -358,18 +358,53 @@ def test_pair_net_load_refuses_foreign_or_mismatched_files(tmp_path):
         G.PairNet.load(tmp_path / "junk.safetensors")
 
 
-def test_pair_net_long_input_goes_through_in_chunks(monkeypatch):
+def test_pair_net_long_input_goes_through_in_chunks_exactly(monkeypatch):
     rng = np.random.default_rng(3)
     net = _net()
-    x = torch.from_numpy(rng.standard_normal((3, G.NET_CHANNELS, G.BANDS, 900)).astype(np.float32))
-    f = torch.zeros(3, len(G.FEATURES))
-    whole = net(x, f)
-    monkeypatch.setattr(G, "NET_CHUNK", 300)
-    chunked = net(x, f)
-    # only the frames next to the two chunk joins see different padding
-    assert torch.isfinite(chunked).all() and torch.allclose(whole, chunked, atol=0.05 * float(whole.detach().abs().max()) + 1e-3)
-    monkeypatch.setattr(G, "NET_CHUNK", 1)
-    assert torch.isfinite(net(x[:, :, :, :5], f)).all()
+    stems = rng.standard_normal((4, RATE * 30)).astype(np.float32) * np.linspace(0.1, 1, 4)[:, None]
+    stems[1, : RATE * 10] = 0.0
+    stats = G.statistics_of(stems, RATE)
+    assert stats.band_power.shape[0] > 600
+    whole = G.net_logits(stats, net)
+    x = torch.from_numpy(G.pair_inputs(stats.band_power))
+    f = torch.from_numpy(G.feature_rows(G.pair_features(stats)).astype(np.float32))
+    with torch.no_grad():
+        one_piece = net(x, f).numpy()
+    assert np.allclose(whole[np.triu_indices(4, 1)], one_piece, atol=1e-5)
+    for chunk in (7, 100, 257):   # chunks with the receptive field as context: the same numbers
+        monkeypatch.setattr(G, "NET_CHUNK", chunk)
+        assert np.allclose(G.net_logits(stats, net), whole, atol=1e-5), chunk
+    monkeypatch.setattr(G, "NET_HALO", 0)   # without the context the joins would show
+    assert not np.allclose(G.net_logits(stats, net), whole, atol=1e-5)
+
+
+def test_pair_net_load_refuses_bad_values_and_reports_empty_errors(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from macs_cli.errors import ModelError
+    meta = {"kind": "macs-grouping-net", "hidden": "8", "bands": str(G.BANDS), "features": ",".join(G.FEATURES)}
+    good = {k: v.contiguous() for k, v in _net(hidden=8).state_dict().items()}
+    variants = {"nan": dict(good, **{"conv.0.weight": torch.full_like(good["conv.0.weight"], float("nan"))}),
+                "zero_scale": dict(good, feature_scale=torch.zeros_like(good["feature_scale"])),
+                "float64": dict(good, **{"skip.bias": good["skip.bias"].double()}),
+                "extra": dict(good, surplus=torch.zeros(3))}
+    for name, tensors in variants.items():
+        save_file(tensors, str(tmp_path / f"{name}.safetensors"), metadata=meta)
+        with pytest.raises(ModelError):
+            G.PairNet.load(tmp_path / f"{name}.safetensors")
+    save_file(good, str(tmp_path / "bands.safetensors"), metadata=dict(meta, bands="64"))
+    with pytest.raises(ModelError):
+        G.PairNet.load(tmp_path / "bands.safetensors")
+    save_file(good, str(tmp_path / "ok.safetensors"), metadata=meta)
+    assert isinstance(G.PairNet.load(tmp_path / "ok.safetensors"), G.PairNet)
+
+    import safetensors
+
+    def fail(*a, **k):
+        raise MemoryError()
+    monkeypatch.setattr(safetensors, "safe_open", fail)
+    with pytest.raises(ModelError, match="MemoryError"):
+        G.PairNet.load(tmp_path / "ok.safetensors")
 
 
 def test_without_the_network_file_the_logistic_model_decides(monkeypatch, tmp_path):
@@ -387,5 +422,6 @@ def test_without_the_network_file_the_logistic_model_decides(monkeypatch, tmp_pa
         assert _same_partition(plan.hard_groups(), truth)
     finally:
         G.default_net.cache_clear()
-    with pytest.raises(ValueError):
-        G.plan_grouping(stats, 2, net=True)
+    for wrong in (True, "grouping_net.safetensors"):
+        with pytest.raises(TypeError):
+            G.plan_grouping(stats, 2, net=wrong)

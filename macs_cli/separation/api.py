@@ -30,7 +30,7 @@ from ..audio.io import AudioInfo, StreamResampler, iter_blocks, probe
 from ..errors import ConfigError, MacsError
 from ..formats import STEMS_FORMAT, STEMS_OUTPUT
 from ..fsutil import atomic_dir, describe_os_error, is_inside
-from .grouping import GroupingPlan, GroupRenderer, StemStatistics, plan_grouping, statistics_of
+from .grouping import GroupingPlan, GroupRenderer, StemStatistics, default_net, plan_grouping, statistics_of
 from .model import Separator, cpu_inference_copy
 
 FRAME_SECONDS = 0.1      # envelope resolution for activity and grouping
@@ -497,6 +497,8 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
     raw_paths = [f".raw_{i:02d}.wav" for i in range(m)]
     writers = [store.writer(p, cfg.sample_rate, "FLOAT") for p in raw_paths]
     stats = _StemStats(m, cfg.sample_rate)
+    if opts.num_sources is not None:
+        default_net()   # a broken grouping-network file fails here, before the separation's work
     gstats = StemStatistics(m, cfg.sample_rate, cfg.n_fft) if opts.num_sources is not None else None
     window_fn = model_window_fn(model, opts.precision)
     ola = OverlapAdd(window_fn, window, overlap, opts.batch_size, opts.align)

@@ -270,31 +270,36 @@ def pair_logits(stats: StemStatistics, model: dict | None = None) -> np.ndarray:
 # -- 3b. the learned pair model (used where its weights are present) ------------------------------
 NET_FILE = "grouping_net.safetensors"   # beside the default separator's weights (macs_cli/weights/default)
 NET_CHANNELS = 4                         # per pair: max / min of the two log shares, log share of the sum, log level
-NET_CHUNK = 4096                         # statistics frames per chunk at run time (bounded memory on long files)
+NET_CHUNK = 2048                         # statistics frames per chunk at run time (bounded memory on long files)
+NET_HALO = 8                             # frames of context each side of a chunk: the CNN's receptive field
 
 
-def pair_inputs(band_power: np.ndarray) -> np.ndarray:
+def pair_inputs(band_power: np.ndarray, floor: float | None = None, level_mean: float | None = None) -> np.ndarray:
     """(frames, M, BANDS) clean band power -> (pairs, NET_CHANNELS, BANDS, frames) float32 for the
     pairs i < j in np.triu_indices order. Channels (log units / 5): the larger and the smaller of the
     two stems' log shares of the total power, the log share of their sum, and the total's log level
-    relative to its mean. Symmetric in i and j by construction."""
-    e = np.asarray(band_power, dtype=np.float64)
+    relative to its mean. Symmetric in i and j by construction. ``floor`` and ``level_mean`` (the
+    whole input's, from :func:`input_levels`) let a long input be converted a chunk at a time."""
+    e = np.asarray(band_power, dtype=np.float32)
     t, m, b = e.shape
+    if floor is None or level_mean is None:
+        floor, level_mean = input_levels(e)
     total = e.sum(1)                                                   # (T, B)
-    floor = 1e-6 * max(float(total.mean()) if total.size else 0.0, 1e-30)
     denom = np.log(total + floor)                                       # (T, B)
     share = np.log(e + floor) - denom[:, None, :]                       # (T, M, B)
     iu = np.triu_indices(m, 1)
     a, c = share[:, iu[0]], share[:, iu[1]]                             # (T, P, B)
     both = np.log(e[:, iu[0]] + e[:, iu[1]] + floor) - denom[:, None, :]
-    level = np.broadcast_to((denom - denom.mean())[:, None, :], a.shape)
+    level = np.broadcast_to((denom - level_mean)[:, None, :], a.shape)
     x = np.stack([np.maximum(a, c), np.minimum(a, c), both, level], axis=1) / 5.0   # (T, C, P, B)
     return np.ascontiguousarray(x.transpose(2, 1, 3, 0), dtype=np.float32)          # (P, C, B, T)
 
 
-def pair_inputs_batch(band_power: np.ndarray) -> np.ndarray:
-    """(N, frames, M, BANDS) -> (N, pairs, NET_CHANNELS, BANDS, frames)."""
-    return np.stack([pair_inputs(x) for x in band_power])
+def input_levels(band_power: np.ndarray) -> tuple[float, float]:
+    """The power floor (1e-6 of the mean total power) and the mean log level of the whole input."""
+    total = np.asarray(band_power, dtype=np.float64).sum(1)
+    floor = 1e-6 * max(float(total.mean()) if total.size else 0.0, 1e-30)
+    return floor, float(np.log(total + floor).mean()) if total.size else 0.0
 
 
 class PairNet(torch.nn.Module):
@@ -322,22 +327,19 @@ class PairNet(torch.nn.Module):
         self.feature_scale.copy_(torch.as_tensor(np.asarray(scale), dtype=torch.float32))
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """(P, C, B, T) -> (P, 2 * hidden): mean and max over time of the convolution's output;
-        long inputs go through in chunks of NET_CHUNK frames."""
-        x = x.flatten(1, 2)
-        total, peak, count = None, None, 0
-        for start in range(0, max(x.shape[-1], 1), NET_CHUNK):
-            h = self.conv(x[..., start: start + NET_CHUNK])
-            s, mx = h.sum(-1), h.amax(-1)
-            total = s if total is None else total + s
-            peak = mx if peak is None else torch.maximum(peak, mx)
-            count += h.shape[-1]
-        return torch.cat([total / max(count, 1), peak], dim=-1)
+        """(P, C, B, T) -> (P, 2 * hidden): mean and max over time of the convolution's output
+        (in one piece: for training; :func:`net_logits` chunks long inputs)."""
+        h = self.conv(x.flatten(1, 2))
+        return torch.cat([h.mean(-1), h.amax(-1)], dim=-1)
+
+    def head_logits(self, pooled: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """(P, 2 * hidden) pooled CNN output and (P, features) raw features -> (P,) log-odds."""
+        z = (feats - self.feature_mean) / self.feature_scale
+        return (self.head(torch.cat([pooled, z], dim=-1)) + self.skip(z)).squeeze(-1)
 
     def forward(self, x: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """x (P, C, B, T), feats (P, features) -> (P,) log-odds."""
-        z = (feats - self.feature_mean) / self.feature_scale
-        return (self.head(torch.cat([self.pooled(x), z], dim=-1)) + self.skip(z)).squeeze(-1)
+        return self.head_logits(self.pooled(x), feats)
 
     def save(self, path) -> None:
         from safetensors.torch import save_file
@@ -345,31 +347,48 @@ class PairNet(torch.nn.Module):
         save_file(tensors, str(path), metadata={"kind": "macs-grouping-net", "hidden": str(self.hidden),
                                                 "bands": str(self.bands), "features": ",".join(FEATURES)})
 
+    @staticmethod
+    def tensor_shapes(hidden: int, bands: int = BANDS, features: int = len(FEATURES)) -> dict[str, tuple]:
+        """The name and shape of every tensor of a PairNet of this size (what :meth:`load` expects)."""
+        h, c, f = hidden, NET_CHANNELS * bands, features
+        return {"conv.0.weight": (h, c, 5), "conv.0.bias": (h,), "conv.2.weight": (h, h, 3), "conv.2.bias": (h,),
+                "conv.4.weight": (h, h, 3), "conv.4.bias": (h,), "head.0.weight": (64, 2 * h + f),
+                "head.0.bias": (64,), "head.2.weight": (1, 64), "head.2.bias": (1,), "skip.weight": (1, f),
+                "skip.bias": (1,), "feature_mean": (f,), "feature_scale": (f,)}
+
     @classmethod
     def load(cls, path) -> "PairNet":
-        """Weights written by :meth:`save`; a wrong kind, feature list or any tensor shape is a
-        ModelError (checked before anything is built from the file's metadata)."""
+        """Weights written by :meth:`save`. The metadata (kind, feature list, bands, size) and every
+        tensor's name and shape are checked before any tensor is read or anything is built; then
+        the tensors must be finite floats and the feature scales positive. Any failure is one
+        ModelError line."""
         from safetensors import safe_open
 
         from ..errors import ModelError
+        bad = f"{path}: not a grouping model for this version of macs"
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                try:
+                    hidden = int(meta.get("hidden", ""))
+                except ValueError:
+                    hidden = -1
+                if (meta.get("kind") != "macs-grouping-net" or meta.get("features") != ",".join(FEATURES)
+                        or meta.get("bands") != str(BANDS) or not 1 <= hidden <= 1024):
+                    raise ModelError(bad)
+                want = cls.tensor_shapes(hidden)
+                if {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()} != want:
+                    raise ModelError(f"{path}: the grouping model's tensors do not match its architecture")
+                tensors = {k: f.get_tensor(k) for k in want}
+        except ModelError:
+            raise
         except Exception as exc:
-            raise ModelError(f"{path}: cannot read the grouping model ({str(exc).splitlines()[0][:120]})") from None
-        try:
-            hidden = int(meta.get("hidden", ""))
-        except ValueError:
-            hidden = -1
-        if (meta.get("kind") != "macs-grouping-net" or meta.get("features") != ",".join(FEATURES)
-                or meta.get("bands") != str(BANDS) or not 1 <= hidden <= 1024):
-            raise ModelError(f"{path}: not a grouping model for this version of macs")
+            why = (str(exc).strip() or type(exc).__name__).splitlines()[0][:120]
+            raise ModelError(f"{path}: cannot read the grouping model ({why})") from None
+        if not all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in tensors.values()) \
+                or not bool((tensors["feature_scale"] > 0).all()):
+            raise ModelError(f"{path}: the grouping model holds non-finite, non-float32 or invalid values")
         net = cls(hidden=hidden)
-        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in tensors.items()}
-        if expected != got:
-            raise ModelError(f"{path}: the grouping model's tensors do not match its architecture")
         net.load_state_dict(tensors)
         return net.eval()
 
@@ -379,19 +398,38 @@ def default_net() -> "PairNet | None":
     """The shipped pair network, or None where its weights file is absent (then the logistic
     :data:`PAIR_MODEL` decides alone)."""
     from pathlib import Path
+    from ..errors import ModelError
     path = Path(__file__).resolve().parents[1] / "weights" / "default" / NET_FILE
-    return PairNet.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return PairNet.load(path)
+    except ModelError as exc:
+        raise ModelError(f"{exc} (reinstall macs to restore it, or remove it to group with the "
+                         "logistic model)") from None
 
 
 def net_logits(stats: StemStatistics, net: PairNet) -> np.ndarray:
-    """(M, M) log-odds from the pair network (0 on the diagonal)."""
+    """(M, M) log-odds from the pair network (0 on the diagonal). Long inputs go through in chunks
+    of NET_CHUNK frames with NET_HALO frames of context on each side (the CNN's receptive field),
+    so the result does not depend on the chunking and memory stays bounded."""
     m = stats.m
-    feats = feature_rows(pair_features(stats)).astype(np.float32)
+    feats = torch.from_numpy(feature_rows(pair_features(stats)).astype(np.float32))
     bp = stats.band_power
     if bp.shape[0] == 0:
         bp = np.zeros((1, m, BANDS), np.float32)
+    floor, level_mean = input_levels(bp)
+    n = bp.shape[0]
+    total, peak = None, None
     with torch.inference_mode():
-        logit = net(torch.from_numpy(pair_inputs(bp)), torch.from_numpy(feats)).double().numpy()
+        for start in range(0, n, NET_CHUNK):
+            lo, hi = max(0, start - NET_HALO), min(n, start + NET_CHUNK + NET_HALO)
+            x = torch.from_numpy(pair_inputs(bp[lo:hi], floor, level_mean)).flatten(1, 2)
+            h = net.conv(x)[..., start - lo: start - lo + min(NET_CHUNK, n - start)]
+            s, mx = h.sum(-1), h.amax(-1)
+            total = s if total is None else total + s
+            peak = mx if peak is None else torch.maximum(peak, mx)
+        logit = net.head_logits(torch.cat([total / n, peak], dim=-1), feats).double().numpy()
     out = np.zeros((m, m))
     out[np.triu_indices(m, 1)] = logit
     return out + out.T
@@ -518,8 +556,8 @@ def plan_grouping(stats: StemStatistics, num_sources: int | str | None,
     audible = [] if silent else [i for i in range(m) if shares[i] >= AUDIBLE_SHARE]
     if net is None and model is None:
         net = default_net()
-    elif net is True:
-        raise ValueError("net must be a PairNet, None or False")
+    elif not (net is None or net is False or isinstance(net, PairNet)):
+        raise TypeError("net must be a PairNet, None or False")
     logits = net_logits(stats, net) if isinstance(net, PairNet) else pair_logits(stats, model)
     if num_sources == "auto":
         if not audible:                      # a silent input: one (silent) output
