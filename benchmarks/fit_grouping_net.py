@@ -47,6 +47,9 @@ sys.path.insert(0, str(ROOT))
 from macs_cli.evaluation.sisdr import best_grouped_sisdr, best_one_to_one_sisdr, matched_sisdr, mixture_sisdr  # noqa: E402
 from macs_cli.separation import grouping as G  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from fit_grouping import auc, fit_logistic  # noqa: E402
+
 log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
 
@@ -105,15 +108,6 @@ def pair_targets(lab: np.ndarray) -> np.ndarray:
     return (lab[:, iu[0]] == lab[:, iu[1]]).astype(np.float32)
 
 
-def auc(score: np.ndarray, y: np.ndarray) -> float:
-    order = np.argsort(score)
-    ranks = np.empty(len(score))
-    ranks[order] = np.arange(1, len(score) + 1)
-    pos = y > 0.5
-    n1, n0 = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / max(n1 * n0, 1))
-
-
 def train(args) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -123,8 +117,6 @@ def train(args) -> int:
     feats_tr = tr["feats"].reshape(-1, len(G.FEATURES))
     mean, scale = feats_tr.mean(0), feats_tr.std(0) + 1e-12
     net.set_feature_norm(mean, scale)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from fit_grouping import fit_logistic
     lin = fit_logistic(feats_tr, pair_targets(tr["lab"]).reshape(-1))
     with torch.no_grad():   # start from the logistic model refitted on these mixtures; the MLP's output at zero
         net.skip.weight.copy_(torch.tensor([lin["coef"]], dtype=torch.float32))
@@ -189,14 +181,12 @@ def evaluate(args) -> int:
     if args.net_only and not args.net:
         raise SystemExit("--net-only needs --net")
     rate, n_fft = int(va.get("rate", 16000)), int(va.get("n_fft", 400))
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from separation_quality import drop_silent
     if args.temperature is not None:
         G.TEMPERATURE = G.NET_TEMPERATURE = args.temperature
     net = G.PairNet.load(args.net) if args.net else None
     models = [] if args.net_only else [("logistic", False)]
     if args.train:   # the logistic model refitted on the same training mixtures as the net
-        from fit_grouping import fit_logistic
         tr = np.load(args.train)
         models.append(("logistic-refit", fit_logistic(tr["feats"].reshape(-1, len(G.FEATURES)),
                                                       pair_targets(tr["lab"]).reshape(-1))))
