@@ -19,6 +19,10 @@ The shipped weights (macs_cli/weights/default/grouping_net.safetensors) came fro
     python benchmarks/fit_grouping_net.py eval --val $D/gnet_val.npz --net $D/net64/grouping_net.safetensors \
         --train $D/gnet_train.npz --out benchmarks/results/grouping_net_dev.json
 
+``train --train`` takes several files from ``make`` (their mixtures concatenated): the networks
+on 3600-7200 mixtures of benchmarks/README.md (seeds 600, 700, 800 beside 500; not shipped) came
+from ``train --train $D/gnet_train.npz $D/gnet_train2.npz ...``.
+
 ``--val`` in ``train`` only prints an AUC per epoch (nothing is selected on it); the choices
 (hidden 64, 10 epochs, unweighted loss, temperature 0.5) were made with ``eval`` on gnet_val.npz
 (training split, seeds 302-304). Measured once on the held-out split afterwards:
@@ -100,7 +104,12 @@ def make(args) -> int:
 
 def pair_inputs_batch(band_power: np.ndarray) -> np.ndarray:
     """(N, frames, M, BANDS) -> (N, pairs, NET_CHANNELS, BANDS, frames): grouping.pair_inputs per mixture."""
-    return np.stack([G.pair_inputs(x) for x in band_power])
+    first = G.pair_inputs(band_power[0])
+    out = np.empty((len(band_power),) + first.shape, dtype=np.float32)   # filled in place: one copy in memory
+    out[0] = first
+    for n in range(1, len(band_power)):
+        out[n] = G.pair_inputs(band_power[n])
+    return out
 
 
 def pair_targets(lab: np.ndarray) -> np.ndarray:
@@ -108,10 +117,19 @@ def pair_targets(lab: np.ndarray) -> np.ndarray:
     return (lab[:, iu[0]] == lab[:, iu[1]]).astype(np.float32)
 
 
+def load_sets(paths) -> dict:
+    """One or more files written by ``make``, their mixtures concatenated."""
+    parts = [dict(np.load(p)) for p in paths]
+    keys = [k for k in ("s", "bp", "cross", "feats", "lab", "base", "grouped", "clean121")]
+    out = {k: np.concatenate([d[k] for d in parts]) for k in keys}
+    out.update(rate=parts[0]["rate"], n_fft=parts[0]["n_fft"])
+    return out
+
+
 def train(args) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    tr = dict(np.load(args.train))
+    tr = load_sets(args.train)
     va = dict(np.load(args.val))
     net = G.PairNet(hidden=args.hidden)
     feats_tr = tr["feats"].reshape(-1, len(G.FEATURES))
@@ -187,7 +205,7 @@ def evaluate(args) -> int:
     net = G.PairNet.load(args.net) if args.net else None
     models = [] if args.net_only else [("logistic", False)]
     if args.train:   # the logistic model refitted on the same training mixtures as the net
-        tr = np.load(args.train)
+        tr = load_sets(args.train)
         models.append(("logistic-refit", fit_logistic(tr["feats"].reshape(-1, len(G.FEATURES)),
                                                       pair_targets(tr["lab"]).reshape(-1))))
     if net is not None:
@@ -259,7 +277,7 @@ def main(argv=None) -> int:
     m.add_argument("--threads", type=int, default=0)
     m.add_argument("--out", type=Path, required=True)
     t = sub.add_parser("train")
-    t.add_argument("--train", type=Path, required=True)
+    t.add_argument("--train", type=Path, nargs="+", required=True, help="one or more files from make")
     t.add_argument("--val", type=Path, required=True)
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--batch", type=int, default=256)
@@ -272,7 +290,7 @@ def main(argv=None) -> int:
     e = sub.add_parser("eval")
     e.add_argument("--val", type=Path, required=True)
     e.add_argument("--net", type=Path, default=None)
-    e.add_argument("--train", type=Path, default=None, help="also refit the logistic model on these mixtures")
+    e.add_argument("--train", type=Path, nargs="+", default=None, help="also refit the logistic model on these mixtures")
     e.add_argument("--temperature", type=float, default=None)
     e.add_argument("--net-only", action="store_true", help="score only the net")
     e.add_argument("--out", type=Path, default=None)
