@@ -295,6 +295,35 @@ def test_fit_grouping_optimal_labels_recover_a_known_grouping():
     assert labels.tolist() == [2 - t for t in truth]
 
 
+def test_fit_grouping_net_joins_make_files_and_builds_pair_inputs_in_place(tmp_path):
+    """benchmarks/fit_grouping_net.py: ``train --train A B`` sees A's mixtures then B's, and the
+    batch of pair inputs (filled in place) equals grouping.pair_inputs of each mixture."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_grouping_net.py"
+    spec = importlib.util.spec_from_file_location("fit_grouping_net_under_test", path)
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    rng = np.random.default_rng(0)
+    files = []
+    for n, count in enumerate((3, 2)):
+        arrays = {"s": np.full(count, 2 + n), "bp": rng.random((count, 7, 4, G.BANDS), dtype=np.float32),
+                  "cross": rng.random((count, 4, 4)), "feats": rng.random((count, 6, len(G.FEATURES))),
+                  "lab": rng.integers(0, 2, (count, 4)), "base": rng.random(count), "grouped": rng.random(count),
+                  "clean121": rng.random(count), "rate": np.array(16000), "n_fft": np.array(400)}
+        files.append(tmp_path / f"part{n}.npz")
+        np.savez(files[-1], **arrays)
+    joined = fit.load_sets(files)
+    assert joined["s"].tolist() == [2, 2, 2, 3, 3]
+    parts = [np.load(f) for f in files]
+    assert np.array_equal(joined["bp"], np.concatenate([q["bp"] for q in parts]))
+    assert int(joined["rate"]) == 16000
+    batch = fit.pair_inputs_batch(joined["bp"])
+    assert batch.dtype == np.float32 and batch.shape == (5, 6, G.NET_CHANNELS, G.BANDS, 7)
+    assert np.array_equal(batch, np.stack([G.pair_inputs(x) for x in joined["bp"]]))
+
+
 # -- the learned pair model (grouping.PairNet) -------------------------------------------------------
 def _net(seed: int = 0, hidden: int = 8) -> "G.PairNet":
     torch.manual_seed(seed)
