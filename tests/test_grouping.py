@@ -158,6 +158,20 @@ def test_long_inputs_keep_bounded_statistics(monkeypatch):
     assert np.isclose(stats.band_power.sum(), G.statistics_of(x, RATE).band_power.sum(), rtol=1e-5)
 
 
+def test_empty_and_silent_inputs_plan_without_warnings():
+    """No samples, one sample, or silence: finite features, a plan, and no numpy warning (an empty
+    onset series used to warn "Mean of empty slice")."""
+    import warnings
+    for n in (0, 1, 300):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            stats = G.statistics_of(np.zeros((6, n), np.float32), RATE)
+            assert all(np.isfinite(v).all() for v in G.pair_features(stats).values())
+            assert G.plan_grouping(stats, 3).weights.shape == (6, 3)
+            plan = G.plan_grouping(stats, "auto")
+            assert plan.estimated == 1 and plan.audible == []
+
+
 def test_clean_shares_are_a_partition_of_one():
     rng = np.random.default_rng(0)
     spec = rng.standard_normal((5, 6, 9)) + 1j * rng.standard_normal((5, 6, 9))

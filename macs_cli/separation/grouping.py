@@ -215,7 +215,9 @@ def statistics_of(stems: np.ndarray, rate: int, n_fft: int = 400) -> StemStatist
 
 # -- 3. pair features and scores -------------------------------------------------------------------
 def _corr_rows(x: np.ndarray) -> np.ndarray:
-    """Correlation matrix of the rows of x (K, N)."""
+    """Correlation matrix of the rows of x (K, N); zero where N is 0 (nothing to correlate)."""
+    if x.shape[1] == 0:
+        return np.zeros((x.shape[0], x.shape[0]))
     x = x - x.mean(1, keepdims=True)
     x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-20)
     return x @ x.T
