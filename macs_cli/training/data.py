@@ -90,6 +90,11 @@ class ClipBank:
     def seconds(self) -> float:
         return float(self.lengths.sum()) / self.sample_rate
 
+    @property
+    def first_labels(self) -> list[str]:
+        """Each clip's category for ``mix.balance``: its first label ("" for an unlabelled clip)."""
+        return [lab[0] if lab else "" for lab in self.labels]
+
     def draw_weights(self, balance: float) -> torch.Tensor:
         """Per-clip draw probabilities (C,) on the bank's device for ``mix.balance``: a clip weighs
         n ** -balance, n being the number of clips that share its first label (an unlabelled clip
@@ -97,7 +102,7 @@ class ClipBank:
         clips); 1: every category alike; between: tempered."""
         key = float(balance)
         if key not in self._draw_cache:
-            first = [lab[0] if lab else "" for lab in self.labels]
+            first = self.first_labels
             counts: dict[str, int] = {}
             for name in first:
                 counts[name] = counts.get(name, 0) + 1
@@ -110,8 +115,7 @@ class ClipBank:
         """How often each first label is drawn under ``mix.balance`` (shares summing to 1)."""
         w = self.draw_weights(balance).cpu().tolist()
         shares: dict[str, float] = {}
-        for lab, p in zip(self.labels, w):
-            name = lab[0] if lab else ""
+        for name, p in zip(self.first_labels, w):
             shares[name] = shares.get(name, 0.0) + p
         return shares
 
