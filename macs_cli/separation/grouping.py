@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 METHOD = "clean-stem pair model v2"   # v2: best-grouping labels, temperature 0.5 (2026-12-03)
-NET_METHOD = "clean-stem pair network v3"   # the learned pair model (PairNet) with the same partition
+NET_METHOD = "clean-stem pair network v4"   # the learned pair model (PairNet) with the same partition; v4 (2026-12-04): 8100 training mixtures, 900 of them with sources taking turns
 BANDS = 32                # mel bands of the statistics
 POOL = 4                  # STFT hops per statistics frame (4 x 12.5 ms = 50 ms at the default STFT)
 MAX_FRAMES = 32768        # above this the frames are pooled in pairs (bounded memory on long files)
