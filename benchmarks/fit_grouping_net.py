@@ -67,6 +67,9 @@ from fit_grouping import auc, fit_logistic  # noqa: E402
 
 log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
+# the per-mixture arrays ``make`` writes (besides rate, n_fft and, with --keep-audio, the audio)
+PER_MIXTURE = ("s", "bp", "cross", "feats", "lab", "base", "grouped", "clean121")
+
 
 def make(args) -> int:
     from macs_cli.training.data import fixed_eval_set, load_clip_bank
@@ -77,7 +80,7 @@ def make(args) -> int:
     cfg = model.config
     rate, n_fft = cfg.sample_rate, cfg.n_fft
     bank = load_clip_bank(args.corpus, args.split, rate, max_seconds=cfg.window_seconds)
-    out: dict[str, list] = {k: [] for k in ("s", "bp", "cross", "feats", "lab", "base", "grouped", "clean121")}
+    out: dict[str, list] = {k: [] for k in PER_MIXTURE}
     audio: dict[str, list] = {"mix": [], "refs": [], "stems": []}
     for s in args.sources:
         mix, refs = fixed_eval_set(bank, args.mixtures, s, cfg.window_samples, seed=args.seed + s, mode=args.mode)
@@ -131,8 +134,7 @@ def pair_targets(lab: np.ndarray) -> np.ndarray:
 def load_sets(paths) -> dict:
     """One or more files written by ``make``, their mixtures concatenated."""
     parts = [dict(np.load(p)) for p in paths]
-    keys = [k for k in ("s", "bp", "cross", "feats", "lab", "base", "grouped", "clean121")]
-    out = {k: np.concatenate([d[k] for d in parts]) for k in keys}
+    out = {k: np.concatenate([d[k] for d in parts]) for k in PER_MIXTURE}
     out.update(rate=parts[0]["rate"], n_fft=parts[0]["n_fft"])
     return out
 

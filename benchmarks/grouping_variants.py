@@ -213,7 +213,8 @@ def main(argv=None) -> int:
         allk = np.concatenate([per[s]["k"] for s in per])
         alla = np.concatenate([per[s]["auto"] for s in per])
         summary[name]["all"] = {"k": float(allk.mean()), "auto": float(alla.mean())}
-        log(f"{name:12s} " + "  ".join(f"{s}: K {v['k']:.2f} auto {v['auto']:.2f} count {v.get('count_right', 0):.0%}"
+        log(f"{name:12s} " + "  ".join(f"{s}: K {v['k']:.2f} auto {v['auto']:.2f}"
+                                       + (f" count {v['count_right']:.0%}" if "count_right" in v else "")
                                        for s, v in summary[name].items()))
     names = list(res)
     for other in names[1:]:   # paired difference against the first variant, mean [95 %]
