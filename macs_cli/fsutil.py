@@ -456,7 +456,7 @@ class OutputSet:
             tmp.publish_mode()
             fsync_tree(tmp.path) if tmp.directory else fsync_path(tmp.path)
         _test_hold()
-        placed: list[tuple[Path, Path | None]] = []   # (target, the previous output kept aside)
+        placed: list[tuple[Path, _Aside | None]] = []   # (target, the previous output kept aside)
         try:
             for target, tmp, kind, overwrite in self._items:   # one that fails places nothing
                 placed.append((target, _place(tmp, target, kind, self.force or overwrite, overwrite)))
@@ -468,7 +468,10 @@ class OutputSet:
             raise
         for _, aside in placed:
             if aside is not None:
-                _remove(aside)
+                try:
+                    _remove(aside.path)
+                finally:
+                    aside.release()
         return [t for t, *_ in self._items]
 
     def abort(self) -> None:
@@ -568,11 +571,40 @@ def plan_output(parts: list, force: bool, skip_existing: bool | None = None) -> 
                             "write it again)")
 
 
-def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, overwrite: bool) -> Path | None:
+@dataclass
+class _Aside:
+    """Where a replaced previous output lies until its set is placed, and the lock held on it
+    (its inode's: a run sweeping this folder meanwhile sees it as live and leaves it; without
+    the lock a hard-linked aside, which keeps the old file's mtime, looked stale at once)."""
+
+    path: Path
+    fd: int | None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+def _hold(path: Path) -> int | None:
+    """A descriptor holding an exclusive lock on the file or folder at ``path`` (None where it
+    cannot be opened or locked at once: then it is placed as before, unlocked)."""
+    try:
+        fd = _open_for_lock(path)
+    except OSError:
+        return None
+    if _lock(fd, block=False):
+        return fd
+    os.close(fd)
+    return None
+
+
+def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, overwrite: bool) -> _Aside | None:
     """Move ``tmp`` onto ``target``. Returns where the previous output replaced with ``replace``
-    now lies (a hidden name beside ``target``), kept until the whole set is placed so that a set
-    that fails half-way can put it back; None when nothing was replaced (or ``overwrite``: a file
-    of the caller's own, replaced in one step and not kept)."""
+    now lies (a hidden name beside ``target``, locked), kept until the whole set is placed so that
+    a set that fails half-way can put it back; None when nothing was replaced (or ``overwrite``: a
+    file of the caller's own, replaced in one step and not kept)."""
     if overwrite and not tmp.directory:
         os.replace(tmp.path, target)
         return None
@@ -585,6 +617,18 @@ def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, ove
                                     "same output?); left as it is, this result was not placed") from None
     if not overwrite:
         check_target(target, kind, True)
+    held = _Aside(target, _hold(target))   # the previous output's inode, locked before it gets its hidden name
+    try:
+        held.path = _move_aside(tmp, target)
+    except BaseException:
+        held.release()
+        raise
+    return held
+
+
+def _move_aside(tmp: _Temp, target: Path) -> Path:
+    """Put ``tmp`` in place of the previous output at ``target``; returns the hidden name the
+    previous output now has."""
     if tmp.directory and _exchange(tmp.path, target):   # one step: no moment without the old or the new
         return tmp.path                                 # folder; the old one is now under the temporary's name
     aside = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}-old")
@@ -612,13 +656,16 @@ def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, ove
     return aside
 
 
-def _put_back(target: Path, aside: Path | None) -> None:
+def _put_back(target: Path, aside: _Aside | None) -> None:
     """Undo one placement of a set that failed: remove the new output and, if it replaced one, move
     the previous output back under its name."""
     _remove(target)
     if aside is not None:
-        with contextlib.suppress(OSError):
-            rename_noreplace(aside, target)
+        try:
+            with contextlib.suppress(OSError):
+                rename_noreplace(aside.path, target)
+        finally:
+            aside.release()
 
 
 @contextlib.contextmanager

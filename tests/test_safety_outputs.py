@@ -239,6 +239,54 @@ def test_output_set_places_all_or_nothing(tmp_path, monkeypatch):
     assert not a.exists() and (tmp_path / "c.txt").read_text() == "raced" and hidden(tmp_path) == []
 
 
+@pytest.mark.parametrize("directory", [False, True])
+def test_a_sweep_by_another_run_keeps_the_previous_output_set_aside(tmp_path, monkeypatch, directory):
+    """Real second process: while a --force set is being placed, the previous outputs it has set
+    aside (a hard link of the old file, or the old folder under a hidden name) keep the old
+    mtime; another run that sweeps the folder then must not take them for a killed run's
+    leftovers: when the set fails half-way, the previous outputs come back whole."""
+    import sys
+
+    kind = fsutil.OutputKind("test output", lambda p: True)
+    names = ("a", "b")
+    for n in names:
+        path = tmp_path / n
+        if directory:
+            path.mkdir()
+            (path / "stem.txt").write_text(f"old {n}")
+        else:
+            path.write_text(f"old {n}")
+        age(path, 3 * 86400)
+    out = fsutil.OutputSet(force=True)
+    for n in names:
+        tmp = out.path(tmp_path / n, kind, directory=directory)
+        if directory:
+            (tmp / "stem.txt").write_text(f"new {n}")
+        else:
+            tmp.write_text(f"new {n}")
+    real_place = fsutil._place
+    swept = []
+
+    def place(tmp, target, *a):
+        if Path(target).name == "b":   # a is placed and its previous output set aside: another run sweeps
+            code = ("from pathlib import Path; from macs_cli import fsutil; "
+                    f"print(len(fsutil.sweep_stale(Path({str(tmp_path / 'other')!r}))))")
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env())
+            swept.append(r.stdout.strip())
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_place(tmp, target, *a)
+
+    monkeypatch.setattr(fsutil, "_place", place)
+    with pytest.raises(OSError):
+        with out:
+            pass
+    assert swept == ["0"]
+    for n in names:
+        got = (tmp_path / n / "stem.txt") if directory else (tmp_path / n)
+        assert got.read_text() == f"old {n}"
+    assert hidden(tmp_path) == []
+
+
 def test_outputs_are_fsynced_before_they_are_placed(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
