@@ -337,6 +337,11 @@ def test_fit_grouping_net_joins_make_files_and_builds_pair_inputs_in_place(tmp_p
     batch = fit.pair_inputs_batch(joined["bp"])
     assert batch.dtype == np.float32 and batch.shape == (5, 6, G.NET_CHANNELS, G.BANDS, 7)
     assert np.array_equal(batch, np.stack([G.pair_inputs(x) for x in joined["bp"]]))
+    half = fit.pair_inputs_batch(joined["bp"], np.float16)   # what train keeps in memory
+    assert half.dtype == np.float16 and np.allclose(half.astype(np.float32), batch, rtol=2e-3, atol=2e-3)
+    assert fit.main(["train", "--train", *map(str, files), "--val", str(files[0]), "--epochs", "1",
+                     "--batch", "4", "--hidden", "4", "--threads", "1", "--out", str(tmp_path / "net")]) == 0
+    assert G.PairNet.load(tmp_path / "net" / "grouping_net.safetensors").hidden == 4
 
 
 # -- the learned pair model (grouping.PairNet) -------------------------------------------------------
