@@ -474,3 +474,24 @@ def test_without_the_network_file_the_logistic_model_decides(monkeypatch, tmp_pa
     for wrong in (True, "grouping_net.safetensors"):
         with pytest.raises(TypeError):
             G.plan_grouping(stats, 2, net=wrong)
+
+
+def test_segment_headroom_finds_a_grouping_that_changes_halfway():
+    """benchmarks/grouping_segment_headroom.py: stems that swap sources halfway are grouped
+    right by a per-segment oracle (2 segments) and not by one grouping for the whole file."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "grouping_segment_headroom.py"
+    spec = importlib.util.spec_from_file_location("grouping_segment_headroom_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(3)
+    a, b, c = torch.from_numpy(rng.standard_normal((3, 8000)))
+    half = 4000
+    s0 = torch.cat([a[:half], b[half:]])          # carries a, then b
+    s1 = torch.cat([b[:half], a[half:]])          # carries b, then a
+    clean = torch.stack([s0, s1, 1e-2 * c]).double()   # and a faint third stem of something else
+    refs = torch.stack([a, b]).double()
+    whole, split = mod.headroom(clean, refs, 1), mod.headroom(clean, refs, 2)
+    assert split > 25 and whole < 5, (split, whole)
