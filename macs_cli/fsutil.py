@@ -177,6 +177,8 @@ def sibling_kind(label: str, sidecar: Callable[[Path], Path], kind: OutputKind,
 _OURS = re.compile(rf"^\..+\.\d+-[0-9a-f]{{8}}{re.escape(TMP_MARK)}(-old)?(\..*)?\Z", re.DOTALL)   # any name, newlines too
 # macs 0.1's mkstemp/mkdtemp names: ".<name>.<8 chars>.tmp<name's suffix>" and ".<name>.old-<pid>"
 _LEGACY = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?|old-\d+)\Z", re.DOTALL)
+# a previous output moved aside while a --force set was placed: ".<target>.<pid>-<8 hex>.macs-tmp-old"
+_OLD = re.compile(rf"^\.(?P<name>.+)\.\d+-[0-9a-f]{{8}}{re.escape(TMP_MARK)}-old\Z", re.DOTALL)
 _swept: set[str] = set()                       # folders swept of our temporaries
 _swept_legacy: set[tuple[str, str]] = set()    # (folder, target name) swept of macs 0.1's
 
@@ -219,7 +221,8 @@ def _legacy(name: str, target_name: str) -> bool:
 def sweep_stale(target: Path) -> list[Path]:
     """Remove temporaries that killed processes left beside ``target`` (ours only: named as we
     name them, not locked by a live process, not just created; macs 0.1's unlocked ones only
-    when a day old and named after ``target`` itself). Each folder is swept once per process
+    when a day old and named after ``target`` itself). A previous output a killed run had moved
+    aside is put back under its name when nothing took that name, never removed. Each folder is swept once per process
     (macs 0.1's leftovers once per target); returns what was removed."""
     target = Path(target)
     parent = target.parent
@@ -257,15 +260,32 @@ def sweep_stale(target: Path) -> list[Path]:
             except OSError:
                 continue
             try:
-                if _lock(fd, block=False):
-                    _remove(path)
-                    removed.append(path)
+                if not _lock(fd, block=False):
+                    continue
+                home = _aside_home(parent, entry.name)
+                if home is not None and not os.path.lexists(home):
+                    # a run killed (or failed) between moving a previous output aside and placing
+                    # the new one: the previous output goes back under its name, never removed
+                    with contextlib.suppress(OSError):
+                        rename_noreplace(path, home)
+                    continue
+                _remove(path)
+                removed.append(path)
             finally:
                 os.close(fd)
         elif age > LEGACY_STALE_AFTER_S:
             _remove(path)
             removed.append(path)
     return removed
+
+
+def _aside_home(parent: Path, name: str) -> Path | None:
+    """The output whose previous version the aside named ``name`` holds; None when ``name`` is
+    not an aside or may have been cut short (see :func:`_tmp_name`), so the output's name is unsure."""
+    m = _OLD.match(name)
+    if m is None or len(os.fsencode(name)) >= NAME_MAX:
+        return None
+    return parent / m.group("name")
 
 
 NAME_MAX = 255   # bytes in one file name on Linux file systems

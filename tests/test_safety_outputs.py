@@ -338,6 +338,28 @@ def test_stale_temporaries_are_swept_only_when_unlocked_and_ours(tmp_path):
     assert live.exists() and fresh.exists() and legacy_new.exists() and users.read_text() == "mine"
 
 
+def test_the_sweep_puts_back_a_previous_output_a_killed_run_had_moved_aside(tmp_path):
+    """A run killed between moving the previous output aside and placing the new one (a file
+    system without hard links or exchange) left the user's only copy under a hidden name: the next
+    run's sweep puts it back, and removes an aside only when its output is there."""
+    lost = tmp_path / ".mix.wav.4242-0a1b2c3d.macs-tmp-old"
+    lost.write_text("previous mix")
+    folder = tmp_path / ".stems.4242-0a1b2c3e.macs-tmp-old"
+    folder.mkdir()
+    (folder / "stem_00.wav").write_text("previous stem")
+    done = tmp_path / ".b.wav.4242-0a1b2c3f.macs-tmp-old"      # b.wav was placed: this one is spent
+    done.write_text("old b")
+    (tmp_path / "b.wav").write_text("new b")
+    for p in (lost, folder, done):
+        age(p, 3600)
+    fsutil._swept.discard(os.path.abspath(tmp_path))
+    removed = fsutil.sweep_stale(tmp_path / "other")
+    assert [p.name for p in removed] == [done.name]
+    assert (tmp_path / "mix.wav").read_text() == "previous mix"
+    assert (tmp_path / "stems" / "stem_00.wav").read_text() == "previous stem"
+    assert (tmp_path / "b.wav").read_text() == "new b" and hidden(tmp_path) == []
+
+
 def test_the_sweep_leaves_dotfiles_that_merely_look_like_old_temporaries(tmp_path):
     """macs 0.1's leftovers are removed only when named after the target being written: a home
     folder's `.bashrc.old-1` or `.config.old-2019/` are the user's, however old."""
