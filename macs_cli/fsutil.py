@@ -31,6 +31,7 @@ import secrets
 import shutil
 import stat
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -222,7 +223,7 @@ def sweep_stale(target: Path) -> list[Path]:
     """Remove temporaries that killed processes left beside ``target`` (ours only: named as we
     name them, not locked by a live process, not just created; macs 0.1's unlocked ones only
     when a day old and named after ``target`` itself). A previous output a killed run had moved
-    aside is put back under its name when nothing took that name, never removed. Each folder is swept once per process
+    aside is removed only once its replacement stands under its name (:func:`_spent_aside`). Each folder is swept once per process
     (macs 0.1's leftovers once per target); returns what was removed."""
     target = Path(target)
     parent = target.parent
@@ -262,13 +263,8 @@ def sweep_stale(target: Path) -> list[Path]:
             try:
                 if not _lock(fd, block=False):
                     continue
-                home = _aside_home(parent, entry.name)
-                if home is not None and not os.path.lexists(home):
-                    # a run killed (or failed) between moving a previous output aside and placing
-                    # the new one: the previous output goes back under its name, never removed
-                    with contextlib.suppress(OSError):
-                        rename_noreplace(path, home)
-                    continue
+                if _OLD.match(entry.name) and not _spent_aside(parent, entry.name):
+                    continue   # a previous output whose replacement is not in place: maybe the only copy
                 _remove(path)
                 removed.append(path)
             finally:
@@ -279,13 +275,28 @@ def sweep_stale(target: Path) -> list[Path]:
     return removed
 
 
-def _aside_home(parent: Path, name: str) -> Path | None:
-    """The output whose previous version the aside named ``name`` holds; None when ``name`` is
-    not an aside or may have been cut short (see :func:`_tmp_name`), so the output's name is unsure."""
+def _spent_aside(parent: Path, name: str) -> bool:
+    """Whether the previous output a killed run had set aside under ``name`` was replaced: the
+    output it belongs to is there again (and is not the empty claim a run without renameat2 makes
+    first). Where its output's name is unsure (it may have been cut short, see :func:`_tmp_name`)
+    or nothing stands there, the aside may be the only copy of the user's previous output: it is
+    kept (never removed, and not moved back either: it may be one file of a set that was half
+    placed)."""
     m = _OLD.match(name)
     if m is None or len(os.fsencode(name)) >= NAME_MAX:
-        return None
-    return parent / m.group("name")
+        return False
+    try:
+        st = os.lstat(parent / m.group("name"))
+    except OSError:
+        return False
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size > 0
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            return any(True for _ in os.scandir(parent / m.group("name")))
+        except OSError:
+            return False
+    return False
 
 
 NAME_MAX = 255   # bytes in one file name on Linux file systems
@@ -486,12 +497,11 @@ class OutputSet:
             for target, aside in reversed(placed):   # ours a moment ago: take them back out and
                 _put_back(target, aside)             # return what they replaced
             raise
-        for _, aside in placed:
+        for _, aside in placed:          # every lock is released, whatever a removal raises
             if aside is not None:
-                try:
+                with contextlib.suppress(OSError):
                     _remove(aside.path)
-                finally:
-                    aside.release()
+                aside.release()
         return [t for t, *_ in self._items]
 
     def abort(self) -> None:
@@ -607,15 +617,21 @@ class _Aside:
             self.fd = None
 
 
+HOLD_TRIES = 40   # x 25 ms: how long a previous output's lock is waited for (another run may hold it)
+
+
 def _hold(path: Path) -> int | None:
-    """A descriptor holding an exclusive lock on the file or folder at ``path`` (None where it
-    cannot be opened or locked at once: then it is placed as before, unlocked)."""
+    """A descriptor holding an exclusive lock on the file or folder at ``path``, waiting up to about
+    a second for another run to release it (None where it cannot be opened or locked: then the
+    previous output is set aside unlocked, as before, and :func:`_put_back` checks it is there)."""
     try:
         fd = _open_for_lock(path)
     except OSError:
         return None
-    if _lock(fd, block=False):
-        return fd
+    for n in range(HOLD_TRIES):
+        if _lock(fd, block=False):
+            return fd
+        time.sleep(0.025)
     os.close(fd)
     return None
 
@@ -676,15 +692,31 @@ def _move_aside(tmp: _Temp, target: Path) -> Path:
     return aside
 
 
+KEPT_MARK = ".macs-kept"   # a previous output that could not be put back: never swept
+
+
 def _put_back(target: Path, aside: _Aside | None) -> None:
     """Undo one placement of a set that failed: remove the new output and, if it replaced one, move
-    the previous output back under its name."""
-    _remove(target)
-    if aside is not None:
+    the previous output back under its name. Where the previous output is no longer where it was
+    set aside, the new output stays (never neither); where it cannot be moved back (something took
+    the name meanwhile) it is kept beside it as ``.<name>.<pid>-<random>.macs-kept``, which no
+    sweep and no clean-up removes, and a warning says where."""
+    try:
+        if aside is not None and not os.path.lexists(aside.path):
+            return
+        _remove(target)
+        if aside is None:
+            return
         try:
+            rename_noreplace(aside.path, target)
+        except OSError:
+            kept = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{KEPT_MARK}")
             with contextlib.suppress(OSError):
-                rename_noreplace(aside.path, target)
-        finally:
+                os.rename(aside.path, kept)
+                warnings.warn(f"{target}: the previous output could not be put back (the name was taken "
+                              f"meanwhile); it is kept as {kept}", stacklevel=3)
+    finally:
+        if aside is not None:
             aside.release()
 
 

@@ -338,26 +338,78 @@ def test_stale_temporaries_are_swept_only_when_unlocked_and_ours(tmp_path):
     assert live.exists() and fresh.exists() and legacy_new.exists() and users.read_text() == "mine"
 
 
-def test_the_sweep_puts_back_a_previous_output_a_killed_run_had_moved_aside(tmp_path):
-    """A run killed between moving the previous output aside and placing the new one (a file
-    system without hard links or exchange) left the user's only copy under a hidden name: the next
-    run's sweep puts it back, and removes an aside only when its output is there."""
+def test_the_sweep_keeps_a_previous_output_whose_replacement_is_not_in_place(tmp_path):
+    """A run killed between setting the previous output aside and placing the new one (a file
+    system without hard links or exchange) left the user's only copy under a hidden name: the
+    next run's sweep keeps it (where its output is absent, is only the empty claim of a run without
+    renameat2, or its name may have been cut short) and removes an aside only once its
+    replacement stands under its name."""
     lost = tmp_path / ".mix.wav.4242-0a1b2c3d.macs-tmp-old"
     lost.write_text("previous mix")
     folder = tmp_path / ".stems.4242-0a1b2c3e.macs-tmp-old"
     folder.mkdir()
     (folder / "stem_00.wav").write_text("previous stem")
+    claimed = tmp_path / ".c.wav.4242-0a1b2c40.macs-tmp-old"    # c.wav is only an empty claim
+    claimed.write_text("previous c")
+    (tmp_path / "c.wav").write_bytes(b"")
+    tail = "4242-0a1b2c41.macs-tmp-old"
+    long = tmp_path / fsutil._tmp_name("x" * 300, tail)         # its output's name was cut short
+    long.write_text("previous long")
     done = tmp_path / ".b.wav.4242-0a1b2c3f.macs-tmp-old"      # b.wav was placed: this one is spent
     done.write_text("old b")
     (tmp_path / "b.wav").write_text("new b")
-    for p in (lost, folder, done):
+    for p in (lost, folder, claimed, long, done):
         age(p, 3600)
     fsutil._swept.discard(os.path.abspath(tmp_path))
     removed = fsutil.sweep_stale(tmp_path / "other")
     assert [p.name for p in removed] == [done.name]
-    assert (tmp_path / "mix.wav").read_text() == "previous mix"
-    assert (tmp_path / "stems" / "stem_00.wav").read_text() == "previous stem"
-    assert (tmp_path / "b.wav").read_text() == "new b" and hidden(tmp_path) == []
+    assert lost.read_text() == "previous mix" and (folder / "stem_00.wav").read_text() == "previous stem"
+    assert claimed.read_text() == "previous c" and long.read_text() == "previous long"
+    assert not (tmp_path / "mix.wav").exists() and (tmp_path / "b.wav").read_text() == "new b"
+
+
+def test_a_failed_set_never_leaves_neither_the_old_nor_the_new_output(tmp_path, monkeypatch):
+    """Putting back a set that failed half-way: where the previous output is gone from where it was
+    set aside, the new one stays; where its name was taken meanwhile, the previous output is kept
+    beside it under a name no sweep removes, and a warning says where."""
+    kind = fsutil.OutputKind("test output", lambda p: True)
+    for n in ("a", "b", "c"):
+        (tmp_path / n).write_text(f"old {n}")
+    out = fsutil.OutputSet(force=True)
+    for n in ("a", "b", "c"):
+        out.path(tmp_path / n, kind).write_text(f"new {n}")
+    real_place = fsutil._place
+
+    def place(tmp, target, *a):
+        name = Path(target).name
+        if name == "c":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        aside = real_place(tmp, target, *a)
+        if name == "a":                      # a's previous output vanishes from its hidden name
+            os.unlink(aside.path)
+        return aside
+
+    real_remove = fsutil._remove
+
+    def remove(path):                        # someone writes b while the set takes b back out
+        real_remove(path)
+        if Path(path).name == "b":
+            Path(path).write_text("theirs")
+
+    monkeypatch.setattr(fsutil, "_place", place)
+    monkeypatch.setattr(fsutil, "_remove", remove)
+    with pytest.warns(UserWarning, match="could not be put back"):
+        with pytest.raises(OSError):
+            with out:
+                pass
+    assert (tmp_path / "a").read_text() == "new a"
+    assert (tmp_path / "b").read_text() == "theirs" and (tmp_path / "c").read_text() == "old c"
+    kept = glob.glob(str(tmp_path / ".b.*.macs-kept"))
+    assert len(kept) == 1 and Path(kept[0]).read_text() == "old b"
+    fsutil._swept.discard(os.path.abspath(tmp_path))
+    for p in kept:
+        age(Path(p), 3 * 86400)
+    assert fsutil.sweep_stale(tmp_path / "other") == [] and Path(kept[0]).exists()
 
 
 def test_the_sweep_leaves_dotfiles_that_merely_look_like_old_temporaries(tmp_path):
