@@ -349,10 +349,17 @@ class _Temp:
             elif stat.S_ISREG(now.st_mode) or stat.S_ISDIR(now.st_mode):   # a writer that replaced the file
                 os.chmod(self.path, mode)
 
+    previous = False   # True once an exchange has put the previous output under this name
+
     def release(self) -> None:
-        """Remove the temporary if it is still there, and unlock."""
+        """Remove the temporary if it is still there, and unlock. Where an exchange has put the
+        previous output under its name and nothing put it back, that is kept, never removed."""
         try:
-            if os.path.lexists(self.path):
+            if self.previous and os.path.lexists(self.path):
+                with contextlib.suppress(OSError):
+                    os.rename(self.path, self.path.parent / _tmp_name(
+                        self.target.name, f"{os.getpid()}-{secrets.token_hex(4)}{KEPT_MARK}"))
+            elif os.path.lexists(self.path):
                 _remove(self.path)
         finally:
             with contextlib.suppress(OSError):
@@ -487,17 +494,25 @@ class OutputSet:
             tmp.publish_mode()
             fsync_tree(tmp.path) if tmp.directory else fsync_path(tmp.path)
         _test_hold()
-        placed: list[tuple[Path, _Aside | None]] = []   # (target, the previous output kept aside)
+        placed: list[tuple[Path, _Temp, bool, _Aside | None]] = []   # (target, ..., the previous output kept aside)
         try:
             for target, tmp, kind, overwrite in self._items:   # one that fails places nothing
-                placed.append((target, _place(tmp, target, kind, self.force or overwrite, overwrite)))
+                aside = _place(tmp, target, kind, self.force or overwrite, overwrite)
+                placed.append((target, tmp, overwrite, aside))
             for parent in {t.parent for t, *_ in self._items}:
                 fsync_path(parent)
         except BaseException:
-            for target, aside in reversed(placed):   # ours a moment ago: take them back out and
-                _put_back(target, aside)             # return what they replaced
+            for target, tmp, overwrite, aside in reversed(placed):   # ours a moment ago: take them back
+                try:                                                 # out and return what they replaced;
+                    if not overwrite:                                # every one is tried, whatever one raises
+                        _put_back(target, tmp, aside)
+                except BaseException:   # noqa: S110 - the first error is the one reported
+                    pass
+                finally:
+                    if aside is not None:
+                        aside.release()
             raise
-        for _, aside in placed:          # every lock is released, whatever a removal raises
+        for *_, aside in placed:          # every lock is released, whatever a removal raises
             if aside is not None:
                 with contextlib.suppress(OSError):
                     _remove(aside.path)
@@ -622,18 +637,27 @@ HOLD_TRIES = 40   # x 25 ms: how long a previous output's lock is waited for (an
 
 def _hold(path: Path) -> int | None:
     """A descriptor holding an exclusive lock on the file or folder at ``path``, waiting up to about
-    a second for another run to release it (None where it cannot be opened or locked: then the
-    previous output is set aside unlocked, as before, and :func:`_put_back` checks it is there)."""
+    a second while another process holds it, then an OutputExistsError (another run is placing
+    it). None where it cannot be opened or the file system has no locks: then the previous output
+    is set aside unlocked, as before, and :func:`_put_back` checks it is still there."""
+    import fcntl
+
     try:
         fd = _open_for_lock(path)
     except OSError:
         return None
-    for n in range(HOLD_TRIES):
-        if _lock(fd, block=False):
+    for _ in range(HOLD_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
-        time.sleep(0.025)
+        except BlockingIOError:
+            time.sleep(0.025)
+        except OSError:
+            os.close(fd)
+            return None
     os.close(fd)
-    return None
+    raise OutputExistsError(f"{path}: another run is replacing it at this moment; left as it is, this "
+                            "result was not placed")
 
 
 def _place(tmp: _Temp, target: Path, kind: OutputKind | None, replace: bool, overwrite: bool) -> _Aside | None:
@@ -666,7 +690,8 @@ def _move_aside(tmp: _Temp, target: Path) -> Path:
     """Put ``tmp`` in place of the previous output at ``target``; returns the hidden name the
     previous output now has."""
     if tmp.directory and _exchange(tmp.path, target):   # one step: no moment without the old or the new
-        return tmp.path                                 # folder; the old one is now under the temporary's name
+        tmp.previous = True                             # folder; the old one is now under the temporary's name
+        return tmp.path
     aside = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}-old")
     linked = False
     if not tmp.directory:            # a second name for the old file, then one atomic replace
@@ -695,29 +720,45 @@ def _move_aside(tmp: _Temp, target: Path) -> Path:
 KEPT_MARK = ".macs-kept"   # a previous output that could not be put back: never swept
 
 
-def _put_back(target: Path, aside: _Aside | None) -> None:
-    """Undo one placement of a set that failed: remove the new output and, if it replaced one, move
-    the previous output back under its name. Where the previous output is no longer where it was
-    set aside, the new output stays (never neither); where it cannot be moved back (something took
-    the name meanwhile) it is kept beside it as ``.<name>.<pid>-<random>.macs-kept``, which no
-    sweep and no clean-up removes, and a warning says where."""
+def _is_ours(target: Path, tmp: _Temp) -> bool:
+    """Whether ``target`` is still the file or folder this set placed there (the inode its
+    temporary's descriptor holds), not something another run put there since."""
     try:
-        if aside is not None and not os.path.lexists(aside.path):
-            return
-        _remove(target)
-        if aside is None:
-            return
+        now, held = os.lstat(target), os.fstat(tmp.fd)
+    except (OSError, ValueError):
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _put_back(target: Path, tmp: _Temp, aside: _Aside | None) -> None:
+    """Undo one placement of a set that failed: remove the new output and, if it replaced one, move
+    the previous output back under its name. Only what this set placed is removed (another run may
+    have placed its own output there since); where the previous output is no longer where it was
+    set aside, the new output stays (never neither); where the previous output cannot be moved back
+    it is kept beside it as ``.<name>.<pid>-<random>.macs-kept``, which no sweep and no clean-up
+    removes, and a warning says where."""
+    if aside is not None and not os.path.lexists(aside.path):
+        return
+    back = False
+    if _is_ours(target, tmp):
         try:
-            rename_noreplace(aside.path, target)
+            _remove(target)
         except OSError:
-            kept = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{KEPT_MARK}")
-            with contextlib.suppress(OSError):
-                os.rename(aside.path, kept)
-                warnings.warn(f"{target}: the previous output could not be put back (the name was taken "
-                              f"meanwhile); it is kept as {kept}", stacklevel=3)
-    finally:
-        if aside is not None:
-            aside.release()
+            pass
+    if aside is None:
+        return
+    if not os.path.lexists(target):
+        with contextlib.suppress(OSError):
+            rename_noreplace(aside.path, target)
+            back = True
+    if not back:
+        kept = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{KEPT_MARK}")
+        try:
+            os.rename(aside.path, kept)
+        except OSError:
+            return
+        warnings.warn(f"{target}: the previous output could not be put back (the name is taken); "
+                      f"it is kept as {kept}", stacklevel=3)
 
 
 @contextlib.contextmanager

@@ -412,6 +412,58 @@ def test_a_failed_set_never_leaves_neither_the_old_nor_the_new_output(tmp_path, 
     assert fsutil.sweep_stale(tmp_path / "other") == [] and Path(kept[0]).exists()
 
 
+def test_a_failed_set_never_removes_what_another_run_placed_meanwhile(tmp_path, monkeypatch):
+    """Rolling back: an output that another run has placed since this set placed its own is left
+    alone (the previous one is kept beside it, with a warning), and a file of the caller's own
+    (``overwrite``: already replaced in one step) keeps its new content rather than vanishing."""
+    kind = fsutil.OutputKind("test output", lambda p: True)
+    for n in ("a", "c"):
+        (tmp_path / n).write_text(f"old {n}")
+    out = fsutil.OutputSet(force=True)
+    out.path(tmp_path / "a", kind).write_text("new a")
+    out.path(tmp_path / "ckpt", overwrite=True).write_text("new ckpt")
+    out.path(tmp_path / "c", kind).write_text("new c")
+    real_place = fsutil._place
+
+    def place(tmp, target, *a):
+        if Path(target).name == "c":
+            theirs = tmp_path / "theirs"
+            theirs.write_text("their a")
+            os.replace(theirs, tmp_path / "a")   # another --force run placed its a
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_place(tmp, target, *a)
+
+    monkeypatch.setattr(fsutil, "_place", place)
+    with pytest.warns(UserWarning, match="could not be put back"):
+        with pytest.raises(OSError):
+            with out:
+                pass
+    assert (tmp_path / "a").read_text() == "their a" and (tmp_path / "c").read_text() == "old c"
+    assert (tmp_path / "ckpt").read_text() == "new ckpt"
+    kept = glob.glob(str(tmp_path / ".a.*.macs-kept"))
+    assert len(kept) == 1 and Path(kept[0]).read_text() == "old a"
+
+
+def test_replacing_an_output_another_process_holds_is_refused(tmp_path, monkeypatch):
+    """The previous output is locked while it is set aside; when another process holds that lock
+    (it is replacing the same output at this moment) the set waits about a second, then refuses
+    with one line and leaves everything as it is."""
+    import fcntl
+
+    monkeypatch.setattr(fsutil, "HOLD_TRIES", 4)
+    kind = fsutil.OutputKind("test output", lambda p: True)
+    (tmp_path / "a").write_text("old a")
+    fd = os.open(tmp_path / "a", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(OutputExistsError, match="another run is replacing it"):
+            with fsutil.atomic_path(tmp_path / "a", kind, force=True) as tmp:
+                tmp.write_text("new a")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "a").read_text() == "old a" and hidden(tmp_path) == []
+
+
 def test_the_sweep_leaves_dotfiles_that_merely_look_like_old_temporaries(tmp_path):
     """macs 0.1's leftovers are removed only when named after the target being written: a home
     folder's `.bashrc.old-1` or `.config.old-2019/` are the user's, however old."""
