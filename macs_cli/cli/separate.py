@@ -84,12 +84,14 @@ def separate(
     batch.share()
 
     def work(job):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", SilentInputWarning)
-            manifest = separate_file(net, job.where, output, opts, name=str(job.target.relative_to(output)),
-                                     on_progress=job.advance, info=job.data)   # probed by check_input
-        for w in caught:
-            say_warning(f"{w.message}")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SilentInputWarning)
+                manifest = separate_file(net, job.where, output, opts, name=str(job.target.relative_to(output)),
+                                         on_progress=job.advance, info=job.data)   # probed by check_input
+        finally:   # said when the input fails too (where a previous output was kept, for one)
+            for w in caught:
+                say_warning(f"{w.message}")
         stems = [str(job.target / s["file"]) for s in manifest["stems"]]
         return {"input": str(job.where), "skipped": False, "stems": stems, "manifest": str(job.target / "manifest.json")}
 
