@@ -357,8 +357,7 @@ class _Temp:
         try:
             if self.previous and os.path.lexists(self.path):
                 with contextlib.suppress(OSError):
-                    os.rename(self.path, self.path.parent / _tmp_name(
-                        self.target.name, f"{os.getpid()}-{secrets.token_hex(4)}{KEPT_MARK}"))
+                    os.rename(self.path, _kept_name(self.target))
             elif os.path.lexists(self.path):
                 _remove(self.path)
         finally:
@@ -720,6 +719,11 @@ def _move_aside(tmp: _Temp, target: Path) -> Path:
 KEPT_MARK = ".macs-kept"   # a previous output that could not be put back: never swept
 
 
+def _kept_name(target: Path) -> Path:
+    """A fresh ``.<name>.<pid>-<random>.macs-kept`` beside ``target``."""
+    return target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{KEPT_MARK}")
+
+
 def _is_ours(target: Path, tmp: _Temp) -> bool:
     """Whether ``target`` is still the file or folder this set placed there (the inode its
     temporary's descriptor holds), not something another run put there since."""
@@ -752,7 +756,7 @@ def _put_back(target: Path, tmp: _Temp, aside: _Aside | None) -> None:
             rename_noreplace(aside.path, target)
             back = True
     if not back:
-        kept = target.parent / _tmp_name(target.name, f"{os.getpid()}-{secrets.token_hex(4)}{KEPT_MARK}")
+        kept = _kept_name(target)
         try:
             os.rename(aside.path, kept)
         except OSError:
