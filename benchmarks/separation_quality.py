@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "separation_quality", "corpus": str(args.corpus), "split": args.split,
         "heldout_clips": len(bank), "heldout_seconds": round(bank.seconds, 1),
         "model": {"spec": args.model, "source": getattr(model, "source", ""), "config": cfg.to_dict()},
-        "grouping_method": grouping.METHOD,
+        "grouping_method": grouping.NET_METHOD if grouping.default_net() is not None else grouping.METHOD,
         "settings": {"mixtures": args.mixtures, "sources": args.sources, "sparse_mixtures": args.sparse_mixtures,
                      "seed": args.seed, "nmf_components": 6, "nmf_iterations": args.nmf_iterations,
                      "band_split_bands": 6, "window_seconds": cfg.window_seconds, "level_db": 2.5},
