@@ -306,9 +306,17 @@ def _tmp_name(name: str, tail: str) -> str:
     """``.<name>.<tail>``, with ``<name>`` cut short where needed so that the whole fits in one file
     name: an output whose own name fits is never refused because of its temporary's longer name."""
     room = NAME_MAX - len(os.fsencode(f"..{tail}"))
-    raw = os.fsencode(name)
-    if len(raw) > room:
-        name = os.fsdecode(raw[:max(room, 1)])   # surrogateescape: a cut character stays bytes
+    if len(os.fsencode(name)) > room:
+        # cut between characters, never inside one: half a UTF-8 character would make a name
+        # that libraries passing paths as UTF-8 (libsndfile through soundfile) cannot open
+        kept, used = [], 0
+        for ch in name:
+            size = len(os.fsencode(ch))
+            if used + size > room:
+                break
+            kept.append(ch)
+            used += size
+        name = "".join(kept) or "x"
     return f".{name}.{tail}"
 
 

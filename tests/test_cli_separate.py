@@ -465,3 +465,83 @@ def test_broken_grouping_network_file_is_one_line_before_any_work(tiny_model_pat
         assert r.exit_code == 0, r.output
     finally:
         G.default_net.cache_clear()
+
+
+def _tone_mp3(path: Path, seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = (0.4 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 1234 * t)).astype(np.float32)
+    sf.write(path, x, rate, format="MP3", subtype="MPEG_LAYER_III")
+    return x
+
+
+def test_mp3_is_decoded_as_in_one_read_and_stems_sum_to_it(tiny_model_path, tmp_path):
+    """libsndfile 1.2 decodes an MP3 read in several blocks wrongly from the third block on (up to
+    full scale off); macs reads MP3 whole, so blocks, stems and the whole-file decode agree."""
+    from macs_cli.audio.io import iter_blocks
+
+    p = tmp_path / "tone.mp3"
+    _tone_mp3(p, 3.0, 44100)
+    whole, _ = sf.read(p, dtype="float32")
+    blocks = np.concatenate(list(iter_blocks(p, block_frames=4096)))
+    assert blocks.shape == whole.shape and np.abs(blocks - whole).max() < 1e-6
+    r = run("separate", p, "-o", tmp_path / "out", "--model", tiny_model_path, "-q", "--sample-rate", "input")
+    assert r.exit_code == 0, r.output
+    _, stems = stems_of(tmp_path / "out" / "tone")
+    total = sum(s for s, _ in stems)
+    assert total.shape == whole.shape and np.abs(total - whole).max() < 1e-4
+
+
+def test_mp3_whose_header_overstates_its_length(tiny_model_path, tmp_path):
+    """A cut-off MP3 keeps a header that promises the whole length; the decoded length counts
+    (manifest, stem length), the second pass does not run dry, and the next input goes on."""
+    from macs_cli.audio.io import probe
+
+    full = tmp_path / "full.mp3"
+    _tone_mp3(full, 4.0, 16000)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with sf.SoundFile(cut) as f:
+        header = f.frames
+    decoded = len(sf.read(cut, dtype="float32")[0])
+    assert decoded < header                       # the case: the header says more than decodes
+    assert probe(cut).frames == decoded
+    ok = tmp_path / "ok.wav"
+    sf.write(ok, tone_mix(1.0, 16000), 16000)
+    r = run("separate", cut, ok, "-o", tmp_path / "out", "--model", tiny_model_path, "-q", "-n", "2")
+    assert r.exit_code == 0, r.output
+    m, stems = stems_of(tmp_path / "out" / "cut")
+    assert m["source_frames"] == decoded and all(s.shape == (decoded,) for s, _ in stems)
+    assert (tmp_path / "out" / "ok" / "manifest.json").exists()
+
+
+def test_a_long_multibyte_name_is_separated(tiny_model_path, tmp_path):
+    """A 244-byte name of 3-byte characters: its temporary folder's shortened name must stay whole
+    characters, or the stems inside cannot be opened (that crashed the batch)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    sf.write(d / ("日" * 80 + ".wav"), tone_mix(0.5, 16000), 16000)
+    sf.write(d / "ok.wav", tone_mix(0.5, 16000, seed=1), 16000)
+    r = run("separate", d, "-o", tmp_path / "out", "--model", tiny_model_path, "-q")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / ("日" * 80) / "manifest.json").exists()
+    assert (tmp_path / "out" / "ok" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("rate", ["input", "22050"])
+def test_manifest_levels_describe_the_files_at_another_output_rate(tiny_model_path, tmp_path, rate):
+    """At an output rate other than the model's, the files hold more than the model-rate stems
+    (the band above 8 kHz is shared among them): rms, rms_db and activity are measured on the
+    files, as with --num-sources. A 12 kHz tone used to be listed at about -82 dB in every stem."""
+    t = np.arange(44100 * 2) / 44100
+    x = (0.3 * np.sin(2 * np.pi * 12000 * t) + 0.1 * tone_mix(2.0, 44100)).astype(np.float32)
+    p = tmp_path / "hf.wav"
+    sf.write(p, x, 44100)
+    r = run("separate", p, "-o", tmp_path / "out", "--model", tiny_model_path, "-q", "--sample-rate", rate)
+    assert r.exit_code == 0, r.output
+    m, stems = stems_of(tmp_path / "out" / "hf")
+    assert m["sample_rate"] == (44100 if rate == "input" else 22050)
+    for entry, (y, _) in zip(m["stems"], stems):
+        assert entry["rms"] == pytest.approx(float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))), rel=1e-3)
+        if rate == "input":   # made to sum to the input: every stem holds its share of the 12 kHz tone
+            assert entry["rms_db"] > -40

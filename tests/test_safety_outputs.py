@@ -140,10 +140,12 @@ def test_a_users_json_with_a_few_of_our_keys_is_not_taken_for_ours(tmp_path):
 
 def test_an_output_whose_name_fits_is_never_refused_for_its_temporarys_name(tmp_path):
     """A temporary's name is longer than its target's: for a name near the 255-byte limit it is cut
-    short (at any byte, multibyte characters too) instead of failing with 'File name too long'."""
-    for name in ("L" * 250 + ".npy", "é" * 125 + ".wav", "x" * 255):
+    short instead of failing with 'File name too long', between characters: half a multibyte
+    character would leave a name that is not UTF-8, which libsndfile (through soundfile) cannot open."""
+    for name in ("L" * 250 + ".npy", "é" * 125 + ".wav", "x" * 255, "日" * 80 + ".wav", "日" * 83 + ".wav"):
         with fsutil.atomic_path(tmp_path / name) as tmp:
             assert len(os.fsencode(tmp.name)) <= 255 and fsutil._OURS.match(tmp.name)
+            tmp.name.encode("utf-8")        # no lone surrogates: a whole character or none
             tmp.write_text("ok")
         assert (tmp_path / name).read_text() == "ok"
         with fsutil.atomic_dir(tmp_path / "d" / name) as tmp:

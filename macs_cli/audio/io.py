@@ -53,10 +53,36 @@ def _open(path: Path):
         raise AudioError(f"{path}: cannot decode audio ({msg})") from None
 
 
+# Formats libsndfile (1.2) decodes wrongly when they are read in more than one call (MP3: from the
+# third block on, the samples differ from the file's by up to full scale), and whose header length
+# is an estimate (a VBR or truncated MP3 can decode to half of it). They are decoded in one read.
+WHOLE_READ_FORMATS = frozenset({"MP3"})
+
+
+def _decoded_frames(f) -> int:
+    """Frames an open file really decodes to (the count of block reads is right, their samples
+    are not needed)."""
+    n = 0
+    while True:
+        got = len(f.read(1 << 16, dtype="int16"))
+        if not got:
+            return n
+        n += got
+
+
 def probe(path: Path) -> AudioInfo:
-    """Header facts of an audio file; raises AudioError if it is missing, corrupt or empty."""
+    """Facts of an audio file (for MP3 the decoded length, not the header's estimate); raises
+    AudioError if it is missing, corrupt or empty."""
+    import soundfile as sf
+
     with _open(path) as f:
-        info = AudioInfo(Path(path), int(f.samplerate), int(f.channels), int(f.frames),
+        frames = int(f.frames)
+        if str(f.format) in WHOLE_READ_FORMATS:
+            try:
+                frames = _decoded_frames(f)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"{path}: decoding failed mid-file ({exc})") from None
+        info = AudioInfo(Path(path), int(f.samplerate), int(f.channels), frames,
                          str(f.format), str(f.subtype))
     if info.sample_rate <= 0:
         raise AudioError(f"{path}: invalid sample rate {info.sample_rate}")
@@ -73,11 +99,21 @@ def iter_blocks(path: Path, block_frames: int = 1 << 16, mono: bool = True) -> I
     import soundfile as sf
 
     with _open(path) as f:
-        while True:
+        whole = None
+        if str(f.format) in WHOLE_READ_FORMATS:   # one read: see WHOLE_READ_FORMATS
             try:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
+                whole = f.read(dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AudioError(f"{path}: decoding failed mid-file ({exc})") from None
+        start = 0
+        while True:
+            if whole is not None:
+                block, start = whole[start:start + block_frames], start + block_frames
+            else:
+                try:
+                    block = f.read(block_frames, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    raise AudioError(f"{path}: decoding failed mid-file ({exc})") from None
             if block.shape[0] == 0:
                 return
             if not np.isfinite(block).all():

@@ -12,6 +12,7 @@ memory does not grow with the file's length.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -27,7 +28,7 @@ import torch
 from .. import __version__
 from ..audio.chunking import OverlapAdd
 from ..audio.io import AudioInfo, StreamResampler, iter_blocks, probe
-from ..errors import ConfigError, MacsError
+from ..errors import AudioError, ConfigError, MacsError
 from ..formats import STEMS_FORMAT, STEMS_OUTPUT
 from ..fsutil import atomic_dir, describe_os_error, is_inside
 from .grouping import GroupingPlan, GroupRenderer, StemStatistics, default_net, plan_grouping, statistics_of
@@ -517,8 +518,10 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
             for w, s in zip(writers, stems):
                 w.write(s)
 
+    decoded = 0
     try:
         for block in source.blocks(max(4096, info.sample_rate)):
+            decoded += block.shape[0]
             sink(ola.push(to_model(block)))
             if on_progress:
                 on_progress(block.shape[0] / info.sample_rate)
@@ -530,6 +533,11 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
     finally:
         for w in writers:
             w.close()
+    if decoded != info.frames:   # a header that over- or under-states the length: trust the decoder
+        if not decoded:
+            raise AudioError(f"{source.name}: empty audio (nothing decodes)")
+        info = dataclasses.replace(info, frames=decoded)
+        source = dataclasses.replace(source, info=info)
     env = stats.finish()
     activity = stem_activity(env)
     rms = np.sqrt(stats.sumsq / max(stats.count, 1))
@@ -542,17 +550,20 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
     groups = plan.hard_groups()
     mix_energy = stats.mix_sumsq / max(stats.count, 1)
     rendered = not plan.identity or (stem_mode == "clean" and cleaner is None)   # a second pass from clean shares
-    if not rendered:
+    # at another output rate the files differ from the model-rate stems (the band above the model's
+    # Nyquist frequency is shared among them): their figures are measured on what is written
+    measured = rendered or out_rate != cfg.sample_rate
+    if not measured:
         group_rms = [float(r) for r in rms]
         group_act = [float(a) for a in activity]
-    else:   # merged or clean outputs: measured while they are written (at the output rate)
-        group_rms, group_act, mix_energy = _write_merged(store, raw_paths, plan, source,
+    else:   # merged, clean or resampled outputs: measured while they are written (at the output rate)
+        group_rms, group_act, mix_energy = _write_merged(store, raw_paths, plan if rendered else None, source,
                                                          cfg.sample_rate, out_rate, opts, cfg.n_fft)
     active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
               for a, r in zip(group_act, group_rms)]
     drop = opts.drop_silent or opts.num_sources == "auto"   # auto: silent outputs never count
     keep = [i for i in range(len(groups)) if active[i] or not drop]
-    if not rendered:
+    if not measured:
         _write_outputs(store, raw_paths, groups, keep, source, cfg.sample_rate, out_rate, opts)
     else:
         for j, i in enumerate(keep):
@@ -623,7 +634,11 @@ def _output_blocks(store, raw_paths: list[str], combine: Callable[[np.ndarray, b
                     block = np.concatenate([block, pad])
             if reference is not None and block.shape[0]:
                 while ref_buf.size < block.shape[0]:
-                    ref_buf = np.concatenate([ref_buf, next(reference)])
+                    more = next(reference, None)
+                    if more is None:   # the input decoded shorter than on the first pass
+                        raise AudioError(f"{source.name}: decoded to fewer samples on the second read "
+                                         "than on the first")
+                    ref_buf = np.concatenate([ref_buf, more])
                 ref, ref_buf = ref_buf[: block.shape[0]], ref_buf[block.shape[0]:]
                 block = block + ((ref - block.sum(1)) / channels)[:, None]
             written += block.shape[0]
@@ -658,20 +673,28 @@ def _write_outputs(store, raw_paths: list[str], groups: list[list[int]], keep: l
             w.close()
 
 
-def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Source",
+def _write_merged(store, raw_paths: list[str], plan: GroupingPlan | None, source: "Source",
                   model_rate: int, out_rate: int, opts: SeparateOptions,
                   n_fft: int) -> tuple[list[float], list[float], float]:
-    """Second pass for ``--num-sources`` and clean stems: render the outputs (grouping.GroupRenderer) from
-    the raw stems into ``.out_XX.wav``, resampled and made to sum to the input as in
-    :func:`_write_outputs`; returns each output's RMS and activity and the mixture's mean square,
-    measured on what was written."""
-    k = plan.weights.shape[1]
-    renderer = GroupRenderer(plan.weights, n_fft)
+    """Second pass for ``--num-sources``, clean stems and a changed rate: the outputs, rendered from
+    the raw stems by ``plan`` (grouping.GroupRenderer; None: the stems as they are), into
+    ``.out_XX.wav``, resampled and made to sum to the input as in :func:`_write_outputs`; returns
+    each output's RMS and activity and the mixture's mean square, measured on what was written."""
+    if plan is None:
+        k = len(raw_paths)
+
+        def combine(raw, last):
+            return raw
+    else:
+        k = plan.weights.shape[1]
+        renderer = GroupRenderer(plan.weights, n_fft)
+
+        def combine(raw, last):
+            return renderer.finish() if last else renderer.push(raw)
     measured = _StemStats(k, out_rate)
     writers = [store.writer(f".out_{g:02d}.wav", out_rate, opts.subtype) for g in range(k)]
     try:
-        for block in _output_blocks(store, raw_paths, lambda raw, last: renderer.finish() if last else renderer.push(raw),
-                                    k, source, model_rate, out_rate):
+        for block in _output_blocks(store, raw_paths, combine, k, source, model_rate, out_rate):
             if block.shape[0]:
                 measured.add(np.ascontiguousarray(block.T))
             for g in range(k):
