@@ -545,3 +545,17 @@ def test_manifest_levels_describe_the_files_at_another_output_rate(tiny_model_pa
         assert entry["rms"] == pytest.approx(float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))), rel=1e-3)
         if rate == "input":   # made to sum to the input: every stem holds its share of the 12 kHz tone
             assert entry["rms_db"] > -40
+
+
+def test_an_input_shorter_than_one_model_sample_is_a_one_line_error(tiny_model_path, tmp_path):
+    """One sample at 48 kHz is nothing at 16 kHz: an error for that input (it used to give empty
+    stems and the false warning that the input was silent); the next input goes on."""
+    sf.write(tmp_path / "one.wav", np.array([0.5], np.float32), 48000)
+    sf.write(tmp_path / "ok.wav", tone_mix(0.5, 16000), 16000)
+    r = run("separate", tmp_path / "one.wav", tmp_path / "ok.wav", "-o", tmp_path / "out",
+            "--model", tiny_model_path, "-q", "--stem-mode", "CLEAN")
+    assert r.exit_code == 1
+    assert "too short to separate" in r.output and "silent" not in r.output
+    assert not (tmp_path / "out" / "one").exists()
+    m, _ = stems_of(tmp_path / "out" / "ok")
+    assert m["settings"]["stem_mode"] == "clean"      # case-blind, as the other options

@@ -109,6 +109,8 @@ class SeparateOptions:
             k = parse_num_sources(num_sources)
         except ValueError as exc:
             raise ConfigError(f"--num-sources {exc}") from None
+        if isinstance(kw.get("stem_mode"), str):   # case-blind, as --precision and --num-sources are
+            kw["stem_mode"] = kw["stem_mode"].strip().lower()
         return cls(sample_rate=rate, num_sources=k, **kw)
 
 
@@ -538,6 +540,9 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
             raise AudioError(f"{source.name}: empty audio (nothing decodes)")
         info = dataclasses.replace(info, frames=decoded)
         source = dataclasses.replace(source, info=info)
+    if not stats.count:   # e.g. one sample at 48 kHz: nothing at the model's rate to separate
+        raise AudioError(f"{source.name}: too short to separate ({decoded} sample(s) at {info.sample_rate} Hz, "
+                         f"less than one at the model's {cfg.sample_rate} Hz)")
     env = stats.finish()
     activity = stem_activity(env)
     rms = np.sqrt(stats.sumsq / max(stats.count, 1))
