@@ -559,3 +559,10 @@ def test_an_input_shorter_than_one_model_sample_is_a_one_line_error(tiny_model_p
     assert not (tmp_path / "out" / "one").exists()
     m, _ = stems_of(tmp_path / "out" / "ok")
     assert m["settings"]["stem_mode"] == "clean"      # case-blind, as the other options
+
+
+@pytest.mark.parametrize("verb", ["separate", "embed", "rank", "generate", "eval", "train-sep", "train-gen"])
+def test_an_empty_output_option_is_a_usage_error(verb, tmp_path):
+    """`-o "$OUT"` with OUT unset must not write into the current folder."""
+    r = run(verb, "-o", "", tmp_path / "x.wav")
+    assert r.exit_code == 2 and "must not be empty" in r.output, r.output

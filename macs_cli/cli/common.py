@@ -109,6 +109,16 @@ JSON_HELP = "On stdout, one JSON record per output instead of its path."
 
 
 # -- options several verbs take (help text their own) ------------------------------------------------
+def output_path(value: str) -> "Path":
+    """``-o/--output``: an empty value (an unset shell variable in ``-o "$OUT"``) is a usage error,
+    not the current folder."""
+    from pathlib import Path
+
+    if not str(value).strip():
+        raise typer.BadParameter("must not be empty")
+    return Path(value)
+
+
 def force_option(help: str):
     return typer.Option(False, "--force", help=help)
 

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import MacsError
 from .batch import Batch, output_folder_or_file, positive
-from .common import (DEVICE_HELP, Emitter, download_option, fail, force_option, inference_device, json_option,
+from .common import (output_path, DEVICE_HELP, Emitter, download_option, fail, force_option, inference_device, json_option,
                      one_line_errors, quiet_option, say_warning, skip_existing_option)
 
 CLAP_HELP = ("CLAP model: 'default' (laion-clap 630k-audioset-best, HTSAT-tiny), 'hf' or "
@@ -28,7 +28,7 @@ PRECISION_HELP = "CLAP's precision: auto (fp32), fp32, bf16 or fp16 (CUDA only);
 
 def embed(
     stems: List[Path] = typer.Argument(..., help=STEMS_HELP),
-    output: Path = typer.Option(..., "-o", "--output", help=OUTPUT_HELP),
+    output: Path = typer.Option(..., "-o", "--output", parser=output_path, help=OUTPUT_HELP),
     clap: Optional[str] = typer.Option(None, "--clap", help=CLAP_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     batch_size: int = typer.Option(8, "--batch-size", help="10 s clips per CLAP forward pass."),

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from .common import (DEVICE_HELP, JSON_HELP, Emitter, console, fail, one_line_errors, resolve_device, say_error,
+from .common import (output_path, DEVICE_HELP, JSON_HELP, Emitter, console, fail, one_line_errors, resolve_device, say_error,
                      say_warning, threads_for_cpu)
 
 
@@ -41,7 +41,7 @@ def _stage_callback(progress):
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Generated images (task images) or stem folders "
                                                    "<name>/stem_XX.wav (task separation)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Report folder: report.json, report.md, "
+    output: Path = typer.Option(..., "-o", "--output", parser=output_path, help="Report folder: report.json, report.md, "
                                                             "report.png (and cache/)."),
     task: str = typer.Option("images", "--task", help="images (FID, KID, CLIP-FID, AIS, IIS) or "
                                                        "separation (SI-SDRi)."),

@@ -11,7 +11,7 @@ import typer
 
 from ..precision import PRECISION_HELP
 from .batch import Batch
-from .common import DEVICE_HELP, Emitter, JSON_HELP, fail, gpu_memory_errors, inference_device, one_line_errors
+from .common import output_path, DEVICE_HELP, Emitter, JSON_HELP, fail, gpu_memory_errors, inference_device, one_line_errors
 
 SD_HELP = ("Stable Diffusion v1.x backbone: a hub id (CompVis/stable-diffusion-v1-4, "
            "stable-diffusion-v1-5/stable-diffusion-v1-5), read from the Hugging Face cache, or a local "
@@ -32,7 +32,7 @@ def generate(
                                                             "B: images along the straight line from A to B, plus "
                                                             "contact_sheet.png."),
     frames: int = typer.Option(8, "--frames", help="Images along an --interpolate path (both ends included)."),
-    output: Path = typer.Option(..., "-o", "--output", help="OUT.png for one image; else a folder."),
+    output: Path = typer.Option(..., "-o", "--output", parser=output_path, help="OUT.png for one image; else a folder."),
     sd_model: Optional[str] = typer.Option(None, "--sd-model", help=SD_HELP),
     adapter: Optional[str] = typer.Option(None, "--adapter", help=ADAPTER_HELP),
     adapter_mlp: Optional[Path] = typer.Option(None, "--adapter-mlp", help="Official <Dataset>_mlp.pt (with "

@@ -8,14 +8,14 @@ from typing import List, Optional
 import typer
 
 from .batch import Batch, output_folder_or_file, positive
-from .common import DEVICE_HELP, JSON_HELP, Emitter, console, one_line_errors, resolve_device
+from .common import output_path, DEVICE_HELP, JSON_HELP, Emitter, console, one_line_errors, resolve_device
 
 
 def rank(
     embeddings: List[Path] = typer.Argument(..., help="Embedding files written by `macs embed` (their "
                                             ".json sidecar must hold the mixture's embedding), or folders "
                                             "of them (searched recursively)."),
-    output: Path = typer.Option(..., "-o", "--output", help="RANKED.npy for one input; a folder for several "
+    output: Path = typer.Option(..., "-o", "--output", parser=output_path, help="RANKED.npy for one input; a folder for several "
                                 "(inputs found in a folder keep their path below it)."),
     top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Keep the k most significant stems "
                                         "(the paper: the top 3 carry most of the semantics)."),

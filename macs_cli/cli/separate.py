@@ -10,14 +10,14 @@ import typer
 
 from ..precision import PRECISION_HELP
 from .batch import Batch
-from .common import (DEVICE_HELP, Emitter, JSON_HELP, inference_device, one_line_errors, say_note,
+from .common import (output_path, DEVICE_HELP, Emitter, JSON_HELP, inference_device, one_line_errors, say_note,
                      say_warning, world)
 
 
 def separate(
     inputs: List[Path] = typer.Argument(..., help="Audio files or folders (searched recursively): "
                                         "wav, flac, ogg, mp3, any length, rate or channel count."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output folder: one sub-folder per input."),
+    output: Path = typer.Option(..., "-o", "--output", parser=output_path, help="Output folder: one sub-folder per input."),
     model: str = typer.Option("default", "--model", "-m",
                               help="'default' (built in), 'official' (the MACS authors' checkpoint from "
                                    "the Hugging Face cache), or a checkpoint file or folder."),

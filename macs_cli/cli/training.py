@@ -12,7 +12,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from .common import DEVICE_HELP, JSON_HELP, Emitter, console, one_line_errors, resolve_device, run_config, with_shortcuts
+from .common import output_path, DEVICE_HELP, JSON_HELP, Emitter, console, one_line_errors, resolve_device, run_config, with_shortcuts
 
 
 def training_options(contents: str, recipes: str, example: str):
@@ -21,7 +21,7 @@ def training_options(contents: str, recipes: str, example: str):
     ``force``, ``quiet``, ``as_json``), in the verb's own order; the help texts name its run folder's
     ``contents``, its ``recipes`` and an override ``example``."""
     common = {
-        "output": (Path, typer.Option(..., "-o", "--output", help=f"Run folder ({contents}).")),
+        "output": (Path, typer.Option(..., "-o", "--output", parser=output_path, help=f"Run folder ({contents}).")),
         "config": (Optional[Path], typer.Option(None, "--config", "-c", help=f"YAML recipe (see {recipes}).")),
         "overrides": (List[str], typer.Option([], "--set", help=f"Override a config value, e.g. --set {example} "
                                               "(repeatable).")),
