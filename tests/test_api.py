@@ -104,3 +104,32 @@ def test_docs_api_examples_run(stand_ins, tmp_path, monkeypatch, capsys):
     assert "Stems(6 x 160000 samples at 16000 Hz)" in capsys.readouterr().out
     assert namespace["ranked"].meta["order"][:3] == list(np.argsort(-np.array(namespace["ranked"].meta["scores"]),
                                                                    kind="stable")[:3])
+
+
+def test_drop_silent_at_the_inputs_rate_drops_and_the_kept_stems_sum_to_the_input(monkeypatch):
+    """At ``sample_rate="input"`` the band above 8 kHz is shared among the outputs; a stem silent
+    at the model's rate must still be dropped (it used to pick up its share and pass the bar),
+    and the kept stems, with that band, sum to the input."""
+    import macs_cli.separation.api as A
+    from macs_cli.separation.model import Separator
+
+    from .conftest import tiny_config
+
+    def mixture_in_stem_0(model, precision="auto"):
+        def run(batch):
+            out = np.zeros((batch.shape[0], model.config.num_sources, batch.shape[1]), np.float32)
+            out[:, 0] = batch
+            return out
+        run.precision = "fp32"
+        return run
+
+    monkeypatch.setattr(A, "model_window_fn", mixture_in_stem_0)
+    model = Separator(tiny_config()).eval()
+    t = np.arange(44100 * 3) / 44100
+    x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 12000 * t)).astype(np.float32)
+    s = A.separate_waveform(model, x, 44100, A.SeparateOptions(sample_rate="input", drop_silent=True,
+                                                               stem_mode="raw"))
+    assert len(s.manifest["stems"]) == 1 and len(s.manifest["dropped"]) == model.config.num_sources - 1
+    assert np.abs(s.audio.sum(0) - x).max() < 1e-5
+    kept = s.manifest["stems"][0]
+    assert kept["rms"] == pytest.approx(float(np.sqrt(np.mean(np.square(s.audio[0], dtype=np.float64)))), rel=1e-4)

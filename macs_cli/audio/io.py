@@ -60,29 +60,23 @@ WHOLE_READ_FORMATS = frozenset({"MP3"})
 
 
 def _decoded_frames(f) -> int:
-    """Frames an open file really decodes to (the count of block reads is right, their samples
-    are not needed)."""
+    """Frames an open file really decodes to, whatever its header says (the count of block reads
+    is right; their samples are not needed). Reads into a buffer: ``read(n)`` would stop at the
+    header's count."""
+    buf = np.empty((1 << 16, f.channels), dtype=np.int16)
     n = 0
     while True:
-        got = len(f.read(1 << 16, dtype="int16"))
+        got = len(f.read(out=buf))
         if not got:
             return n
         n += got
 
 
 def probe(path: Path) -> AudioInfo:
-    """Facts of an audio file (for MP3 the decoded length, not the header's estimate); raises
-    AudioError if it is missing, corrupt or empty."""
-    import soundfile as sf
-
+    """Header facts of an audio file (an MP3's frame count is the header's estimate: the readers
+    below count what decodes); raises AudioError if it is missing, corrupt or empty."""
     with _open(path) as f:
-        frames = int(f.frames)
-        if str(f.format) in WHOLE_READ_FORMATS:
-            try:
-                frames = _decoded_frames(f)
-            except (sf.LibsndfileError, RuntimeError) as exc:
-                raise AudioError(f"{path}: decoding failed mid-file ({exc})") from None
-        info = AudioInfo(Path(path), int(f.samplerate), int(f.channels), frames,
+        info = AudioInfo(Path(path), int(f.samplerate), int(f.channels), int(f.frames),
                          str(f.format), str(f.subtype))
     if info.sample_rate <= 0:
         raise AudioError(f"{path}: invalid sample rate {info.sample_rate}")
@@ -102,9 +96,14 @@ def iter_blocks(path: Path, block_frames: int = 1 << 16, mono: bool = True) -> I
         whole = None
         if str(f.format) in WHOLE_READ_FORMATS:   # one read: see WHOLE_READ_FORMATS
             try:
-                whole = f.read(dtype="float32", always_2d=True)
+                frames = _decoded_frames(f)   # not the header's count: it may promise far more
+                with _open(path) as again:
+                    whole = np.empty((frames, again.channels), dtype=np.float32)
+                    whole = whole[: again.read(out=whole).shape[0]]
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AudioError(f"{path}: decoding failed mid-file ({exc})") from None
+            except MemoryError:
+                raise AudioError(f"{path}: too long to decode in memory ({frames} frames)") from None
         start = 0
         while True:
             if whole is not None:

@@ -7,7 +7,8 @@
     manifest = separate_file(model, "mix.wav", "out/", SeparateOptions())
 
 Writes ``out/<name>/stem_00.wav ... stem_{M-1}.wav`` and ``manifest.json``. Audio is streamed:
-memory does not grow with the file's length.
+memory does not grow with the file's length (MP3 excepted: it is decoded in one read, see
+:data:`macs_cli.audio.io.WHOLE_READ_FORMATS`).
 """
 
 from __future__ import annotations
@@ -555,21 +556,21 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
     groups = plan.hard_groups()
     mix_energy = stats.mix_sumsq / max(stats.count, 1)
     rendered = not plan.identity or (stem_mode == "clean" and cleaner is None)   # a second pass from clean shares
-    # at another output rate the files differ from the model-rate stems (the band above the model's
-    # Nyquist frequency is shared among them): their figures are measured on what is written
-    measured = rendered or out_rate != cfg.sample_rate
-    if not measured:
+    if not rendered:   # which stems are active is decided on the model-rate stems
         group_rms = [float(r) for r in rms]
         group_act = [float(a) for a in activity]
-    else:   # merged, clean or resampled outputs: measured while they are written (at the output rate)
-        group_rms, group_act, mix_energy = _write_merged(store, raw_paths, plan if rendered else None, source,
+    else:   # merged or clean outputs: measured while they are written (at the output rate)
+        group_rms, group_act, mix_energy = _write_merged(store, raw_paths, plan, source,
                                                          cfg.sample_rate, out_rate, opts, cfg.n_fft)
     active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
               for a, r in zip(group_act, group_rms)]
     drop = opts.drop_silent or opts.num_sources == "auto"   # auto: silent outputs never count
     keep = [i for i in range(len(groups)) if active[i] or not drop]
-    if not measured:
-        _write_outputs(store, raw_paths, groups, keep, source, cfg.sample_rate, out_rate, opts)
+    if not rendered:
+        written_levels = _write_outputs(store, raw_paths, groups, keep, source, cfg.sample_rate, out_rate, opts)
+        if written_levels is not None:   # at another rate the files hold more (the band above 8 kHz)
+            for (r, a), i in zip(zip(*written_levels), keep):
+                group_rms[i], group_act[i] = r, a
     else:
         for j, i in enumerate(keep):
             store.rename(f".out_{i:02d}.wav", f"stem_{j:02d}.wav")
@@ -656,50 +657,58 @@ def _output_blocks(store, raw_paths: list[str], combine: Callable[[np.ndarray, b
 
 
 def _write_outputs(store, raw_paths: list[str], groups: list[list[int]], keep: list[int],
-                   source: "Source", model_rate: int, out_rate: int, opts: SeparateOptions) -> None:
-    """Second pass: group, drop and resample the raw model-rate stems into the final files."""
+                   source: "Source", model_rate: int, out_rate: int,
+                   opts: SeparateOptions) -> tuple[list[float], list[float]] | None:
+    """Second pass: group, drop and resample the raw model-rate stems into the final files. At the
+    input's rate the kept outputs are made to sum to the input (what the dropped ones held at the
+    model rate is below the silence bar; the band above the model's Nyquist frequency is shared
+    among the kept ones). At another rate than the model's, returns the RMS and activity of each
+    kept output measured on what was written; else None (the model-rate figures describe them)."""
     finals = [f"stem_{j:02d}.wav" for j in range(len(keep))]
     identity = all(g == [i] for i, g in enumerate(groups))
     if identity and len(keep) == len(groups) and out_rate == model_rate and opts.subtype == "FLOAT":
         for i, f in zip(keep, finals):
             store.rename(raw_paths[i], f)
-        return
+        return None
+    if not keep:
+        return None
+    kept = [groups[i] for i in keep]
 
     def combine(raw: np.ndarray, last: bool) -> np.ndarray:
-        return np.stack([raw[g].sum(0) for g in groups]) if not last else np.zeros((len(groups), 0), np.float32)
+        return np.stack([raw[g].sum(0) for g in kept]) if not last else np.zeros((len(kept), 0), np.float32)
 
+    measured = _StemStats(len(kept), out_rate) if out_rate != model_rate else None
     writers = [store.writer(f, out_rate, opts.subtype) for f in finals]
     try:
-        for block in _output_blocks(store, raw_paths, combine, len(groups), source, model_rate, out_rate):
-            for j, i in enumerate(keep):
-                writers[j].write(block[:, i])
+        for block in _output_blocks(store, raw_paths, combine, len(kept), source, model_rate, out_rate):
+            if measured is not None and block.shape[0]:
+                measured.add(np.ascontiguousarray(block.T))
+            for j in range(len(kept)):
+                writers[j].write(block[:, j])
     finally:
         for w in writers:
             w.close()
+    if measured is None:
+        return None
+    env = measured.finish()
+    rms = np.sqrt(measured.sumsq / max(measured.count, 1))
+    return [float(r) for r in rms], [float(a) for a in stem_activity(env)]
 
 
-def _write_merged(store, raw_paths: list[str], plan: GroupingPlan | None, source: "Source",
+def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Source",
                   model_rate: int, out_rate: int, opts: SeparateOptions,
                   n_fft: int) -> tuple[list[float], list[float], float]:
-    """Second pass for ``--num-sources``, clean stems and a changed rate: the outputs, rendered from
-    the raw stems by ``plan`` (grouping.GroupRenderer; None: the stems as they are), into
-    ``.out_XX.wav``, resampled and made to sum to the input as in :func:`_write_outputs`; returns
-    each output's RMS and activity and the mixture's mean square, measured on what was written."""
-    if plan is None:
-        k = len(raw_paths)
-
-        def combine(raw, last):
-            return raw
-    else:
-        k = plan.weights.shape[1]
-        renderer = GroupRenderer(plan.weights, n_fft)
-
-        def combine(raw, last):
-            return renderer.finish() if last else renderer.push(raw)
+    """Second pass for ``--num-sources`` and clean stems: render the outputs (grouping.GroupRenderer) from
+    the raw stems into ``.out_XX.wav``, resampled and made to sum to the input as in
+    :func:`_write_outputs`; returns each output's RMS and activity and the mixture's mean square,
+    measured on what was written."""
+    k = plan.weights.shape[1]
+    renderer = GroupRenderer(plan.weights, n_fft)
     measured = _StemStats(k, out_rate)
     writers = [store.writer(f".out_{g:02d}.wav", out_rate, opts.subtype) for g in range(k)]
     try:
-        for block in _output_blocks(store, raw_paths, combine, k, source, model_rate, out_rate):
+        for block in _output_blocks(store, raw_paths, lambda raw, last: renderer.finish() if last else renderer.push(raw),
+                                    k, source, model_rate, out_rate):
             if block.shape[0]:
                 measured.add(np.ascontiguousarray(block.T))
             for g in range(k):
