@@ -99,6 +99,14 @@ def test_zero_shot_labels(separated, clap_models, tmp_path):
         assert row[0]["score"] >= row[1]["score"]
 
 
+def test_empty_labels_are_a_one_line_error_not_ignored(separated, clap_models, tmp_path):
+    """`--labels "$L"` with L unset must say so, not embed without labels."""
+    out = tmp_path / "l.npy"
+    r = run("embed", separated / "clip1", "-o", out, "--clap", clap_models["hf"], "-q", "--labels", "")
+    assert r.exit_code != 0 and "label vocabulary is empty" in r.output, r.output
+    assert not out.exists()
+
+
 def test_rank(separated, clap_models, tmp_path):
     emb = tmp_path / "e.npy"
     assert run("embed", separated / "clip2", "-o", emb, "--clap", clap_models["laion"], "-q").exit_code == 0

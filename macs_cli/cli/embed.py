@@ -95,7 +95,7 @@ def embed(
 
 
 def _vocabulary(labels: str | None):
-    if not labels:
+    if labels is None:   # "" is a mistake (an unset variable), said by load_vocabulary
         return None
     from ..clap.labels import load_vocabulary
 
