@@ -106,10 +106,12 @@ def test_docs_api_examples_run(stand_ins, tmp_path, monkeypatch, capsys):
                                                                    kind="stable")[:3])
 
 
-def test_drop_silent_at_the_inputs_rate_drops_and_the_kept_stems_sum_to_the_input(monkeypatch):
+@pytest.mark.parametrize("merged", [False, True])
+def test_drop_silent_at_the_inputs_rate_drops_and_the_kept_stems_sum_to_the_input(monkeypatch, tmp_path, merged):
     """At ``sample_rate="input"`` the band above 8 kHz is shared among the outputs; a stem silent
     at the model's rate must still be dropped (it used to pick up its share and pass the bar),
-    and the kept stems, with that band, sum to the input."""
+    and the kept stems, with that band, sum to the input. ``merged``: through the rendering that
+    --num-sources (and auto) uses, with the model's own number of outputs."""
     import macs_cli.separation.api as A
     from macs_cli.separation.model import Separator
 
@@ -127,9 +129,17 @@ def test_drop_silent_at_the_inputs_rate_drops_and_the_kept_stems_sum_to_the_inpu
     model = Separator(tiny_config()).eval()
     t = np.arange(44100 * 3) / 44100
     x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 12000 * t)).astype(np.float32)
-    s = A.separate_waveform(model, x, 44100, A.SeparateOptions(sample_rate="input", drop_silent=True,
-                                                               stem_mode="raw"))
+    extra = {"stem_mode": "clean", "num_sources": model.config.num_sources} if merged else {"stem_mode": "raw"}
+    s = A.separate_waveform(model, x, 44100, A.SeparateOptions(sample_rate="input", drop_silent=True, **extra))
     assert len(s.manifest["stems"]) == 1 and len(s.manifest["dropped"]) == model.config.num_sources - 1
     assert np.abs(s.audio.sum(0) - x).max() < 1e-5
+    assert all(e["rms_db"] < -100 for e in s.manifest["dropped"])   # what dropped them: the model rate
     kept = s.manifest["stems"][0]
     assert kept["rms"] == pytest.approx(float(np.sqrt(np.mean(np.square(s.audio[0], dtype=np.float64)))), rel=1e-4)
+    sf.write(tmp_path / "hf.wav", x, 44100)   # the same through files (FolderStore)
+    m = A.separate_file(model, tmp_path / "hf.wav", tmp_path / "out",
+                        A.SeparateOptions(sample_rate="input", drop_silent=True, **extra))
+    files = sorted(p.name for p in (tmp_path / "out" / "hf").iterdir())
+    assert files == ["manifest.json", "stem_00.wav"] and len(m["stems"]) == 1
+    y, _ = sf.read(tmp_path / "out" / "hf" / "stem_00.wav", dtype="float32")
+    assert np.abs(y - sf.read(tmp_path / "hf.wav", dtype="float32")[0]).max() < 1e-5

@@ -559,13 +559,22 @@ def _separate_core(model: Separator, source: "Source", store: "FolderStore | Mem
     if not rendered:   # which stems are active is decided on the model-rate stems
         group_rms = [float(r) for r in rms]
         group_act = [float(a) for a in activity]
-    else:   # merged or clean outputs: measured while they are written (at the output rate)
-        group_rms, group_act, mix_energy = _write_merged(store, raw_paths, plan, source,
-                                                         cfg.sample_rate, out_rate, opts, cfg.n_fft)
+    else:   # merged or clean outputs: decided on their model-rate rendering, described as written
+        decide, written_levels = _write_merged(store, raw_paths, plan, source,
+                                               cfg.sample_rate, out_rate, opts, cfg.n_fft)
+        group_rms, group_act, mix_energy = decide
     active = [a >= MIN_ACTIVITY and r ** 2 >= mix_energy * 10 ** (ACTIVE_REL_DB / 10)
               for a, r in zip(group_act, group_rms)]
     drop = opts.drop_silent or opts.num_sources == "auto"   # auto: silent outputs never count
     keep = [i for i in range(len(groups)) if active[i] or not drop]
+    if rendered:   # kept outputs are described as written; dropped ones by what dropped them
+        for i in keep:
+            group_rms[i], group_act[i] = written_levels[0][i], written_levels[1][i]
+        if keep and len(keep) < len(groups) and out_rate == info.sample_rate:
+            # made to sum to the input: the dropped outputs' part (their share of the band above
+            # the model's Nyquist frequency, mostly) goes to the kept ones, which then still do
+            for (r, a), i in zip(zip(*_fold_dropped(store, len(groups), keep, out_rate, opts.subtype)), keep):
+                group_rms[i], group_act[i] = r, a
     if not rendered:
         written_levels = _write_outputs(store, raw_paths, groups, keep, source, cfg.sample_rate, out_rate, opts)
         if written_levels is not None:   # at another rate the files hold more (the band above 8 kHz)
@@ -704,11 +713,18 @@ def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Sour
     measured on what was written."""
     k = plan.weights.shape[1]
     renderer = GroupRenderer(plan.weights, n_fft)
+    at_model = _StemStats(k, model_rate)   # the outputs as rendered, before resampling
     measured = _StemStats(k, out_rate)
+
+    def combine(raw: np.ndarray, last: bool) -> np.ndarray:
+        out = renderer.finish() if last else renderer.push(raw)
+        if out.shape[1]:
+            at_model.add(out)
+        return out
+
     writers = [store.writer(f".out_{g:02d}.wav", out_rate, opts.subtype) for g in range(k)]
     try:
-        for block in _output_blocks(store, raw_paths, lambda raw, last: renderer.finish() if last else renderer.push(raw),
-                                    k, source, model_rate, out_rate):
+        for block in _output_blocks(store, raw_paths, combine, k, source, model_rate, out_rate):
             if block.shape[0]:
                 measured.add(np.ascontiguousarray(block.T))
             for g in range(k):
@@ -716,10 +732,44 @@ def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Sour
     finally:
         for w in writers:
             w.close()
-    env = measured.finish()
-    rms = np.sqrt(measured.sumsq / max(measured.count, 1))
+    decide = _levels(at_model) if model_rate != out_rate else _levels(measured)
+    return decide, _levels(measured)[:2]
+
+
+def _levels(stats: "_StemStats") -> tuple[list[float], list[float], float]:
+    """Each track's RMS and activity and the mixture's mean square, from streamed statistics."""
+    env = stats.finish()
+    rms = np.sqrt(stats.sumsq / max(stats.count, 1))
     return ([float(r) for r in rms], [float(a) for a in stem_activity(env)],
-            measured.mix_sumsq / max(measured.count, 1))
+            stats.mix_sumsq / max(stats.count, 1))
+
+
+def _fold_dropped(store, k: int, keep: list[int], rate: int, subtype: str) -> tuple[list[float], list[float]]:
+    """Add the sum of the outputs that are dropped, in equal parts, to the kept ones (``.out_XX.wav``
+    rewritten in place through ``.fold_XX.wav``), so the kept outputs sum to what all of them did;
+    returns the kept outputs' RMS and activity as rewritten."""
+    readers = [store.reader(f".out_{g:02d}.wav") for g in range(k)]
+    writers = [store.writer(f".fold_{i:02d}.wav", rate, subtype) for i in keep]
+    dropped = [g for g in range(k) if g not in keep]
+    measured = _StemStats(len(keep), rate)
+    try:
+        while True:
+            block = np.stack([r.read(65536, dtype="float32") for r in readers])
+            if not block.shape[1]:
+                break
+            out = block[keep] + block[dropped].sum(0, keepdims=True) / len(keep)
+            measured.add(out)
+            for w, x in zip(writers, out):
+                w.write(x)
+    finally:
+        for r in readers:
+            r.close()
+        for w in writers:
+            w.close()
+    for i in keep:
+        store.unlink(f".out_{i:02d}.wav")
+        store.rename(f".fold_{i:02d}.wav", f".out_{i:02d}.wav")
+    return _levels(measured)[:2]
 
 
 __all__ = ["SeparateOptions", "STEM_MODES", "stem_mode_for", "separate_file", "separate_to_memory", "separate_waveform", "Stems", "Source", "group_stems", "plan_grouping", "stem_activity",
