@@ -713,12 +713,12 @@ def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Sour
     measured on what was written."""
     k = plan.weights.shape[1]
     renderer = GroupRenderer(plan.weights, n_fft)
-    at_model = _StemStats(k, model_rate)   # the outputs as rendered, before resampling
+    at_model = _StemStats(k, model_rate) if model_rate != out_rate else None   # as rendered, before resampling
     measured = _StemStats(k, out_rate)
 
     def combine(raw: np.ndarray, last: bool) -> np.ndarray:
         out = renderer.finish() if last else renderer.push(raw)
-        if out.shape[1]:
+        if at_model is not None and out.shape[1]:
             at_model.add(out)
         return out
 
@@ -732,8 +732,8 @@ def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Sour
     finally:
         for w in writers:
             w.close()
-    decide = _levels(at_model) if model_rate != out_rate else _levels(measured)
-    return decide, _levels(measured)[:2]
+    written = _levels(measured)
+    return (_levels(at_model) if at_model is not None else written), written[:2]
 
 
 def _levels(stats: "_StemStats") -> tuple[list[float], list[float], float]:
