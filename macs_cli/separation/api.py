@@ -697,11 +697,7 @@ def _write_outputs(store, raw_paths: list[str], groups: list[list[int]], keep: l
     finally:
         for w in writers:
             w.close()
-    if measured is None:
-        return None
-    env = measured.finish()
-    rms = np.sqrt(measured.sumsq / max(measured.count, 1))
-    return [float(r) for r in rms], [float(a) for a in stem_activity(env)]
+    return None if measured is None else _levels(measured)[:2]
 
 
 def _write_merged(store, raw_paths: list[str], plan: GroupingPlan, source: "Source",
